@@ -1,0 +1,331 @@
+"""Pure-NumPy reference implementation of every piece of fastnn's math.
+
+This module is the test oracle and the baseline of every benchmark. It is
+written for clarity, never for speed, and imports nothing else from fastnn.
+Each compiled kernel in :mod:`fastnn._kernels` has a twin here with the same
+name and argument order.
+
+Conventions (shared with the rest of the package):
+
+* weights are stored ``(fan_in, fan_out)`` and applied as ``X @ W + b``;
+* ``sigmoid_derivative`` and friends take the *activated* value;
+* losses: ``"sse"`` = ``sum((y - out)**2)``, ``"mse"`` = ``mean((y - out)**2)``
+  over all elements, ``"log_loss"`` = mean over samples of the cross-entropy
+  (binary with a sigmoid output, multiclass with softmax);
+* gradients are the true gradients of the named loss, and a step is
+  ``W -= learning_rate * dW``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "sigmoid",
+    "sigmoid_derivative",
+    "tanh",
+    "tanh_derivative",
+    "relu",
+    "relu_derivative",
+    "identity",
+    "identity_derivative",
+    "softmax",
+    "activate",
+    "activation_derivative",
+    "forward",
+    "loss",
+    "output_delta",
+    "backward",
+    "loss_and_gradients",
+    "gd_update",
+    "momentum_update",
+    "adam_update",
+    "gd_step",
+    "train_gd",
+    "NeuralNetwork",
+]
+
+
+# --------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, overflow-safe, dtype-preserving."""
+    x = np.asarray(x)
+    out = np.empty_like(x, dtype=np.result_type(x, np.float32))
+    pos = x >= 0
+    out[pos] = 1 / (1 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1 + e)
+    return out
+
+
+def sigmoid_derivative(s):
+    """Derivative of the sigmoid, given the activated value ``s``: ``s * (1 - s)``."""
+    return s * (1 - s)
+
+
+def tanh(x):
+    """Hyperbolic tangent."""
+    return np.tanh(x)
+
+
+def tanh_derivative(t):
+    """Derivative of tanh given the activated value ``t``: ``1 - t**2``."""
+    return 1 - t * t
+
+
+def relu(x):
+    """Rectified linear unit ``max(x, 0)``."""
+    return np.maximum(x, 0)
+
+
+def relu_derivative(r):
+    """Derivative of relu given the activated value ``r``: 1 where ``r > 0`` else 0."""
+    return (r > 0).astype(r.dtype)
+
+
+def identity(x):
+    """Identity activation."""
+    return np.array(x, copy=True)
+
+
+def identity_derivative(a):
+    """Derivative of the identity: ones."""
+    return np.ones_like(a)
+
+
+def softmax(x):
+    """Row-wise softmax, shifted by the row maximum so that it never overflows."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+_ACTIVATIONS = {
+    "identity": (identity, identity_derivative),
+    "sigmoid": (sigmoid, sigmoid_derivative),
+    "logistic": (sigmoid, sigmoid_derivative),
+    "tanh": (tanh, tanh_derivative),
+    "relu": (relu, relu_derivative),
+    "softmax": (softmax, None),
+}
+
+
+def activate(z, name):
+    """Apply the activation called ``name`` to ``z``."""
+    return _ACTIVATIONS[name][0](z)
+
+
+def activation_derivative(a, name):
+    """Derivative of activation ``name`` given its activated value ``a``."""
+    deriv = _ACTIVATIONS[name][1]
+    if deriv is None:
+        raise ValueError("softmax has no elementwise derivative; use it as output with log_loss")
+    return deriv(a)
+
+
+# --------------------------------------------------------------------------
+# network math
+# --------------------------------------------------------------------------
+def forward(X, weights, biases, activation, output_activation):
+    """Forward pass of a stack of dense layers.
+
+    Returns the list of activations ``[X, a1, ..., aL]``.
+    """
+    acts = [X]
+    n_layers = len(weights)
+    for i, W in enumerate(weights):
+        z = acts[-1] @ W
+        if biases is not None:
+            z = z + biases[i]
+        name = output_activation if i == n_layers - 1 else activation
+        acts.append(activate(z, name))
+    return acts
+
+
+def loss(y, output, loss_name, output_activation="sigmoid"):
+    """Value of the named loss for targets ``y`` and network ``output``.
+
+    ``log_loss`` is the binary (multi-label) cross-entropy for a sigmoid
+    output and the categorical one for a softmax output; probabilities are
+    clipped to ``[eps, 1 - eps]`` so that it is always finite. The private
+    ``"squared_error"`` loss is scikit-learn's ``mean((y - out)**2) / 2``.
+    """
+    if loss_name == "sse":
+        return np.sum((y - output) ** 2)
+    if loss_name == "mse":
+        return np.mean((y - output) ** 2)
+    if loss_name == "log_loss":
+        eps = np.finfo(output.dtype).eps
+        p = np.clip(output, eps, 1 - eps)
+        n = y.shape[0]
+        if output_activation == "softmax":
+            return -np.sum(y * np.log(p)) / n
+        return -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)) / n
+    if loss_name == "squared_error":
+        return np.mean((y - output) ** 2) / 2
+    raise ValueError(f"unknown loss {loss_name!r}")
+
+
+def output_delta(y, output, loss_name, output_activation):
+    """Gradient of the loss with respect to the output layer's pre-activation."""
+    if loss_name == "log_loss":
+        if output_activation not in ("sigmoid", "logistic", "softmax"):
+            raise ValueError("log_loss needs a sigmoid or softmax output")
+        return (output - y) / y.shape[0]
+    if loss_name == "sse":
+        d_out = 2 * (output - y)
+    elif loss_name == "mse":
+        d_out = 2 * (output - y) / y.size
+    elif loss_name == "squared_error":
+        # scikit-learn's convention: not divided by n_outputs (its issue #8349)
+        d_out = (output - y) / y.shape[0]
+    else:
+        raise ValueError(f"unknown loss {loss_name!r}")
+    return d_out * activation_derivative(output, output_activation)
+
+
+def backward(acts, y, weights, activation, output_activation, loss_name, with_bias):
+    """Backward pass: gradients of the loss for every weight (and bias).
+
+    ``acts`` is the list returned by :func:`forward`. Returns
+    ``(weight_grads, bias_grads)``; ``bias_grads`` is ``None`` without bias.
+    """
+    n_layers = len(weights)
+    delta = output_delta(y, acts[-1], loss_name, output_activation)
+    weight_grads = [None] * n_layers
+    bias_grads = [None] * n_layers if with_bias else None
+    for i in range(n_layers - 1, -1, -1):
+        weight_grads[i] = acts[i].T @ delta
+        if with_bias:
+            bias_grads[i] = delta.sum(axis=0)
+        if i > 0:
+            delta = (delta @ weights[i].T) * activation_derivative(acts[i], activation)
+    return weight_grads, bias_grads
+
+
+def loss_and_gradients(X, y, weights, biases, activation, output_activation, loss_name, alpha=0.0):
+    """Loss and its gradients ``(loss, weight_grads, bias_grads)`` for one batch.
+
+    ``alpha`` adds scikit-learn's L2 penalty ``0.5 * alpha * sum(W**2) / n``
+    on the weights (not the biases) to the loss, and ``alpha * W / n`` to
+    their gradients.
+    """
+    acts = forward(X, weights, biases, activation, output_activation)
+    value = loss(y, acts[-1], loss_name, output_activation)
+    wg, bg = backward(acts, y, weights, activation, output_activation, loss_name, biases is not None)
+    if alpha:
+        n = X.shape[0]
+        value = value + 0.5 * alpha * sum(np.sum(W * W) for W in weights) / n
+        wg = [g + alpha * W / n for g, W in zip(wg, weights)]
+    return value, wg, bg
+
+
+def gd_update(params, grads, learning_rate):
+    """Plain gradient step ``params -= learning_rate * grads`` (in place)."""
+    params -= learning_rate * grads
+    return params
+
+
+def momentum_update(params, grads, velocity, learning_rate, momentum, nesterov):
+    """Momentum step, in place (scikit-learn's formulation).
+
+    ``velocity = momentum * velocity - learning_rate * grads``, then
+    ``params += velocity`` or, with Nesterov's look-ahead,
+    ``params += momentum * velocity - learning_rate * grads``.
+    """
+    velocity[...] = momentum * velocity - learning_rate * grads
+    if nesterov:
+        params += momentum * velocity - learning_rate * grads
+    else:
+        params += velocity
+    return params
+
+
+def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
+    """Adam step number ``t`` (1-based), in place (scikit-learn's formulation).
+
+    ``m`` and ``v`` are the running first and second moments.
+    """
+    m[...] = beta_1 * m + (1 - beta_1) * grads
+    v[...] = beta_2 * v + (1 - beta_2) * grads**2
+    lr_t = float(learning_rate * np.sqrt(1 - beta_2**t) / (1 - beta_1**t))
+    params -= lr_t * m / (np.sqrt(v) + epsilon)
+    return params
+
+
+def gd_step(X, y, weights, biases, activation, output_activation, loss_name, learning_rate):
+    """One full-batch gradient-descent step, in place. Returns the loss before the step."""
+    value, wg, bg = loss_and_gradients(X, y, weights, biases, activation, output_activation, loss_name)
+    for i, g in enumerate(wg):
+        weights[i] -= learning_rate * g
+        if biases is not None:
+            biases[i] -= learning_rate * bg[i]
+    return value
+
+
+def train_gd(X, y, weights, biases, activation, output_activation, loss_name, learning_rate, epochs):
+    """``epochs`` full-batch gradient-descent steps, in place. Returns the loss history."""
+    history = np.empty(epochs, dtype=X.dtype)
+    for epoch in range(epochs):
+        history[epoch] = gd_step(
+            X, y, weights, biases, activation, output_activation, loss_name, learning_rate
+        )
+    return history
+
+
+# --------------------------------------------------------------------------
+# the tutorial network, exactly as the tutorial writes it
+# --------------------------------------------------------------------------
+def _tutorial_sigmoid(x):
+    return 1.0 / (1 + np.exp(-x))
+
+
+def _tutorial_sigmoid_derivative(x):
+    return x * (1.0 - x)
+
+
+class NeuralNetwork:
+    """The classic two-layer tutorial network, in plain NumPy.
+
+    Sigmoid activations, no biases, 4 hidden units, sum-of-squares loss and
+    ``weights += d_weights``. Weights are drawn with ``np.random.rand`` so
+    that the global NumPy seed decides them.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples, n_outputs)
+    """
+
+    def __init__(self, x, y):
+        self.input = x
+        self.weights1 = np.random.rand(self.input.shape[1], 4)
+        self.weights2 = np.random.rand(4, 1)
+        self.y = y
+        self.output = np.zeros(self.y.shape)
+
+    def feedforward(self):
+        """Compute ``layer1`` and ``output`` from the current weights."""
+        self.layer1 = _tutorial_sigmoid(np.dot(self.input, self.weights1))
+        self.output = _tutorial_sigmoid(np.dot(self.layer1, self.weights2))
+
+    def backprop(self):
+        """One step of gradient descent on the sum-of-squares loss."""
+        d_weights2 = np.dot(
+            self.layer1.T,
+            (2 * (self.y - self.output) * _tutorial_sigmoid_derivative(self.output)),
+        )
+        d_weights1 = np.dot(
+            self.input.T,
+            (
+                np.dot(
+                    2 * (self.y - self.output) * _tutorial_sigmoid_derivative(self.output),
+                    self.weights2.T,
+                )
+                * _tutorial_sigmoid_derivative(self.layer1)
+            ),
+        )
+        self.weights1 += d_weights1
+        self.weights2 += d_weights2
