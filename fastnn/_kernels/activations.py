@@ -1,0 +1,105 @@
+"""Activation functions and their derivatives, elementwise and in place.
+
+Derivatives take the *activated* value, as the tutorial's
+``sigmoid_derivative(s) = s * (1 - s)`` does. All arithmetic stays in the
+arrays' own dtype.
+"""
+
+import numpy as np
+from fastnn._kernels._jit import kernel
+
+from fastnn._kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+from fastnn._kernels.fastexp import exp_nonpositive
+
+
+@kernel(inline="always")
+def sigmoid_scalar(z, one):
+    # 1 / (1 + exp(-z)), computed from exp(-|z|) so that it never overflows;
+    # `one` is 1 in z's dtype, so that float32 stays float32
+    e = exp_nonpositive(-abs(z))
+    r = one / (one + e)
+    return r if z >= 0 else e * r
+
+
+@kernel
+def sigmoid(z, out):
+    # out = 1 / (1 + exp(-z)), elementwise; z and out may be the same array
+    zf = z.ravel()
+    of = out.ravel()
+    one = zf.dtype.type(1.0)
+    for i in range(zf.size):
+        of[i] = sigmoid_scalar(zf[i], one)
+    return out
+
+
+@kernel
+def sigmoid_derivative(s, out):
+    # out = s * (1 - s), s being the activated value
+    sf = s.ravel()
+    of = out.ravel()
+    one = sf.dtype.type(1.0)
+    for i in range(sf.size):
+        v = sf[i]
+        of[i] = v * (one - v)
+    return out
+
+
+@kernel
+def bias_activate(Z, b, has_bias, code):
+    # Z = act(Z + b), in place, row by row; softmax is taken over each row
+    n, m = Z.shape
+    zero = Z.dtype.type(0.0)
+    one = Z.dtype.type(1.0)
+    for i in range(n):
+        row = Z[i]
+        if has_bias:
+            for j in range(m):
+                row[j] += b[j]
+        if code == SIGMOID:
+            for j in range(m):
+                row[j] = sigmoid_scalar(row[j], one)
+        elif code == TANH:
+            for j in range(m):
+                row[j] = np.tanh(row[j])
+        elif code == RELU:
+            for j in range(m):
+                if row[j] < zero:
+                    row[j] = zero
+        elif code == SOFTMAX:
+            peak = row[0]
+            for j in range(1, m):
+                if row[j] > peak:
+                    peak = row[j]
+            total = zero
+            for j in range(m):
+                e = exp_nonpositive(row[j] - peak)
+                row[j] = e
+                total += e
+            inv = one / total
+            for j in range(m):
+                row[j] *= inv
+    return Z
+
+
+@kernel
+def multiply_derivative(delta, A, code):
+    # delta *= act'(A), elementwise, A being the activated value
+    if code == IDENTITY:
+        return delta
+    df = delta.ravel()
+    af = A.ravel()
+    one = af.dtype.type(1.0)
+    zero = af.dtype.type(0.0)
+    if code == SIGMOID:
+        for i in range(df.size):
+            a = af[i]
+            df[i] *= a * (one - a)
+    elif code == TANH:
+        for i in range(df.size):
+            a = af[i]
+            df[i] *= one - a * a
+    elif code == RELU:
+        for i in range(df.size):
+            if af[i] <= zero:
+                df[i] = zero
+    return delta

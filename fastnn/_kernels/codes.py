@@ -1,0 +1,29 @@
+"""Integer codes that select activations, losses and optimizers inside kernels."""
+
+IDENTITY = 0
+SIGMOID = 1
+TANH = 2
+RELU = 3
+SOFTMAX = 4
+
+ACTIVATION_CODES = {
+    "identity": IDENTITY,
+    "sigmoid": SIGMOID,
+    "logistic": SIGMOID,
+    "tanh": TANH,
+    "relu": RELU,
+    "softmax": SOFTMAX,
+}
+
+SSE = 0  # sum((y - out)**2)
+MSE = 1  # mean((y - out)**2) over all elements
+LOG_LOSS = 2  # mean over samples of the cross-entropy
+SQUARED_ERROR = 3  # scikit-learn's mean((y - out)**2) / 2, gradient (out - y) / n
+
+LOSS_CODES = {"sse": SSE, "mse": MSE, "log_loss": LOG_LOSS, "squared_error": SQUARED_ERROR}
+
+OPT_GD = 0  # W -= lr * dW
+OPT_MOMENTUM = 1  # v = mu * v - lr * dW; W += v   (or Nesterov's look-ahead)
+OPT_ADAM = 2  # Kingma & Ba, in scikit-learn's formulation
+
+OPTIMIZER_CODES = {"gd": OPT_GD, "sgd": OPT_GD, "momentum": OPT_MOMENTUM, "adam": OPT_ADAM}

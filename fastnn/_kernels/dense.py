@@ -1,0 +1,220 @@
+"""Forward and backward passes of a stack of dense layers on flat buffers.
+
+Parameters live in one flat array ``params``; ``layout`` is an int64 array of
+shape ``(n_layers, 4)`` whose rows are ``(fan_in, fan_out, weight_offset,
+bias_offset)`` (``bias_offset = -1`` without bias). Weights are stored
+``(fan_in, fan_out)`` and applied as ``X @ W + b``. Gradients use the same
+layout in ``grads``. Activations and deltas of a batch of ``nb`` rows are
+packed one layer after another in the flat workspaces ``acts`` and
+``deltas`` (``nb * sum(fan_out)`` elements each).
+"""
+
+import numpy as np
+from fastnn._kernels._jit import kernel
+
+from fastnn._kernels.activations import bias_activate, multiply_derivative
+from fastnn._kernels.codes import LOG_LOSS, MSE, RELU, SIGMOID, SOFTMAX, SSE, TANH
+
+# m * k * n below which explicit loops beat a BLAS call: Numba's np.dot
+# costs ~50-70 ns to call, and beats register-accumulated loops from about
+# 8x8x8 on (see benchmarks/bench_kernels.py::test_matmul_crossover)
+SMALL_MATMUL = 256
+
+
+@kernel
+def matmul(A, B, out):
+    # out = A @ B   (A: m x k, B: k x n)
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= SMALL_MATMUL:
+        np.dot(A, B, out)
+        return out
+    for i in range(m):
+        for j in range(n):
+            acc = out.dtype.type(0.0)
+            for p in range(k):
+                acc += A[i, p] * B[p, j]
+            out[i, j] = acc
+    return out
+
+
+@kernel
+def matmul_tn(A, B, out):
+    # out = A.T @ B   (A: m x k, B: m x n, out: k x n)
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= SMALL_MATMUL:
+        np.dot(A.T, B, out)
+        return out
+    for p in range(k):
+        for j in range(n):
+            acc = out.dtype.type(0.0)
+            for i in range(m):
+                acc += A[i, p] * B[i, j]
+            out[p, j] = acc
+    return out
+
+
+@kernel
+def matmul_nt(A, B, out):
+    # out = A @ B.T   (A: m x k, B: n x k, out: m x n)
+    m, k = A.shape
+    n = B.shape[0]
+    if m * k * n >= SMALL_MATMUL:
+        np.dot(A, B.T, out)
+        return out
+    for i in range(m):
+        for j in range(n):
+            acc = out.dtype.type(0.0)
+            for p in range(k):
+                acc += A[i, p] * B[j, p]
+            out[i, j] = acc
+    return out
+
+
+@kernel
+def loss_delta(Y, A, loss_code, output_code, delta):
+    # loss(Y, A) and delta = d loss / d z of the output layer, in one pass.
+    # The loss is accumulated in float64 whatever the dtype.
+    n, k = A.shape
+    total = 0.0
+    one = A.dtype.type(1.0)
+    zero = A.dtype.type(0.0)
+    if loss_code == LOG_LOSS:
+        eps = np.finfo(A.dtype).eps
+        inv_n = one / A.dtype.type(n)
+        for i in range(n):
+            for j in range(k):
+                a = A[i, j]
+                y = Y[i, j]
+                p = min(max(a, eps), one - eps)
+                if output_code == SOFTMAX:
+                    if y != 0:
+                        total -= y * np.log(p)
+                else:
+                    total -= y * np.log(p) + (one - y) * np.log(one - p)
+                delta[i, j] = (a - y) * inv_n
+        return total / n
+    if loss_code == SSE:
+        scale = A.dtype.type(2.0)
+    elif loss_code == MSE:
+        scale = A.dtype.type(2.0) / A.dtype.type(n * k)
+    else:  # SQUARED_ERROR, scikit-learn's convention
+        scale = one / A.dtype.type(n)
+    for i in range(n):
+        for j in range(k):
+            a = A[i, j]
+            r = a - Y[i, j]
+            total += r * r
+            d = scale * r
+            if output_code == SIGMOID:
+                d *= a * (one - a)
+            elif output_code == TANH:
+                d *= one - a * a
+            elif output_code == RELU:
+                if a <= 0:
+                    d = zero
+            delta[i, j] = d
+    if loss_code == SSE:
+        return total
+    if loss_code == MSE:
+        return total / (n * k)
+    return total / (n * k) / 2.0
+
+
+@kernel
+def forward(X, params, layout, activation_code, output_code, acts):
+    # a_0 = X; a_l = act(a_{l-1} @ W_l + b_l); returns a_L (a view into acts)
+    n_layers = layout.shape[0]
+    nb = X.shape[0]
+    prev = X
+    off = 0
+    for layer in range(n_layers):
+        fan_in = layout[layer, 0]
+        fan_out = layout[layer, 1]
+        w_off = layout[layer, 2]
+        b_off = layout[layer, 3]
+        W = params[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
+        Z = acts[off : off + nb * fan_out].reshape((nb, fan_out))
+        matmul(prev, W, Z)
+        code = output_code if layer == n_layers - 1 else activation_code
+        if b_off >= 0:
+            bias_activate(Z, params[b_off : b_off + fan_out], True, code)
+        else:
+            bias_activate(Z, params[0:0], False, code)
+        prev = Z
+        off += nb * fan_out
+    return prev
+
+
+@kernel
+def backward(X, params, layout, activation_code, acts, deltas, grads):
+    # given the output delta (last block of deltas), fill grads:
+    # dW_l = a_{l-1}.T @ d_l, db_l = sum_rows d_l, d_{l-1} = (d_l @ W_l.T) * act'(a_{l-1})
+    n_layers = layout.shape[0]
+    nb = X.shape[0]
+    off = 0
+    for layer in range(n_layers):
+        off += nb * layout[layer, 1]
+    for layer in range(n_layers - 1, -1, -1):
+        fan_in = layout[layer, 0]
+        fan_out = layout[layer, 1]
+        w_off = layout[layer, 2]
+        b_off = layout[layer, 3]
+        off -= nb * fan_out
+        D = deltas[off : off + nb * fan_out].reshape((nb, fan_out))
+        gW = grads[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
+        if layer == 0:
+            matmul_tn(X, D, gW)
+        else:
+            prev = acts[off - nb * fan_in : off].reshape((nb, fan_in))
+            matmul_tn(prev, D, gW)
+        if b_off >= 0:
+            gb = grads[b_off : b_off + fan_out]
+            for j in range(fan_out):
+                gb[j] = 0
+            for i in range(nb):
+                row = D[i]
+                for j in range(fan_out):
+                    gb[j] += row[j]
+        if layer > 0:
+            W = params[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
+            prev = acts[off - nb * fan_in : off].reshape((nb, fan_in))
+            Dprev = deltas[off - nb * fan_in : off].reshape((nb, fan_in))
+            matmul_nt(D, W, Dprev)
+            multiply_derivative(Dprev, prev, activation_code)
+    return grads
+
+
+@kernel
+def l2_penalty(params, layout, alpha, nb, grads):
+    # adds alpha * W / nb to every weight gradient; returns 0.5 * alpha * sum(W**2) / nb
+    total = 0.0
+    scale = params.dtype.type(alpha / nb)
+    for layer in range(layout.shape[0]):
+        w_off = layout[layer, 2]
+        size = layout[layer, 0] * layout[layer, 1]
+        for i in range(w_off, w_off + size):
+            w = params[i]
+            total += w * w
+            grads[i] += scale * w
+    return 0.5 * alpha * total / nb
+
+
+@kernel
+def loss_and_gradients(
+    X, Y, params, layout, activation_code, output_code, loss_code, alpha, acts, deltas, grads
+):
+    # forward, loss (+ L2 penalty), backward; returns the loss, fills grads
+    nb = X.shape[0]
+    n_out = Y.shape[1]
+    output = forward(X, params, layout, activation_code, output_code, acts)
+    off = 0
+    for layer in range(layout.shape[0] - 1):
+        off += nb * layout[layer, 1]
+    D = deltas[off : off + nb * n_out].reshape((nb, n_out))
+    value = loss_delta(Y, output, loss_code, output_code, D)
+    backward(X, params, layout, activation_code, acts, deltas, grads)
+    if alpha > 0:
+        value += l2_penalty(params, layout, alpha, nb, grads)
+    return value
