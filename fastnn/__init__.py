@@ -1,0 +1,20 @@
+"""fastnn: multilayer perceptrons trained by compiled (Numba) kernels on the CPU.
+
+Public names:
+
+* :class:`NeuralNetwork` -- drop-in for the classic two-layer tutorial class;
+* :class:`MLP` -- the general engine (any depth, activations, losses, optimizers);
+* :mod:`fastnn.reference` -- the pure-NumPy oracle of all the math;
+* :class:`DivergenceError` -- raised when training produces NaN or infinity.
+
+Importing fastnn compiles nothing: kernels compile (or load from Numba's
+on-disk cache) on first use.
+"""
+
+from fastnn import reference
+from fastnn.mlp import MLP, DivergenceError
+from fastnn.network import NeuralNetwork
+
+__version__ = "0.1.0"
+
+__all__ = ["NeuralNetwork", "MLP", "DivergenceError", "reference", "__version__"]

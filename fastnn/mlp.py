@@ -1,0 +1,412 @@
+"""`MLP`: the general multilayer-perceptron engine of fastnn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn import _validation as v
+from fastnn._kernels import codes
+
+ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+OUTPUT_ACTIVATIONS = ACTIVATIONS + ("softmax",)
+LOSSES = ("sse", "mse", "log_loss")
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+
+# rows x epochs of shuffled indices drawn per compiled call
+_ORDER_BUDGET = 1 << 22
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient.
+
+    The model keeps the last parameters that gave a finite loss; ``epoch``
+    is the (0-based, counted over this ``fit`` call) epoch that failed.
+    """
+
+    def __init__(self, message, epoch):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class MLP:
+    """A fully connected feed-forward network trained by compiled kernels.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_features, hidden_1, ..., n_outputs]``; at least two entries.
+    activation : {"sigmoid", "logistic", "tanh", "relu", "identity"}
+        Activation of the hidden layers.
+    output_activation : {"sigmoid", "logistic", "tanh", "relu", "identity", "softmax"}
+        Activation of the output layer.
+    loss : {"sse", "mse", "log_loss"}
+        ``"sse"`` is ``sum((y - out)**2)``, ``"mse"`` its mean over all
+        elements, ``"log_loss"`` the mean over samples of the cross-entropy
+        (needs a sigmoid or softmax output).
+    bias : bool
+        Whether the layers have biases.
+    dtype : {"float64", "float32"}
+        Precision of parameters and computation, kept end to end.
+    random_state : None, int or numpy.random.Generator
+        Seeds the initial weights and the shuffles of :meth:`fit`.
+
+    Attributes
+    ----------
+    weights : list of ndarray
+        ``(fan_in, fan_out)`` arrays, views into one flat parameter buffer:
+        writing into them in place changes the model.
+    biases : list of ndarray or None
+        ``(fan_out,)`` views into the same buffer; ``None`` without bias.
+    history_ : ndarray
+        Loss of every epoch trained so far (all :meth:`fit` calls).
+
+    Notes
+    -----
+    Weights are initialised like scikit-learn's MLP: uniform in
+    ``[-b, b]`` with ``b = sqrt(f / (fan_in + fan_out))``, ``f = 2`` for a
+    sigmoid hidden activation and 6 otherwise; biases from the same range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn import MLP
+    >>> X = np.array([[0, 0, 1], [0, 1, 1], [1, 0, 1], [1, 1, 1]], float)
+    >>> y = np.array([[0], [1], [1], [0]], float)
+    >>> net = MLP([3, 8, 1], random_state=0)
+    >>> history = net.fit(X, y, epochs=2000, learning_rate=0.5)
+    >>> bool(history[-1] < history[0])
+    True
+    """
+
+    def __init__(
+        self,
+        layer_sizes,
+        activation="sigmoid",
+        output_activation="sigmoid",
+        loss="sse",
+        bias=True,
+        dtype="float64",
+        random_state=None,
+    ):
+        sizes = v.check_layer_sizes(layer_sizes)
+        v.check_choice(activation, "activation", ACTIVATIONS)
+        v.check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
+        v.check_choice(loss, "loss", LOSSES)
+        if loss == "log_loss" and output_activation not in ("sigmoid", "logistic", "softmax"):
+            raise ValueError(
+                "loss='log_loss' needs output_activation 'sigmoid', 'logistic' or 'softmax', "
+                f"got {output_activation!r}"
+            )
+        if output_activation == "softmax" and loss != "log_loss":
+            raise ValueError("output_activation='softmax' is only supported with loss='log_loss'")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.layer_sizes = sizes
+        self.activation = activation
+        self.output_activation = output_activation
+        self.loss = loss
+        self.bias = bool(bias)
+        self.dtype = v.check_dtype(dtype)
+        self.random_state = random_state
+        self._rng = v.check_random_state(random_state)
+        self._build()
+        self._init_parameters()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self):
+        sizes = self.layer_sizes
+        n_layers = len(sizes) - 1
+        layout = np.empty((n_layers, 4), dtype=np.int64)
+        off = 0
+        for i in range(n_layers):
+            fan_in, fan_out = sizes[i], sizes[i + 1]
+            layout[i, 0] = fan_in
+            layout[i, 1] = fan_out
+            layout[i, 2] = off
+            off += fan_in * fan_out
+            if self.bias:
+                layout[i, 3] = off
+                off += fan_out
+            else:
+                layout[i, 3] = -1
+        self._layout = layout
+        self._params = np.zeros(off, dtype=self.dtype)
+        self._grads = np.zeros(off, dtype=self.dtype)
+        self._make_views()
+        self._opt_name = None
+        self._state1 = None
+        self._state2 = None
+        self._step_count = np.zeros(1, dtype=np.int64)
+        self._workspace = {}
+        self.history_ = np.empty(0, dtype=np.float64)
+
+    def _make_views(self):
+        self.weights = []
+        self.biases = [] if self.bias else None
+        for fan_in, fan_out, w_off, b_off in self._layout:
+            self.weights.append(self._params[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out))
+            if self.bias:
+                self.biases.append(self._params[b_off : b_off + fan_out])
+
+    def _init_parameters(self):
+        factor = 2.0 if self.activation in ("sigmoid", "logistic") else 6.0
+        for i, W in enumerate(self.weights):
+            fan_in, fan_out = W.shape
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            W[...] = self._rng.uniform(-bound, bound, size=W.shape)
+            if self.bias:
+                self.biases[i][...] = self._rng.uniform(-bound, bound, size=fan_out)
+
+    @property
+    def n_features(self):
+        """Number of input features."""
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self):
+        """Number of outputs."""
+        return self.layer_sizes[-1]
+
+    @property
+    def n_parameters(self):
+        """Number of trainable parameters (weights and biases)."""
+        return int(self._params.size)
+
+    def _codes(self):
+        return (
+            codes.ACTIVATION_CODES[self.activation],
+            codes.ACTIVATION_CODES[self.output_activation],
+            codes.LOSS_CODES[self.loss],
+        )
+
+    def _buffers(self, rows):
+        """Activation and delta workspaces for batches of up to ``rows`` rows."""
+        ws = self._workspace.get("acts")
+        if ws is None or ws[0] < rows:
+            size = rows * sum(self.layer_sizes[1:])
+            ws = (rows, np.empty(size, dtype=self.dtype), np.empty(size, dtype=self.dtype))
+            self._workspace["acts"] = ws
+        return ws[1], ws[2]
+
+    # ------------------------------------------------------------ validation
+    def _check_X(self, X, name="X"):
+        return v.check_array(X, name, self.dtype, n_columns=self.n_features, column_name="features")
+
+    def _check_y(self, y, name="y"):
+        return v.check_array(
+            y, name, self.dtype, n_columns=self.n_outputs, column_name="outputs",
+            allow_1d=self.n_outputs == 1,
+        )
+
+    def _check_Xy(self, X, y):
+        X = self._check_X(X)
+        y = self._check_y(y)
+        v.check_same_rows(X, y)
+        return X, y
+
+    # ------------------------------------------------------------ public API
+    def predict(self, X):
+        """Network output for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs), in the model's dtype.
+        """
+        from fastnn._kernels.dense import forward
+
+        X = self._check_X(X)
+        act, out_act, _ = self._codes()
+        acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
+        out = forward(X, self._params, self._layout, act, out_act, acts)
+        return out.copy()
+
+    def loss_and_gradients(self, X, y, alpha=0.0):
+        """Loss of the model on ``(X, y)`` and its gradients.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_outputs)
+        alpha : float, default 0
+            L2 penalty ``0.5 * alpha * sum(W**2) / n_samples`` added to the loss.
+
+        Returns
+        -------
+        loss : float
+        weight_grads : list of ndarray, shaped like :attr:`weights`
+        bias_grads : list of ndarray, or None without bias
+        """
+        from fastnn._kernels.dense import loss_and_gradients
+
+        X, y = self._check_Xy(X, y)
+        alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
+        act, out_act, loss = self._codes()
+        acts, deltas = self._buffers(X.shape[0])
+        grads = np.empty_like(self._params)
+        value = loss_and_gradients(
+            X, y, self._params, self._layout, act, out_act, loss, alpha, acts, deltas, grads
+        )
+        wg, bg = [], ([] if self.bias else None)
+        for fan_in, fan_out, w_off, b_off in self._layout:
+            wg.append(grads[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out))
+            if self.bias:
+                bg.append(grads[b_off : b_off + fan_out])
+        return float(value), wg, bg
+
+    def fit(
+        self,
+        X,
+        y,
+        epochs=1,
+        learning_rate=0.1,
+        batch_size=None,
+        shuffle=True,
+        optimizer="gd",
+        momentum=0.9,
+        nesterov=False,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        alpha=0.0,
+        callback=None,
+    ):
+        """Train the network; the whole loop runs in compiled code.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, n_outputs)
+        epochs : int
+            Passes over the data.
+        learning_rate : float > 0
+        batch_size : int or None
+            Rows per step; ``None`` means the full batch (gradient descent).
+        shuffle : bool
+            Visit the rows in a fresh random order each epoch (drawn from the
+            model's ``random_state``). Ignored for full batches, whose
+            gradient does not depend on the order.
+        optimizer : {"gd", "sgd", "momentum", "adam"}
+            ``"gd"`` and ``"sgd"`` are the plain step ``W -= lr * dW``;
+            ``"momentum"`` keeps a velocity (``nesterov`` for Nesterov's
+            variant); ``"adam"`` is Kingma & Ba's. Optimizer state carries
+            over between calls with the same optimizer.
+        momentum, nesterov, beta_1, beta_2, epsilon
+            Optimizer hyper-parameters.
+        alpha : float >= 0
+            L2 penalty on the weights (scikit-learn's ``alpha``).
+        callback : callable or None
+            Called as ``callback(epochs_done, loss)`` after each compiled
+            chunk of epochs (for progress reporting).
+
+        Returns
+        -------
+        ndarray of shape (epochs,)
+            Loss of each epoch, measured during the epoch (before each
+            step's update), float64.
+
+        Raises
+        ------
+        DivergenceError
+            If the loss or a gradient becomes NaN or infinite; the model
+            keeps its last finite parameters.
+        """
+        from fastnn._kernels.train import train
+
+        X, y = self._check_Xy(X, y)
+        epochs = v.check_int(epochs, "epochs", minimum=0)
+        learning_rate = v.check_float(learning_rate, "learning_rate", minimum=0.0)
+        n = X.shape[0]
+        if batch_size is None:
+            batch = n
+        else:
+            batch = min(v.check_int(batch_size, "batch_size", minimum=1), n)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        v.check_choice(optimizer, "optimizer", OPTIMIZERS)
+        momentum = v.check_float(momentum, "momentum", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        beta_1 = v.check_float(beta_1, "beta_1", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+        beta_2 = v.check_float(beta_2, "beta_2", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+        epsilon = v.check_float(epsilon, "epsilon", minimum=0.0)
+        alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {callback!r}")
+
+        opt_code = codes.OPTIMIZER_CODES[optimizer]
+        if self._opt_name is None or codes.OPTIMIZER_CODES[self._opt_name] != opt_code:
+            self._state1 = np.zeros_like(self._params)
+            self._state2 = np.zeros_like(self._params) if opt_code == codes.OPT_ADAM else self._state1[:0]
+            self._step_count[0] = 0
+        self._opt_name = optimizer
+        hyper = np.array(
+            [learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64
+        )
+        act, out_act, loss = self._codes()
+        acts, deltas = self._buffers(batch)
+        use_order = bool(shuffle) and batch < n
+        if use_order:
+            X_batch = np.empty((batch, X.shape[1]), dtype=self.dtype)
+            Y_batch = np.empty((batch, y.shape[1]), dtype=self.dtype)
+            chunk = max(1, min(epochs, _ORDER_BUDGET // n))
+        else:
+            X_batch = np.empty((0, X.shape[1]), dtype=self.dtype)
+            Y_batch = np.empty((0, y.shape[1]), dtype=self.dtype)
+            chunk = epochs if callback is None else max(1, min(epochs, 1000))
+        history = np.empty(epochs, dtype=np.float64)
+        snapshot = self._params.copy()
+        done = 0
+        while done < epochs:
+            count = min(chunk, epochs - done)
+            if use_order:
+                order = np.empty((count, n), dtype=np.int64)
+                for e in range(count):
+                    order[e] = self._rng.permutation(n)
+            else:
+                order = np.empty((0, 0), dtype=np.int64)
+            finished = train(
+                X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
+                count, batch, order, use_order, self._state1, self._state2, self._step_count,
+                acts, deltas, self._grads, X_batch, Y_batch, history[done : done + count],
+            )
+            if finished < count:
+                epoch = done + finished
+                bad = history[epoch]
+                if not np.isfinite(self._params).all():
+                    self._params[...] = snapshot
+                self.history_ = np.concatenate([self.history_, history[:epoch]])
+                what = f"the loss became {bad}" if not np.isfinite(bad) else "a gradient became non-finite"
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}: {what}; "
+                    "the model keeps its last finite parameters (try a smaller learning_rate)",
+                    epoch,
+                )
+            done += count
+            if callback is not None:
+                callback(done, float(history[done - 1]))
+        self.history_ = np.concatenate([self.history_, history])
+        return history
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("weights", "biases", "_workspace", "_grads"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._grads = np.zeros_like(self._params)
+        self._workspace = {}
+        self._make_views()
+
+    def __repr__(self):
+        return (
+            f"MLP(layer_sizes={list(self.layer_sizes)}, activation={self.activation!r}, "
+            f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
+            f"bias={self.bias}, dtype={self.dtype.name!r})"
+        )
