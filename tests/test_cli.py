@@ -1,0 +1,49 @@
+"""The command line: `fastnn demo` and `python -m fastnn`."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fastnn.cli import main
+
+
+def test_demo_prints_predictions_loss_timings_and_speedup(capsys):
+    assert main(["demo", "--iterations", "200", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "target" in out and "reference" in out
+    assert "final loss" in out
+    speedups = re.findall(r"speed-up\s+([0-9.]+)x", out)
+    assert len(speedups) == 2
+    assert all(float(s) > 0 for s in speedups)
+    # four prediction rows, reference and fastnn agreeing to the printed digits
+    rows = re.findall(r"^\s+([01])\s+([0-9.]+)\s+([0-9.]+)$", out, flags=re.M)
+    assert len(rows) == 4
+    assert all(r[1] == r[2] for r in rows)
+
+
+def test_python_dash_m_runs_the_same_cli():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastnn", "demo", "--iterations", "50", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "speed-up" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv", [["demo", "--iterations", "0"], ["demo", "--repeats", "x"], ["nonsense"], ["demo", "--bogus"]]
+)
+def test_bad_arguments_get_one_line_and_nonzero_exit(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "error" in err and "Traceback" not in err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out

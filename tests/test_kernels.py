@@ -1,0 +1,250 @@
+"""Every compiled kernel against its NumPy twin in fastnn.reference."""
+
+import numpy as np
+import pytest
+
+from conftest import DTYPES, assert_close
+from fastnn import MLP
+from fastnn import reference as ref
+from fastnn._kernels import activations as ka
+from fastnn._kernels import codes
+from fastnn._kernels import dense as kd
+from fastnn._kernels import train as kt
+
+ACTS = ["identity", "sigmoid", "tanh", "relu"]
+
+
+# ---------------------------------------------------------------- activations
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (4, 3), (17, 33), (64, 256)])
+def test_sigmoid_and_derivative(dtype, shape, rng):
+    z = (rng.standard_normal(shape) * 6).astype(dtype)
+    out = np.empty_like(z)
+    ka.sigmoid(z, out)
+    assert out.dtype == dtype
+    assert_close(out, ref.sigmoid(z), dtype)
+    d = np.empty_like(z)
+    ka.sigmoid_derivative(out, d)
+    assert_close(d, ref.sigmoid_derivative(out), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_is_overflow_safe(dtype):
+    z = np.array([-1e4, -800.0, -100.0, 0.0, 100.0, 800.0, 1e4], dtype=dtype)
+    out = np.empty_like(z)
+    with np.errstate(all="raise"):
+        ka.sigmoid(z, out)
+    assert np.isfinite(out).all()
+    assert out[0] == 0.0 and out[-1] == 1.0 and out[3] == 0.5
+    # the same inputs through the softmax path
+    Z = np.array([[-1e4, 0.0, 1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    ka.bias_activate(Z, Z[0, :0], False, codes.SOFTMAX)
+    assert np.isfinite(Z).all()
+    assert_close(Z, [[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTS + ["softmax"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bias_activate(dtype, name, with_bias, rng):
+    Z = (rng.standard_normal((9, 7)) * 3).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    expected = ref.activate(Z + b if with_bias else Z, name)
+    got = Z.copy()
+    ka.bias_activate(got, b if with_bias else b[:0], with_bias, codes.ACTIVATION_CODES[name])
+    assert got.dtype == dtype
+    assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTS)
+def test_multiply_derivative(dtype, name, rng):
+    A = ref.activate((rng.standard_normal((6, 5)) * 2).astype(dtype), name)
+    delta = rng.standard_normal((6, 5)).astype(dtype)
+    expected = delta * ref.activation_derivative(A, name)
+    got = delta.copy()
+    ka.multiply_derivative(got, A, codes.ACTIVATION_CODES[name])
+    assert_close(got, expected, dtype)
+
+
+# ------------------------------------------------------------------- matmuls
+# shapes on both sides of the loop/BLAS crossover (kd.SMALL_MATMUL)
+SHAPES = [(1, 1, 1), (4, 3, 4), (4, 4, 1), (3, 5, 2), (8, 8, 8), (33, 17, 65), (128, 64, 32)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_matmuls(dtype, m, k, n, rng):
+    A = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    kd.matmul(A, B, out)
+    scale = max(1.0, np.sqrt(k))
+    assert_close(out, A @ B, dtype, scale=scale)
+    # A.T @ B with A: (k, m), B: (k, n)
+    At = np.ascontiguousarray(A.T)
+    Bm = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    kd.matmul_tn(At, Bm, out)
+    assert_close(out, At.T @ Bm, dtype, scale=scale)
+    # A @ B.T with B: (n, k)
+    Bt = rng.standard_normal((n, k)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    kd.matmul_nt(A, Bt, out)
+    assert_close(out, A @ Bt.T, dtype, scale=scale)
+
+
+# --------------------------------------------------------------- loss, delta
+LOSS_CASES = [
+    ("sse", "sigmoid"),
+    ("sse", "identity"),
+    ("sse", "tanh"),
+    ("sse", "relu"),
+    ("mse", "sigmoid"),
+    ("mse", "identity"),
+    ("log_loss", "sigmoid"),
+    ("log_loss", "softmax"),
+    ("squared_error", "identity"),
+]
+
+
+def _targets(rng, loss, out_act, n, k, dtype):
+    if out_act == "softmax":
+        return np.eye(k, dtype=dtype)[rng.integers(0, k, n)]
+    if loss == "log_loss":
+        return rng.integers(0, 2, (n, k)).astype(dtype)
+    return rng.standard_normal((n, k)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss,out_act", LOSS_CASES)
+def test_loss_delta(dtype, loss, out_act, rng):
+    n, k = 11, 3
+    A = ref.activate(rng.standard_normal((n, k)).astype(dtype), out_act)
+    Y = _targets(rng, loss, out_act, n, k, dtype)
+    delta = np.empty_like(A)
+    value = kd.loss_delta(Y, A, codes.LOSS_CODES[loss], codes.ACTIVATION_CODES[out_act], delta)
+    assert_close(value, ref.loss(Y, A, loss, out_act), dtype)
+    assert_close(delta, ref.output_delta(Y, A, loss, out_act), dtype)
+
+
+# ------------------------------------------------- forward / backward / grads
+ARCHS = [[3, 4, 1], [5, 1], [7, 16, 9, 3], [20, 64, 32, 4]]
+
+
+def _model(sizes, act, out_act, loss, bias, dtype):
+    return MLP(sizes, activation=act, output_activation=out_act, loss=loss, bias=bias,
+               dtype=dtype, random_state=7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", ARCHS)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_forward(dtype, sizes, act, bias, rng):
+    m = _model(sizes, act, "sigmoid", "sse", bias, dtype)
+    X = rng.standard_normal((13, sizes[0])).astype(dtype)
+    acts = np.empty(13 * sum(sizes[1:]), dtype=dtype)
+    out = kd.forward(X, m._params, m._layout, codes.ACTIVATION_CODES[act], codes.SIGMOID, acts)
+    expected = ref.forward(X, m.weights, m.biases, act, "sigmoid")
+    assert out.dtype == dtype
+    assert_close(out, expected[-1], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", ARCHS)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("loss,out_act", LOSS_CASES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, rng):
+    n = 10
+    m = _model(sizes, act, out_act if loss != "squared_error" else "identity",
+               loss if loss != "squared_error" else "sse", bias, dtype)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    Y = _targets(rng, loss, out_act, n, sizes[-1], dtype)
+    if out_act == "softmax" and sizes[-1] == 1:
+        Y = np.ones((n, 1), dtype)
+    alpha = 0.3
+    acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
+    deltas = np.empty_like(acts)
+    grads = np.full_like(m._params, np.nan)
+    value = kd.loss_and_gradients(
+        X, Y, m._params, m._layout, codes.ACTIVATION_CODES[act], codes.ACTIVATION_CODES[out_act],
+        codes.LOSS_CODES[loss], alpha, acts, deltas, grads,
+    )
+    ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, act, out_act, loss, alpha)
+    assert_close(value, ev, dtype)
+    for (fi, fo, wo, bo), gw in zip(m._layout, ewg):
+        assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
+    if bias:
+        for (fi, fo, wo, bo), gb in zip(m._layout, ebg):
+            assert_close(grads[bo : bo + fo], gb, dtype)
+    assert grads.dtype == dtype
+
+
+# ----------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gd_update(dtype, rng):
+    p = rng.standard_normal(50).astype(dtype)
+    g = rng.standard_normal(50).astype(dtype)
+    expected = ref.gd_update(p.copy(), g, 0.3)
+    kt.gd_update(p, g, 0.3)
+    assert_close(p, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_update(dtype, nesterov, rng):
+    p = rng.standard_normal(50).astype(dtype)
+    v = rng.standard_normal(50).astype(dtype)
+    p_ref, v_ref = p.copy(), v.copy()
+    for _ in range(5):
+        g = rng.standard_normal(50).astype(dtype)
+        ref.momentum_update(p_ref, g, v_ref, 0.1, 0.9, nesterov)
+        kt.momentum_update(p, g, v, 0.1, 0.9, nesterov)
+    assert_close(p, p_ref, dtype)
+    assert_close(v, v_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update(dtype, rng):
+    p = rng.standard_normal(50).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p_ref, m_ref, v_ref = p.copy(), m.copy(), v.copy()
+    for t in range(1, 6):
+        g = rng.standard_normal(50).astype(dtype)
+        ref.adam_update(p_ref, g, m_ref, v_ref, 0.01, 0.9, 0.999, 1e-8, t)
+        kt.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, t)
+    assert_close(p, p_ref, dtype)
+    assert_close(m, m_ref, dtype)
+    assert_close(v, v_ref, dtype)
+
+
+def test_all_finite():
+    x = np.zeros(10)
+    assert kt.all_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[7] = bad
+        assert not kt.all_finite(y)
+
+
+# ------------------------------------------------------ fused training loop
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [[3, 4, 1], [6, 32, 8, 2]])
+@pytest.mark.parametrize("bias", [False, True])
+def test_train_kernel_full_batch_equals_reference_loop(dtype, sizes, bias, rng):
+    m = _model(sizes, "sigmoid", "sigmoid", "sse", bias, dtype)
+    X = rng.standard_normal((12, sizes[0])).astype(dtype)
+    Y = rng.random((12, sizes[-1])).astype(dtype)
+    weights = [w.copy() for w in m.weights]
+    biases = [b.copy() for b in m.biases] if bias else None
+    epochs = 30 if dtype == np.float64 else 5
+    expected = ref.train_gd(X, Y, weights, biases, "sigmoid", "sigmoid", "sse", 0.05, epochs)
+    history = m.fit(X, Y, epochs=epochs, learning_rate=0.05)
+    assert_close(history, expected, dtype)
+    for w, ew in zip(m.weights, weights):
+        assert_close(w, ew, dtype)
+    if bias:
+        for b, eb in zip(m.biases, biases):
+            assert_close(b, eb, dtype)
