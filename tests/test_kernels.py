@@ -248,3 +248,37 @@ def test_train_kernel_full_batch_equals_reference_loop(dtype, sizes, bias, rng):
     if bias:
         for b, eb in zip(m.biases, biases):
             assert_close(b, eb, dtype)
+
+
+# ----------------------------------------------------------------- fast exp
+@pytest.mark.parametrize("dtype,low,max_ulp", [(np.float64, -708.0, 2), (np.float32, -87.0, 4)])
+def test_exp_nonpositive_within_a_few_ulp(dtype, low, max_ulp, rng):
+    from fastnn._kernels.fastexp import exp_nonpositive_array
+
+    x = np.concatenate([np.linspace(low, 0.0, 20001), -rng.exponential(10.0, 20000), [0.0, -0.0, low]])
+    x = np.maximum(x, low).astype(dtype)
+    got = exp_nonpositive_array(x, np.empty_like(x))
+    expected = np.exp(x.astype(np.float64))
+    ulps = np.abs(got - expected) / np.spacing(expected.astype(dtype)).astype(np.float64)
+    assert got.dtype == dtype
+    assert ulps.max() <= max_ulp
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_nonpositive_underflows_to_zero(dtype):
+    from fastnn._kernels.fastexp import exp_nonpositive_array
+
+    x = np.array([-1e4, -800.0, -746.0, -np.inf], dtype=dtype)
+    got = exp_nonpositive_array(x, np.empty_like(x))
+    np.testing.assert_array_equal(got, 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_is_never_hidden(dtype):
+    from fastnn._kernels.fastexp import exp_nonpositive_array
+
+    x = np.array([np.nan], dtype=dtype)
+    assert np.isnan(exp_nonpositive_array(x, np.empty_like(x))).all()
+    z = np.array([np.nan, 1.0], dtype=dtype)
+    out = ka.sigmoid(z, np.empty_like(z))
+    assert np.isnan(out[0]) and np.isfinite(out[1])

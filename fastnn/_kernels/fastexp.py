@@ -68,7 +68,7 @@ def _int32_as_float32(typingctx, value):
 
 def exp_nonpositive(x):
     """``exp(x)`` for ``x <= 0`` (Python stand-in; compiled code uses the overload)."""
-    return float(np.exp(x)) if x >= MIN_64 else 0.0
+    return 0.0 if x < MIN_64 else float(np.exp(x))
 
 
 @overload(exp_nonpositive)
@@ -76,7 +76,7 @@ def _exp_nonpositive_impl(x):
     if x == types.float32:
 
         def impl32(x):
-            xc = max(x, MIN_32)
+            xc = MIN_32 if not x >= MIN_32 else x  # NaN too: fptosi(NaN) is undefined
             k = np.int32(np.floor(xc * INV_32 + np.float32(0.5)))
             kf = np.float32(k)
             r = (xc - kf * HI_32) - kf * LO_32
@@ -88,12 +88,14 @@ def _exp_nonpositive_impl(x):
             m = k >> np.int32(5)
             scale = _int32_as_float32((m + np.int32(127)) << np.int32(23))
             value = (TABLE_32[j] * scale) * p
-            return value if x >= MIN_32 else np.float32(0.0)
+            if x != x:
+                return x
+            return np.float32(0.0) if x < MIN_32 else value
 
         return impl32
 
     def impl64(x):
-        xc = max(x, MIN_64)
+        xc = MIN_64 if not x >= MIN_64 else x  # NaN too: fptosi(NaN) is undefined
         k = np.int64(np.floor(xc * INV_64 + 0.5))
         kf = np.float64(k)
         r = (xc - kf * HI_64) - kf * LO_64
@@ -107,7 +109,9 @@ def _exp_nonpositive_impl(x):
         m = k >> 6
         scale = _int64_as_float64((m + 1023) << 52)
         value = (TABLE_64[j] * scale) * p
-        return value if x >= MIN_64 else 0.0
+        if x != x:
+            return x
+        return 0.0 if x < MIN_64 else value
 
     return impl64
 
