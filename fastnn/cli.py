@@ -1,9 +1,21 @@
-"""Command line: ``fastnn demo`` (also ``python -m fastnn demo``)."""
+"""Command line: ``fastnn demo | bench | profile`` (also ``python -m fastnn ...``).
+
+Each subcommand lives in its own module, which provides
+``configure_parser(parser)`` (add its arguments) and ``run_cli(args) -> int``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "demo": ("fastnn.demo", "train the tutorial network with NumPy and with fastnn, and compare"),
+    "bench": ("fastnn.bench", "benchmark sweep: fastnn against the reference (and PyTorch, scikit-learn)"),
+    "profile": ("fastnn.profiling", "where a training step spends its time, per phase"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -13,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text):
+def positive_int(text):
+    """argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -23,27 +36,27 @@ def _positive_int(text):
     return value
 
 
+def _available():
+    found = {}
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            found[name] = (importlib.import_module(module), help_text)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return found
+
+
 def build_parser():
     """The ``fastnn`` argument parser."""
-    parser = _Parser(prog="fastnn", description="Fast multilayer perceptrons on the CPU.")
     from fastnn import __version__
 
+    parser = _Parser(prog="fastnn", description="Fast multilayer perceptrons on the CPU.")
     parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    demo = sub.add_parser(
-        "demo", help="train the tutorial network with NumPy and with fastnn, and compare"
-    )
-    demo.add_argument("--iterations", type=_positive_int, default=1500, help="training iterations (1500)")
-    demo.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats; the median is shown (5)")
-    demo.add_argument("--seed", type=int, default=1, help="NumPy global seed for the initial weights (1)")
+    for name, (module, help_text) in _available().items():
+        module.configure_parser(sub.add_parser(name, help=help_text, description=help_text))
     return parser
-
-
-def _cmd_demo(args):
-    from fastnn.demo import format_demo, run_demo
-
-    print(format_demo(run_demo(args.iterations, args.repeats, args.seed)))
-    return 0
 
 
 def main(argv=None):
@@ -53,12 +66,15 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"demo": _cmd_demo}
+    module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return handlers[args.command](args)
+        return module.run_cli(args)
     except (ValueError, TypeError, OSError) as exc:
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"fastnn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

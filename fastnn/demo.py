@@ -114,3 +114,18 @@ def format_demo(result):
         f"  first call (compile or load from cache): {result['first_call_s']:.3f} s",
     ]
     return "\n".join(lines)
+
+
+def configure_parser(parser):
+    """Arguments of ``fastnn demo``."""
+    from fastnn.cli import positive_int
+
+    parser.add_argument("--iterations", type=positive_int, default=1500, help="training iterations (1500)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats; the median is shown (5)")
+    parser.add_argument("--seed", type=int, default=1, help="NumPy global seed for the initial weights (1)")
+
+
+def run_cli(args):
+    """Run ``fastnn demo``."""
+    print(format_demo(run_demo(args.iterations, args.repeats, args.seed)))
+    return 0
