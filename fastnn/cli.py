@@ -69,6 +69,10 @@ def main(argv=None):
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return module.run_cli(args)
+    except BrokenPipeError:
+        # output piped into a program that stopped reading (e.g. `head`)
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError, OSError) as exc:
         print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
         return 1

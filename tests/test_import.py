@@ -7,7 +7,7 @@ import fastnn
 
 
 def test_public_names():
-    assert set(fastnn.__all__) == {"NeuralNetwork", "MLP", "DivergenceError", "reference", "__version__"}
+    assert set(fastnn.__all__) == {"NeuralNetwork", "MLP", "DivergenceError", "profile", "reference", "__version__"}
     assert isinstance(fastnn.__version__, str)
 
 
