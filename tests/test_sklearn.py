@@ -1,0 +1,398 @@
+"""fastnn.sklearn: scikit-learn's numbers, and its behaviour in the ecosystem."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+import scipy.sparse  # noqa: E402
+from sklearn import neural_network as sknn  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastnn import sklearn as fsk  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+_rng = np.random.RandomState(0)
+X = _rng.randn(150, 6)
+TARGETS = {
+    "binary": ("classifier", (X[:, 0] + 0.3 * X[:, 1] > 0).astype(int)),
+    "multiclass": ("classifier", np.array(["a", "b", "c"])[np.digitize(X[:, 0], [-0.5, 0.5])]),
+    "multilabel": ("classifier", (X[:, :3] > 0).astype(int)),
+    "regression": ("regressor", 2.0 * X[:, 0] - X[:, 1] + 0.1 * _rng.randn(150)),
+    "multi_output_regression": ("regressor", X[:, :3] @ _rng.randn(3, 3)),
+}
+SOLVERS = {
+    "sgd_nesterov": dict(solver="sgd", momentum=0.9, nesterovs_momentum=True),
+    "sgd_momentum": dict(solver="sgd", momentum=0.9, nesterovs_momentum=False),
+    "sgd_plain_invscaling": dict(solver="sgd", momentum=0.0, learning_rate="invscaling"),
+    "adam": dict(solver="adam"),
+}
+BASE = dict(hidden_layer_sizes=(7, 5), activation="tanh", batch_size=32, random_state=1)
+
+
+def pair(kind):
+    if kind == "classifier":
+        return sknn.MLPClassifier, fsk.MLPClassifier
+    return sknn.MLPRegressor, fsk.MLPRegressor
+
+
+def params_of(est):
+    return list(est.coefs_) + list(est.intercepts_)
+
+
+def assert_same_fit(ours, theirs, atol=1e-8):
+    for a, b in zip(params_of(ours), params_of(theirs)):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10, atol=atol)
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-10, atol=atol)
+    if theirs.best_loss_ is None:
+        assert ours.best_loss_ is None
+    else:
+        np.testing.assert_allclose(ours.best_loss_, theirs.best_loss_, rtol=1e-10, atol=atol)
+    assert ours.out_activation_ == theirs.out_activation_
+    assert ours.n_layers_ == theirs.n_layers_ and ours.n_outputs_ == theirs.n_outputs_
+
+
+def fit_both(kind, y, Xa=X, **params):
+    sk_cls, fn_cls = pair(kind)
+    theirs = sk_cls(**params).fit(Xa, y)
+    ours = fn_cls(**params).fit(Xa, y)
+    return ours, theirs
+
+
+# ---------------------------------------------------------------- parity
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_twenty_iterations_match_sklearn(target, solver, shuffle):
+    kind, y = TARGETS[target]
+    ours, theirs = fit_both(
+        kind, y, max_iter=20, n_iter_no_change=100, shuffle=shuffle, **BASE, **SOLVERS[solver]
+    )
+    assert ours.n_iter_ == 20
+    assert_same_fit(ours, theirs)
+    if kind == "classifier":
+        np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-8)
+
+
+@pytest.mark.parametrize("target", ["multiclass", "multi_output_regression"])
+@pytest.mark.parametrize("solver", ["sgd_nesterov", "adam"])
+def test_float32_trains_in_float32_close_to_sklearn(target, solver):
+    kind, y = TARGETS[target]
+    X32 = X.astype(np.float32)
+    ours, theirs = fit_both(kind, y, Xa=X32, max_iter=20, **BASE, **SOLVERS[solver])
+    for a, b in zip(params_of(ours), params_of(theirs)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=2e-5)
+    if kind == "regressor":
+        assert ours.predict(X32).dtype == np.float32
+
+
+@pytest.mark.parametrize("relu_or_logistic", ["relu", "logistic", "identity"])
+def test_hidden_activations_match_sklearn(relu_or_logistic):
+    kind, y = TARGETS["multiclass"]
+    params = dict(BASE, activation=relu_or_logistic, max_iter=20)
+    ours, theirs = fit_both(kind, y, **params)
+    assert_same_fit(ours, theirs)
+
+
+def test_tol_stopping_rule_matches_sklearn():
+    kind, y = TARGETS["binary"]
+    ours, theirs = fit_both(kind, y, max_iter=300, tol=1e-2, n_iter_no_change=3, **BASE)
+    assert ours.n_iter_ < 300
+    assert_same_fit(ours, theirs)
+
+
+def test_adaptive_learning_rate_matches_sklearn():
+    kind, y = TARGETS["regression"]
+    ours, theirs = fit_both(
+        kind, y, solver="sgd", learning_rate="adaptive", learning_rate_init=0.05, tol=0.05,
+        n_iter_no_change=2, max_iter=60, **BASE,
+    )
+    assert ours._optimizer.learning_rate < 0.05  # it was divided at least once
+    assert ours._optimizer.learning_rate == theirs._optimizer.learning_rate
+    assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("target", ["multiclass", "regression"])
+def test_early_stopping_matches_sklearn(target):
+    kind, y = TARGETS[target]
+    ours, theirs = fit_both(
+        kind, y, early_stopping=True, validation_fraction=0.2, n_iter_no_change=4, max_iter=100,
+        shuffle=True, **BASE,
+    )
+    assert ours.best_loss_ is None
+    assert len(ours.validation_scores_) == ours.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=1e-10)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, abs=1e-10)
+    assert ours.best_validation_score_ == max(ours.validation_scores_)
+    assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("target", ["multiclass", "multi_output_regression"])
+def test_lbfgs_converges_like_sklearn(target):
+    kind, y = TARGETS[target]
+    ours, theirs = fit_both(kind, y, solver="lbfgs", max_iter=100, **BASE)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    for a, b in zip(params_of(ours), params_of(theirs)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_lbfgs_float32_keeps_float32_parameters():
+    kind, y = TARGETS["binary"]
+    ours = fsk.MLPClassifier(solver="lbfgs", max_iter=50, **BASE).fit(X.astype(np.float32), y)
+    assert all(p.dtype == np.float32 for p in params_of(ours))
+    assert ours.score(X.astype(np.float32), y) > 0.9
+
+
+def test_partial_fit_matches_sklearn():
+    kind, y = TARGETS["multiclass"]
+    classes = np.unique(y)
+    theirs = sknn.MLPClassifier(**BASE)
+    ours = fsk.MLPClassifier(**BASE)
+    for start in range(0, 150, 50):
+        part = slice(start, start + 50)
+        theirs.partial_fit(X[part], y[part], classes=classes)
+        ours.partial_fit(X[part], y[part], classes=classes)
+        assert ours._optimizer.t == theirs._optimizer.t
+    assert_same_fit(ours, theirs)
+    with pytest.raises(ValueError, match="classes"):
+        ours.partial_fit(X[:5], np.array(["z"] * 5))
+
+
+def test_partial_fit_regressor_then_fit_restarts():
+    kind, y = TARGETS["regression"]
+    theirs = sknn.MLPRegressor(solver="sgd", **BASE)
+    ours = fsk.MLPRegressor(solver="sgd", **BASE)
+    for _ in range(3):
+        theirs.partial_fit(X, y)
+        ours.partial_fit(X, y)
+    assert_same_fit(ours, theirs)
+    with pytest.raises(ValueError, match="early_stopping"):
+        fsk.MLPRegressor(early_stopping=True).partial_fit(X, y)
+
+
+def test_warm_start_matches_sklearn():
+    kind, y = TARGETS["binary"]
+    theirs = sknn.MLPClassifier(warm_start=True, max_iter=10, **BASE)
+    ours = fsk.MLPClassifier(warm_start=True, max_iter=10, **BASE)
+    for _ in range(2):
+        theirs.fit(X, y)
+        ours.fit(X, y)
+    assert_same_fit(ours, theirs)
+    with pytest.raises(ValueError, match="warm_start"):
+        ours.fit(X, np.where(y == 1, 2, 3))
+
+
+def test_sample_weight_and_sparse_input_use_sklearn_code_with_same_results():
+    kind, y = TARGETS["regression"]
+    w = np.linspace(0.5, 2.0, X.shape[0])
+    theirs = sknn.MLPRegressor(max_iter=10, **BASE).fit(X, y, sample_weight=w)
+    ours = fsk.MLPRegressor(max_iter=10, **BASE).fit(X, y, sample_weight=w)
+    assert_same_fit(ours, theirs, atol=1e-12)
+    Xs = scipy.sparse.csr_matrix(np.where(np.abs(X) > 1, X, 0.0))
+    ours, theirs = fit_both(kind, y, Xa=Xs, max_iter=10, **BASE)
+    assert_same_fit(ours, theirs, atol=1e-12)
+    np.testing.assert_allclose(ours.predict(Xs), theirs.predict(Xs), atol=1e-12)
+
+
+def test_poisson_loss_runs_sklearn_code():
+    y = np.exp(0.5 * X[:, 0])
+    ours, theirs = fit_both("regressor", y, loss="poisson", max_iter=10, **BASE)
+    assert ours.out_activation_ == "exp"
+    assert_same_fit(ours, theirs, atol=1e-12)
+
+
+def test_divergence_raises_like_sklearn():
+    y = TARGETS["regression"][1] * 1e10
+    for cls in (sknn.MLPRegressor, fsk.MLPRegressor):
+        with np.errstate(all="ignore"), pytest.raises(ValueError, match="non-finite parameter"):
+            cls(solver="sgd", learning_rate_init=10.0, max_iter=5, random_state=0).fit(X, y)
+
+
+# ------------------------------------------------------- prediction API
+def test_predict_proba_log_proba_and_score():
+    kind, y = TARGETS["multiclass"]
+    clf = fsk.MLPClassifier(max_iter=50, **BASE).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (150, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba), atol=1e-12)
+    predicted = clf.predict(X)
+    np.testing.assert_array_equal(predicted, clf.classes_[np.argmax(proba, axis=1)])
+    assert clf.score(X, y) == pytest.approx(np.mean(predicted == y))
+
+    kind, yb = TARGETS["binary"]
+    binary = fsk.MLPClassifier(max_iter=50, **BASE).fit(X, yb)
+    pb = binary.predict_proba(X)
+    assert pb.shape == (150, 2)
+    np.testing.assert_allclose(pb.sum(axis=1), 1.0, atol=1e-12)
+
+    kind, ym = TARGETS["multilabel"]
+    multi = fsk.MLPClassifier(max_iter=50, **BASE).fit(X, ym)
+    assert multi.predict(X).shape == ym.shape
+    assert set(np.unique(multi.predict(X))) <= {0, 1}
+
+    kind, yr = TARGETS["multi_output_regression"]
+    reg = fsk.MLPRegressor(max_iter=50, **BASE).fit(X, yr)
+    assert reg.predict(X).shape == (150, 3)
+    from sklearn.metrics import r2_score
+
+    assert reg.score(X, yr) == pytest.approx(r2_score(yr, reg.predict(X)))
+
+
+def test_predict_with_other_dtypes_follows_sklearn():
+    kind, y = TARGETS["regression"]
+    ours, theirs = fit_both(kind, y, max_iter=10, **BASE)
+    for Xq in (X.astype(np.float32), np.round(X * 3).astype(np.int64), np.asfortranarray(X)):
+        a, b = ours.predict(Xq), theirs.predict(Xq)
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="features"):
+        ours.predict(X[:, :3])
+
+
+def test_verbose_fills_loss_curve_and_reports(capsys, monkeypatch):
+    kind, y = TARGETS["binary"]
+    fsk.MLPClassifier(max_iter=3, verbose=True, **BASE).fit(X, y)
+    captured = capsys.readouterr()
+    assert "loss" in captured.out + captured.err
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    clf = fsk.MLPClassifier(max_iter=3, verbose=True, **BASE).fit(X, y)
+    out = capsys.readouterr().out
+    assert out.count("Iteration") == 3
+    assert f"Iteration 3, loss = {clf.loss_curve_[-1]:.8f}" in out
+    quiet = fsk.MLPClassifier(max_iter=3, **BASE).fit(X, y)
+    assert len(quiet.loss_curve_) == 3
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------- ecosystem
+def test_pipeline_grid_search_cross_val_clone_pickle():
+    kind, y = TARGETS["multiclass"]
+    pipe = make_pipeline(StandardScaler(), fsk.MLPClassifier(max_iter=30, **BASE))
+    grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-1]}, cv=3).fit(X, y)
+    assert grid.best_params_["mlpclassifier__alpha"] in (1e-4, 1e-1)
+    reg = fsk.MLPRegressor(max_iter=30, **BASE)
+    scores = cross_val_score(reg, X, TARGETS["regression"][1], cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+
+    est = fsk.MLPClassifier(alpha=0.5, max_iter=30, **BASE)
+    copy = clone(est)
+    assert type(copy) is fsk.MLPClassifier and copy.get_params() == est.get_params()
+    est.fit(X, y)
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(restored.predict_proba(X), est.predict_proba(X))
+    # a pickled model continues training exactly like the original
+    restored.partial_fit(X, y)
+    est.partial_fit(X, y)
+    for a, b in zip(params_of(restored), params_of(est)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_params_and_invalid_parameters():
+    est = fsk.MLPRegressor().set_params(solver="sgd", momentum=0.5)
+    assert est.get_params()["momentum"] == 0.5
+    with pytest.raises(ValueError, match="solver"):
+        fsk.MLPRegressor(solver="newton").fit(X, TARGETS["regression"][1])
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        fsk.MLPRegressor(hidden_layer_sizes=(3, 0)).fit(X, TARGETS["regression"][1])
+
+
+def test_import_fastnn_does_not_import_sklearn():
+    code = "import sys, fastnn; assert 'sklearn' not in sys.modules, 'sklearn was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _expected_failed_checks(estimator):
+    if estimator.solver == "lbfgs" and isinstance(estimator, fsk.MLPClassifier):
+        return {
+            "check_classifiers_multilabel_output_format_predict_proba": (
+                "scikit-learn's own MLPClassifier(solver='lbfgs') fails it too: its fit on this "
+                "check's data saturates the logistic output, so some probabilities equal 1.0"
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(
+    [
+        fsk.MLPClassifier(),
+        fsk.MLPRegressor(),
+        fsk.MLPClassifier(solver="lbfgs"),
+        fsk.MLPRegressor(solver="sgd"),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_check_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def test_grid_search_on_dask_backend():
+    distributed = pytest.importorskip("distributed")
+    joblib = pytest.importorskip("joblib")
+    kind, y = TARGETS["binary"]
+    search = GridSearchCV(
+        fsk.MLPClassifier(max_iter=20, **BASE), {"alpha": [1e-4, 1e-2]}, cv=2, n_jobs=2
+    )
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster, distributed.Client(cluster):
+        with joblib.parallel_backend("dask"):
+            search.fit(X, y)
+    local = GridSearchCV(
+        fsk.MLPClassifier(max_iter=20, **BASE), {"alpha": [1e-4, 1e-2]}, cv=2
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
+    assert search.best_params_ == local.best_params_
+
+
+def test_sklearn_comparison_rows_and_table():
+    rows = fsk.sklearn_comparison(
+        quick=True, repeats=1, solvers=("adam",), dtypes=("float32",), workloads=("breast_cancer",)
+    )
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["workload"], row["solver"], row["dtype"]) == ("breast_cancer", "adam", "float32")
+    assert row["sklearn_s"] > 0 and row["fastnn_s"] > 0
+    assert row["speedup"] == pytest.approx(row["sklearn_s"] / row["fastnn_s"])
+    # same seed, same data: the same fitted model, hence the same held-out score
+    assert row["fastnn_score"] == pytest.approx(row["sklearn_score"], abs=1e-6)
+    table = fsk.format_sklearn_comparison(rows)
+    assert "breast_cancer" in table and "speedup" in table
+    with pytest.raises(ValueError, match="workloads"):
+        fsk.sklearn_comparison(workloads=("mnist",))
+    with pytest.raises(ValueError, match="solvers"):
+        fsk.sklearn_comparison(solvers=("newton",))
+
+
+def test_blas_thread_limit_is_restored_after_fit():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    kind, y = TARGETS["binary"]
+    fsk.MLPClassifier(max_iter=3, **BASE).fit(X, y)
+    fsk.MLPClassifier(solver="lbfgs", max_iter=3, **BASE).fit(X, y)
+    after = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    assert [a for a in after if a[0] in dict(before)] == before
