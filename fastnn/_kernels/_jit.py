@@ -79,6 +79,41 @@ def _install_locators():
 _install_locators()
 
 
+def _install_light_cache_load():
+    # Before loading anything from a cache, Numba initialises its whole
+    # compiler back end (imports the lowering of all of NumPy and Python,
+    # which imports SciPy's linalg package): 0.2-0.3 s, most of the time of
+    # a first call served from the cache. Loading compiled code only needs
+    # the runtime (NRT), so fastnn's kernels load with just that; a cache
+    # miss still compiles through Numba's normal path, which initialises
+    # everything it needs.
+    try:
+        from numba.core import caching
+        from numba.core.runtime import rtsys
+    except ImportError:  # pragma: no cover
+        return
+    cache_class = getattr(caching, "Cache", None)
+    if cache_class is None or not hasattr(cache_class, "_load_overload"):
+        return  # pragma: no cover - reorganised Numba: keep its own behaviour
+    original = cache_class.load_overload
+    if getattr(original, "_fastnn", False):
+        return
+
+    def load_overload(self, sig, target_context):
+        locator = getattr(getattr(self, "_impl", None), "locator", None)
+        if not type(locator).__name__.startswith("FastnnKernel"):
+            return original(self, sig, target_context)
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload._fastnn = True
+    cache_class.load_overload = load_overload
+
+
+_install_light_cache_load()
+
+
 def kernel(func=None, **extra):
     """``numba.njit`` with fastnn's options; ``@kernel`` or ``@kernel(inline="always")``."""
     if func is None:

@@ -10,6 +10,7 @@ from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
 from fastnn._kernels.fastexp import exp_nonpositive
+from fastnn._kernels.views import flat
 
 
 @kernel(inline="always")
@@ -24,8 +25,8 @@ def sigmoid_scalar(z, one):
 @kernel
 def sigmoid(z, out):
     # out = 1 / (1 + exp(-z)), elementwise; z and out may be the same array
-    zf = z.ravel()
-    of = out.ravel()
+    zf = flat(z)
+    of = flat(out)
     one = zf.dtype.type(1.0)
     for i in range(zf.size):
         of[i] = sigmoid_scalar(zf[i], one)
@@ -35,8 +36,8 @@ def sigmoid(z, out):
 @kernel
 def sigmoid_derivative(s, out):
     # out = s * (1 - s), s being the activated value
-    sf = s.ravel()
-    of = out.ravel()
+    sf = flat(s)
+    of = flat(out)
     one = sf.dtype.type(1.0)
     for i in range(sf.size):
         v = sf[i]
@@ -44,7 +45,7 @@ def sigmoid_derivative(s, out):
     return out
 
 
-@kernel
+@kernel(inline="always")
 def bias_activate(Z, b, has_bias, code):
     # Z = act(Z + b), in place, row by row; softmax is taken over each row
     n, m = Z.shape
@@ -81,13 +82,13 @@ def bias_activate(Z, b, has_bias, code):
     return Z
 
 
-@kernel
+@kernel(inline="always")
 def multiply_derivative(delta, A, code):
     # delta *= act'(A), elementwise, A being the activated value
     if code == IDENTITY:
         return delta
-    df = delta.ravel()
-    af = A.ravel()
+    df = flat(delta)
+    af = flat(A)
     one = af.dtype.type(1.0)
     zero = af.dtype.type(0.0)
     if code == SIGMOID:

@@ -10,15 +10,38 @@ packed one layer after another in the flat workspaces ``acts`` and
 """
 
 import numpy as np
+from numba import types
+from numba.extending import overload
+
 from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.activations import bias_activate, multiply_derivative
+from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import LOG_LOSS, MSE, RELU, SIGMOID, SOFTMAX, SSE, TANH
 
-# m * k * n below which explicit loops beat a BLAS call: Numba's np.dot
-# costs ~50-70 ns to call, and beats register-accumulated loops from about
-# 8x8x8 on (see benchmarks/bench_kernels.py::test_matmul_crossover)
-SMALL_MATMUL = 256
+def machine_epsilon(x):
+    """``np.finfo(x.dtype).eps`` (Python stand-in; compiled code uses the overload)."""
+    return np.finfo(np.asarray(x).dtype).eps
+
+
+@overload(machine_epsilon)
+def _machine_epsilon_impl(x):
+    # a constant per dtype; compiled here rather than with Numba's np.finfo,
+    # whose cached environment makes loading the kernels import SciPy's linalg
+    eps = np.finfo(np.float32 if x == types.float32 else np.float64).eps
+    value = np.float32(eps) if x == types.float32 else float(eps)
+
+    def impl(x):
+        return value
+
+    return impl
+
+
+# m * k * n below which explicit loops beat a BLAS call, both called from
+# compiled code: Numba's np.dot costs ~40-50 ns per call, about the time of
+# the loops at 5x5x5; measured loops 31 ns vs BLAS 44 ns at 4x4x4 and 93 ns
+# vs 48 ns at 6x6x6 (benchmarks/bench_kernels.py::test_matmul_crossover)
+SMALL_MATMUL = 128
 
 
 @kernel
@@ -72,7 +95,7 @@ def matmul_nt(A, B, out):
     return out
 
 
-@kernel
+@kernel(inline="always")
 def loss_delta(Y, A, loss_code, output_code, delta):
     # loss(Y, A) and delta = d loss / d z of the output layer, in one pass.
     # The loss is accumulated in float64 whatever the dtype.
@@ -81,7 +104,7 @@ def loss_delta(Y, A, loss_code, output_code, delta):
     one = A.dtype.type(1.0)
     zero = A.dtype.type(0.0)
     if loss_code == LOG_LOSS:
-        eps = np.finfo(A.dtype).eps
+        eps = machine_epsilon(A.dtype.type(0.0))
         inv_n = one / A.dtype.type(n)
         for i in range(n):
             for j in range(k):
@@ -122,7 +145,7 @@ def loss_delta(Y, A, loss_code, output_code, delta):
     return total / (n * k) / 2.0
 
 
-@kernel
+@kernel(inline="always")
 def forward(X, params, layout, activation_code, output_code, acts):
     # a_0 = X; a_l = act(a_{l-1} @ W_l + b_l); returns a_L (a view into acts)
     n_layers = layout.shape[0]
@@ -134,20 +157,19 @@ def forward(X, params, layout, activation_code, output_code, acts):
         fan_out = layout[layer, 1]
         w_off = layout[layer, 2]
         b_off = layout[layer, 3]
-        W = params[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
-        Z = acts[off : off + nb * fan_out].reshape((nb, fan_out))
+        W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
+        Z = as_matrix(acts[off : off + nb * fan_out], nb, fan_out)
         matmul(prev, W, Z)
         code = output_code if layer == n_layers - 1 else activation_code
-        if b_off >= 0:
-            bias_activate(Z, params[b_off : b_off + fan_out], True, code)
-        else:
-            bias_activate(Z, params[0:0], False, code)
+        # one call site, one specialisation (the two branches compiled two)
+        b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
+        bias_activate(Z, b, b_off >= 0, code)
         prev = Z
         off += nb * fan_out
     return prev
 
 
-@kernel
+@kernel(inline="always")
 def backward(X, params, layout, activation_code, acts, deltas, grads):
     # given the output delta (last block of deltas), fill grads:
     # dW_l = a_{l-1}.T @ d_l, db_l = sum_rows d_l, d_{l-1} = (d_l @ W_l.T) * act'(a_{l-1})
@@ -162,12 +184,12 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
         w_off = layout[layer, 2]
         b_off = layout[layer, 3]
         off -= nb * fan_out
-        D = deltas[off : off + nb * fan_out].reshape((nb, fan_out))
-        gW = grads[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
+        D = as_matrix(deltas[off : off + nb * fan_out], nb, fan_out)
+        gW = as_matrix(grads[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
         if layer == 0:
             matmul_tn(X, D, gW)
         else:
-            prev = acts[off - nb * fan_in : off].reshape((nb, fan_in))
+            prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
             matmul_tn(prev, D, gW)
         if b_off >= 0:
             gb = grads[b_off : b_off + fan_out]
@@ -178,15 +200,15 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
                 for j in range(fan_out):
                     gb[j] += row[j]
         if layer > 0:
-            W = params[w_off : w_off + fan_in * fan_out].reshape((fan_in, fan_out))
-            prev = acts[off - nb * fan_in : off].reshape((nb, fan_in))
-            Dprev = deltas[off - nb * fan_in : off].reshape((nb, fan_in))
+            W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
+            prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
+            Dprev = as_matrix(deltas[off - nb * fan_in : off], nb, fan_in)
             matmul_nt(D, W, Dprev)
             multiply_derivative(Dprev, prev, activation_code)
     return grads
 
 
-@kernel
+@kernel(inline="always")
 def l2_penalty(params, layout, alpha, nb, grads):
     # adds alpha * W / nb to every weight gradient; returns 0.5 * alpha * sum(W**2) / nb
     total = 0.0
@@ -212,7 +234,7 @@ def loss_and_gradients(
     off = 0
     for layer in range(layout.shape[0] - 1):
         off += nb * layout[layer, 1]
-    D = deltas[off : off + nb * n_out].reshape((nb, n_out))
+    D = as_matrix(deltas[off : off + nb * n_out], nb, n_out)
     value = loss_delta(Y, output, loss_code, output_code, D)
     backward(X, params, layout, activation_code, acts, deltas, grads)
     if alpha > 0:

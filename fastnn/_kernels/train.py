@@ -14,7 +14,7 @@ from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_and_gradients
 
 
-@kernel
+@kernel(inline="always")
 def all_finite(values):
     # True when no element is NaN or +-inf (x * 0 is NaN exactly for those)
     acc = values.dtype.type(0.0)
@@ -24,7 +24,7 @@ def all_finite(values):
     return acc == 0
 
 
-@kernel
+@kernel(inline="always")
 def gd_update(params, grads, learning_rate):
     # params -= learning_rate * grads
     lr = params.dtype.type(learning_rate)
@@ -32,7 +32,7 @@ def gd_update(params, grads, learning_rate):
         params[i] -= lr * grads[i]
 
 
-@kernel
+@kernel(inline="always")
 def momentum_update(params, grads, velocity, learning_rate, momentum, nesterov):
     # v = mu * v - lr * g; params += v, or params += mu * v - lr * g (Nesterov)
     lr = params.dtype.type(learning_rate)
@@ -47,7 +47,7 @@ def momentum_update(params, grads, velocity, learning_rate, momentum, nesterov):
             params[i] += v
 
 
-@kernel
+@kernel(inline="always")
 def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
     # m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     # params -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)   (t >= 1)
@@ -67,7 +67,7 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
         params[i] -= lr_t * mi / (np.sqrt(vi) + eps)
 
 
-@kernel
+@kernel(inline="always")
 def apply_update(params, grads, optimizer_code, hyper, state1, state2, step_count):
     # one optimizer step with the hyper-parameters in `hyper`
     if optimizer_code == OPT_MOMENTUM:
@@ -119,10 +119,15 @@ def train(
             stop = min(start + batch_size, n)
             nb = stop - start
             if use_order:
+                # element loops rather than `X_batch[r, :] = X[src]`, whose
+                # shape check compiles a formatted error message (seconds of
+                # cold compile)
                 for r in range(nb):
                     src = order[epoch, start + r]
-                    X_batch[r, :] = X[src]
-                    Y_batch[r, :] = Y[src]
+                    for c in range(X.shape[1]):
+                        X_batch[r, c] = X[src, c]
+                    for c in range(Y.shape[1]):
+                        Y_batch[r, c] = Y[src, c]
                 xb = X_batch[:nb]
                 yb = Y_batch[:nb]
             else:

@@ -1,0 +1,157 @@
+"""`fastnn.bench`: the structure of its results and the `fastnn bench` command (no timing assertions)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fastnn import bench
+from fastnn.cli import main
+
+
+def test_step_flops_counts_the_five_matrix_products():
+    n, d, h, o = 3, 5, 7, 2
+    forward = 2 * n * d * h + 2 * n * h * o
+    backward = 2 * h * n * o + 2 * n * o * h + 2 * d * n * h
+    assert bench.step_flops(n, d, h, o) == forward + backward
+
+
+def test_make_problem_shapes_dtype_and_determinism():
+    X, Y, W1, W2 = bench.make_problem(5, 3, 4, 2, "float32", seed=7)
+    assert [a.shape for a in (X, Y, W1, W2)] == [(5, 3), (5, 2), (3, 4), (4, 2)]
+    assert all(a.dtype == np.float32 for a in (X, Y, W1, W2))
+    again = bench.make_problem(5, 3, 4, 2, "float32", seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip((X, Y, W1, W2), again))
+
+
+def test_measure_reports_the_median_per_step():
+    calls = []
+
+    def run(k):
+        calls.append(k)
+
+    per, k, times = bench.measure(run, fixed_steps=10, repeats=3)
+    assert k == 10 and len(times) == 3
+    assert per == sorted(times)[1]
+    assert calls[0] == 1 and calls[1:] == [10, 10, 10]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_engines_make_the_same_training_steps(dtype):
+    # three steps of every engine doing the same math give the reference's weights
+    from fastnn import reference
+
+    X, Y, W1, W2 = bench.make_problem(6, 3, 5, 2, dtype)
+    lr = 0.5
+    weights = [W1.copy(), W2.copy()]
+    reference.train_gd(X, Y, weights, None, "sigmoid", "sigmoid", "sse", lr, 3)
+    same_math = [e for e in bench.available_engines() if e != "sklearn"]
+    assert "fastnn" in same_math
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for name in same_math:
+        run = bench._ENGINE_FACTORIES[name](X, Y, W1, W2, lr)
+        run(3)
+        for got, want in zip(run.weights(), weights):
+            assert got.dtype == np.dtype(dtype), name
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
+
+
+def test_time_point_structure():
+    point = bench.time_point(4, 3, 5, 2, "float64", engines=["reference", "fastnn"], repeats=2,
+                             target_s=0.001, gemm=True)
+    assert (point["n"], point["d"], point["h"], point["o"], point["dtype"]) == (4, 3, 5, 2, "float64")
+    assert point["flops_per_step"] == bench.step_flops(4, 3, 5, 2)
+    assert set(point["engines"]) == {"reference", "fastnn"}
+    for e in point["engines"].values():
+        assert e["s_per_step"] > 0 and e["gflops"] > 0 and e["steps"] >= 1 and len(e["repeats_s"]) == 2
+    assert point["speedup"]["reference"] == pytest.approx(1.0)
+    ratio = point["engines"]["reference"]["s_per_step"] / point["engines"]["fastnn"]["s_per_step"]
+    assert point["speedup"]["fastnn"] == pytest.approx(ratio)
+    assert point["gemm_s"] > 0 and point["fastnn_pct_of_gemm"] > 0
+    json.dumps(point)
+
+
+def test_tutorial_point_uses_the_tutorial_loop():
+    point = bench.time_point(4, 3, 4, 1, engines=["reference", "fastnn"], repeats=1, tutorial=True)
+    assert point["engines"]["fastnn"]["steps"] == bench.TUTORIAL_STEPS
+    assert point["engines"]["reference"]["steps"] == bench.TUTORIAL_STEPS
+
+
+def test_sweep_covers_the_grid_in_order():
+    points = bench.run_sweep(hidden_sizes=(2, 3), batch_sizes=(4, 5), dtypes=("float32",),
+                             engines=["reference", "fastnn"], n_features=3, n_outputs=2, repeats=1,
+                             target_s=0.001)
+    assert [(p["n"], p["h"]) for p in points] == [(4, 2), (4, 3), (5, 2), (5, 3)]
+    assert all(p["dtype"] == "float32" and p["d"] == 3 and p["o"] == 2 for p in points)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"dtype": "int32"}, "dtype"), ({"engines": ["nope"]}, "engine")],
+)
+def test_time_point_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench.time_point(2, 2, 2, 1, repeats=1, **kwargs)
+
+
+def test_run_named_rejects_unknown_workload():
+    with pytest.raises(ValueError, match="workload"):
+        bench.run_named(["Z"])
+
+
+def test_format_report_and_plot(tmp_path):
+    report = {
+        "quick": True, "repeats": 1, "engines": ["reference", "fastnn"],
+        "machine": {"platform": "x", "cpu_count": 2},
+        "threads": {"blas_threads": 1, "numba_num_threads": 1},
+        "named": [],
+        "sweep": bench.run_sweep(hidden_sizes=(2, 4), batch_sizes=(3,), engines=["reference", "fastnn"],
+                                 n_features=2, n_outputs=1, repeats=1, target_s=0.001),
+    }
+    text = bench.format_report(report)
+    assert "n=3 h=2" in text and "n=3 h=4" in text and "speed-up" in text
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "sweep.png"
+    bench.plot_report(report, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_quick_json_exits_0(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--json", str(path), "--dtype", "float32", "--workloads", "tutorial",
+            "--engines", "fastnn", "--no-sweep", "--no-extras", "--repeats", "1", "--no-progress",
+            "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tutorial" in out and str(path) in out
+    data = json.loads(path.read_text())
+    assert data["quick"] is True
+    assert [p["workload"] for p in data["named"]] == ["tutorial"]
+    assert set(data["named"][0]["engines"]) == {"reference", "fastnn"}
+    assert data["sweep"] == []
+    assert data["thread_limit"] == 1
+
+
+def test_thread_limit_is_restored():
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    with bench._ThreadLimit(1):
+        assert all(lib["num_threads"] == 1 for lib in threadpool_info())
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench", "--workloads", "Z"], ["bench", "--engines", "nope"], ["bench", "--plot", "x.png", "--no-sweep"]],
+)
+def test_cli_bad_choices_exit_1(argv, capsys):
+    assert main(argv + ["--no-progress"]) == 1
+    assert "fastnn bench: error:" in capsys.readouterr().err
+
+
+def test_cli_bad_dtype_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--dtype", "float16"])
+    assert info.value.code == 2
