@@ -64,7 +64,8 @@ def check_array(value, name, dtype, *, n_columns=None, column_name="columns", al
         raise ValueError(
             f"{name} has {arr.shape[1]} {column_name}, but the model expects {n_columns}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below instead
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if kind == "f" and not np.isfinite(out).all():
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinity")

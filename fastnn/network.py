@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastnn import _validation as v
 
 _tutorial_kernels = None
+
+
+def _all_finite(arr):
+    return bool(np.isfinite(arr).all())
 
 
 def _kernels():
@@ -98,7 +104,11 @@ class NeuralNetwork:
             and arr.flags.writeable
         ):
             arr = v.check_array(arr, name, self.dtype, allow_1d=name == "y")
+            if not arr.flags.writeable:  # the kernels update weights in place
+                arr = arr.copy()
             setattr(self, name, arr)
+        elif arr.size == 0 or not np.isfinite(arr).all():
+            v.check_array(arr, name, self.dtype)  # raises, naming the attribute
         if shape is not None and arr.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
         return arr
@@ -196,6 +206,13 @@ class NeuralNetwork:
         -------
         ndarray of shape (iterations,)
             The loss ``sum((y - output)**2)`` before each step.
+
+        Raises
+        ------
+        DivergenceError
+            If the loss becomes NaN or infinite (only with absurdly large
+            learning rates or inputs: the sigmoid output bounds the loss).
+            The network then keeps the weights of the last finite loss.
         """
         iterations = v.check_int(iterations, "iterations", minimum=0)
         X, W1, W2 = self._arrays()
@@ -208,11 +225,38 @@ class NeuralNetwork:
         layer1 = np.empty((n, h), self.dtype)
         output = np.empty((n, k), self.dtype)
         d1, d2, g1, g2 = self._scratch_for(n, d, h, k)
+        W1_start, W2_start = W1.copy(), W2.copy()
         _kernels().train(X, Y, W1, W2, layer1, output, self.learning_rate, iterations, d1, d2, g1, g2, history)
         self.layer1 = layer1
         self.output = output
         self._fed = (layer1, output)
+        # a NaN never leaves the weights again, so the last loss and the
+        # final weights tell whether anything went non-finite
+        if not (math.isfinite(history[-1]) and _all_finite(W1) and _all_finite(W2)):
+            self._diverged(history, W1_start, W2_start)
         return history
+
+    def _diverged(self, history, W1_start, W2_start):
+        # the loss of iteration i is measured on the weights after i steps;
+        # replay the steps up to the last finite loss (training is
+        # deterministic) so that the model keeps those weights, then raise
+        from fastnn.mlp import DivergenceError
+
+        bad = np.flatnonzero(~np.isfinite(history))
+        # no non-finite loss: the last step made the weights non-finite
+        iteration = int(bad[0]) if bad.size else history.size
+        self.weights1[...] = W1_start
+        self.weights2[...] = W2_start
+        if iteration > 1:
+            self.train(iteration - 1)
+        else:
+            self.feedforward()
+        raise DivergenceError(
+            f"training diverged at iteration {iteration}: "
+            + (f"the loss became {history[iteration]}; " if bad.size else "the weights became non-finite; ")
+            + "the network keeps the weights of the last finite loss (try a smaller learning_rate)",
+            iteration,
+        )
 
     def loss(self):
         """Sum of squared errors of the current ``output`` against ``y``."""

@@ -67,7 +67,14 @@ def _int32_as_float32(typingctx, value):
 
 
 def exp_nonpositive(x):
-    """``exp(x)`` for ``x <= 0`` (Python stand-in; compiled code uses the overload)."""
+    """``exp(x)`` for ``x <= 0`` (Python stand-in; compiled code uses the overload).
+
+    Runs when kernels execute as Python (``NUMBA_DISABLE_JIT=1``): it keeps
+    the compiled version's dtype and its flush to 0 below ``MIN_64``
+    (``MIN_32`` in float32), so that it never underflows or warns.
+    """
+    if isinstance(x, np.float32):
+        return np.float32(0.0) if x < MIN_32 else np.exp(x)
     return 0.0 if x < MIN_64 else float(np.exp(x))
 
 
