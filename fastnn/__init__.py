@@ -6,17 +6,19 @@ Public names:
 * :class:`MLP` -- the general engine (any depth, activations, losses, optimizers);
 * :mod:`fastnn.reference` -- the pure-NumPy oracle of all the math;
 * :class:`DivergenceError` -- raised when training produces NaN or infinity;
-* :func:`profile` -- where a training step spends its time, per phase.
+* :func:`profile` -- where a training step spends its time, per phase;
+* :func:`save` / :func:`load` -- versioned ``.npz`` model files, written atomically.
 
 Importing fastnn compiles nothing: kernels compile (or load from Numba's
 on-disk cache) on first use.
 """
 
 from fastnn import reference
+from fastnn.io import load, save
 from fastnn.mlp import MLP, DivergenceError
 from fastnn.network import NeuralNetwork
 from fastnn.profiling import profile
 
 __version__ = "0.1.0"
 
-__all__ = ["NeuralNetwork", "MLP", "DivergenceError", "profile", "reference", "__version__"]
+__all__ = ["NeuralNetwork", "MLP", "DivergenceError", "profile", "save", "load", "reference", "__version__"]

@@ -19,8 +19,8 @@ _ORDER_BUDGET = 1 << 22
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or gradient.
 
-    The model keeps the last parameters that gave a finite loss; ``epoch``
-    is the (0-based, counted over this ``fit`` call) epoch that failed.
+    The model keeps parameters that gave finite losses (see ``MLP.fit``);
+    ``epoch`` is the (0-based, counted over the failing call) epoch that failed.
     """
 
     def __init__(self, message, epoch):
@@ -311,8 +311,10 @@ class MLP:
         Raises
         ------
         DivergenceError
-            If the loss or a gradient becomes NaN or infinite; the model
-            keeps its last finite parameters.
+            If the loss or a gradient becomes NaN or infinite. The model is
+            then left as it was after the epoch before the last complete one
+            (every batch loss of the epoch that followed it was finite), with
+            the matching optimizer state and ``history_``.
         """
         from fastnn._kernels.train import train
 
@@ -358,37 +360,71 @@ class MLP:
             Y_batch = np.empty((0, y.shape[1]), dtype=self.dtype)
             chunk = epochs if callback is None else max(1, min(epochs, 1000))
         history = np.empty(epochs, dtype=np.float64)
-        snapshot = self._params.copy()
-        done = 0
-        while done < epochs:
-            count = min(chunk, epochs - done)
-            if use_order:
-                order = np.empty((count, n), dtype=np.int64)
-                for e in range(count):
-                    order[e] = self._rng.permutation(n)
-            else:
-                order = np.empty((0, 0), dtype=np.int64)
-            finished = train(
-                X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
-                count, batch, order, use_order, self._state1, self._state2, self._step_count,
-                acts, deltas, self._grads, X_batch, Y_batch, history[done : done + count],
-            )
-            if finished < count:
-                epoch = done + finished
+        # everything a replay needs to retrace this call's steps exactly
+        start_state = (
+            self._params.copy(), self._state1.copy(), self._state2.copy(),
+            self._step_count.copy(), self._rng.bit_generator.state,
+        )
+
+        def run(total, report):
+            # train `total` epochs in chunks; returns (epochs completed, diverged)
+            done = 0
+            while done < total:
+                count = min(chunk, total - done)
+                if use_order:
+                    order = np.empty((count, n), dtype=np.int64)
+                    for e in range(count):
+                        order[e] = self._rng.permutation(n)
+                else:
+                    order = np.empty((0, 0), dtype=np.int64)
+                finished = train(
+                    X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
+                    count, batch, order, use_order, self._state1, self._state2, self._step_count,
+                    acts, deltas, self._grads, X_batch, Y_batch, history[done : done + count],
+                )
+                done += finished
+                progress[0] = done
+                if finished < count:
+                    return done, True
+                if report is not None:
+                    report(done, float(history[done - 1]))
+            return done, False
+
+        progress = [0]
+        recorded = False
+        try:
+            done, diverged = run(epochs, callback)
+            if diverged:
+                # The kernel stopped before the failing update, but the
+                # parameters it reached may already give NaN elsewhere: go back
+                # to the start of this call and replay (deterministically, the
+                # shuffles included) to the end of the epoch before the last
+                # complete one, whose parameters all gave finite batch losses.
+                epoch = done
                 bad = history[epoch]
-                if not np.isfinite(self._params).all():
-                    self._params[...] = snapshot
-                self.history_ = np.concatenate([self.history_, history[:epoch]])
+                params, state1, state2, steps, rng_state = start_state
+                self._params[...] = params
+                self._state1[...] = state1
+                self._state2[...] = state2
+                self._step_count[...] = steps
+                self._rng.bit_generator.state = rng_state
+                keep = max(epoch - 1, 0)
+                run(keep, None)
+                self.history_ = np.concatenate([self.history_, history[:keep]])
+                recorded = True
                 what = f"the loss became {bad}" if not np.isfinite(bad) else "a gradient became non-finite"
                 raise DivergenceError(
-                    f"training diverged at epoch {epoch}: {what}; "
-                    "the model keeps its last finite parameters (try a smaller learning_rate)",
+                    f"training diverged at epoch {epoch}: {what}; the model keeps the parameters "
+                    f"it had after epoch {keep} of this call (try a smaller learning_rate)",
                     epoch,
                 )
-            done += count
-            if callback is not None:
-                callback(done, float(history[done - 1]))
-        self.history_ = np.concatenate([self.history_, history])
+            self.history_ = np.concatenate([self.history_, history])
+            recorded = True
+        finally:
+            if not recorded:
+                # interrupted (KeyboardInterrupt, or the callback raised): the
+                # epochs that ran are kept, and so is their history
+                self.history_ = np.concatenate([self.history_, history[: progress[0]]])
         return history
 
     # -------------------------------------------------------------- pickling

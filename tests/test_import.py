@@ -3,11 +3,15 @@
 import subprocess
 import sys
 
+import pytest
+
 import fastnn
 
 
 def test_public_names():
-    assert set(fastnn.__all__) == {"NeuralNetwork", "MLP", "DivergenceError", "profile", "reference", "__version__"}
+    assert set(fastnn.__all__) == {
+        "NeuralNetwork", "MLP", "DivergenceError", "profile", "save", "load", "reference", "__version__"
+    }
     assert isinstance(fastnn.__version__, str)
 
 
@@ -36,6 +40,7 @@ def test_reference_imports_nothing_of_fastnn():
     assert imported and not [name for name in imported if name and name.startswith("fastnn")]
 
 
+@pytest.mark.requires_jit
 def test_kernel_cache_is_stamped_with_all_kernel_sources(tmp_path, monkeypatch):
     """Editing any kernel file (say fastexp.py) must invalidate the cache of
     kernels in other files that inline it (say tutorial.train)."""

@@ -198,8 +198,48 @@ def test_divergence_stops_with_a_clear_error_and_finite_parameters():
         m.fit(X, y, epochs=1000, learning_rate=10.0)
     assert np.isfinite(m._params).all()
     assert info.value.epoch < 1000
-    assert m.history_.shape == (info.value.epoch,)
+    # the model is left after epoch (failing epoch - 1), and so is its history
+    assert m.history_.shape == (max(info.value.epoch - 1, 0),)
     assert np.isfinite(m.history_).all()
+    assert np.isfinite(m.predict(X)).all()
+
+
+def test_divergence_replay_matches_a_run_that_stops_earlier():
+    """After divergence at epoch e the model equals a fresh run of e - 1 epochs
+    (same seed, shuffles and optimizer state included)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 3))
+    y = rng.standard_normal((30, 1))
+    kwargs = dict(learning_rate=0.015, batch_size=7, optimizer="momentum")
+    m = MLP([3, 20, 1], activation="identity", output_activation="identity", random_state=5)
+    with pytest.raises(DivergenceError) as info:
+        m.fit(X, y, epochs=10000, **kwargs)
+    keep = info.value.epoch - 1
+    assert keep >= 1
+    fresh = MLP([3, 20, 1], activation="identity", output_activation="identity", random_state=5)
+    fresh.fit(X, y, epochs=keep, **kwargs)
+    np.testing.assert_array_equal(m._params, fresh._params)
+    np.testing.assert_array_equal(m._state1, fresh._state1)
+    np.testing.assert_array_equal(m.history_, fresh.history_)
+
+
+def test_interrupted_fit_keeps_the_history_of_the_epochs_that_ran():
+    m = MLP([3, 4, 1], random_state=0)
+
+    class Stop(Exception):
+        pass
+
+    def callback(done, loss):
+        if done >= 2000:
+            raise Stop
+
+    with pytest.raises(Stop):
+        m.fit(TUTORIAL_X, TUTORIAL_Y, epochs=10000, callback=callback)
+    assert m.history_.shape == (2000,)
+    fresh = MLP([3, 4, 1], random_state=0)
+    fresh.fit(TUTORIAL_X, TUTORIAL_Y, epochs=2000)
+    np.testing.assert_array_equal(m._params, fresh._params)
+    np.testing.assert_array_equal(m.history_, fresh.history_)
 
 
 def test_pickle_round_trip_keeps_views():
