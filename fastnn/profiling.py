@@ -129,6 +129,7 @@ import tracemalloc
 
 import numpy as np
 
+from fastnn import _validation as _v
 from fastnn import reference
 from fastnn._kernels import codes
 
@@ -149,38 +150,22 @@ SSE_DELTA_FLOPS = 4  # r = a - y; total += r*r (2); d = 2*r
 # --------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------
+# argument checks: thin adapters over fastnn._validation, the one place that
+# turns user input into values or clear errors
 def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return _v.check_int(value, name, minimum=minimum)
 
 
 def _check_layers(layer_sizes):
-    try:
-        sizes = list(layer_sizes)
-    except TypeError:
-        raise TypeError(f"layer_sizes must be a sequence of positive integers, got {layer_sizes!r}") from None
-    if len(sizes) < 2:
-        raise ValueError(f"layer_sizes needs at least 2 sizes (inputs and outputs), got {sizes!r}")
-    return [_check_int(s, "every entry of layer_sizes") for s in sizes]
+    return list(_v.check_layer_sizes(layer_sizes))
 
 
 def _check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+    return _v.check_choice(value, name, choices)
 
 
 def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt.name not in DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
-    return dt
+    return _v.check_dtype(dtype)
 
 
 # --------------------------------------------------------------------------

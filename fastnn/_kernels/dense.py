@@ -44,14 +44,11 @@ def _machine_epsilon_impl(x):
 SMALL_MATMUL = 128
 
 
-@kernel
-def matmul(A, B, out):
-    # out = A @ B   (A: m x k, B: k x n)
+@kernel(inline="always")
+def matmul_loops(A, B, out):
+    # out = A @ B by explicit loops with a register accumulator (small shapes)
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n >= SMALL_MATMUL:
-        np.dot(A, B, out)
-        return out
     for i in range(m):
         for j in range(n):
             acc = out.dtype.type(0.0)
@@ -59,6 +56,17 @@ def matmul(A, B, out):
                 acc += A[i, p] * B[p, j]
             out[i, j] = acc
     return out
+
+
+@kernel
+def matmul(A, B, out):
+    # out = A @ B   (A: m x k, B: k x n): loops below SMALL_MATMUL, else BLAS
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= SMALL_MATMUL:
+        np.dot(A, B, out)
+        return out
+    return matmul_loops(A, B, out)
 
 
 @kernel
