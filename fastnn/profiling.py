@@ -529,19 +529,31 @@ def _reference_groups(net, activation, output_activation, learning_rate):
     return {"forward": fwd, "loss": loss, "backward": bwd, "update": upd}, whole
 
 
+# untimed pause after NumPy's BLAS calls, so that its spinning workers let go
+# of the cores before the kernels' BLAS (SciPy's) runs again
+_BLAS_SETTLE_SECONDS = 0.15
+
+
 def _timed_rounds(calls, fused, ref_calls, steps, warmup):
     """Median seconds of each phase call, of the fused step and of each reference call.
 
     Every round runs the phases in order, then the fused step, then the
     reference calls in order, timing each; ``warmup`` rounds come first.
+    After the reference calls a round pauses (untimed) for
+    ``_BLAS_SETTLE_SECONDS``: NumPy's BLAS is another library than the one the
+    kernels call, and its worker threads keep spinning for a while after a
+    call; on 2 cores they slowed the next round's first matrix product 2x and
+    failed the distortion check on an otherwise idle machine.
     """
     clock = time.perf_counter
+    settle = _BLAS_SETTLE_SECONDS if ref_calls else 0.0
     for _ in range(warmup):
         for call in calls:
             call()
         fused()
         for call in ref_calls:
             call()
+        time.sleep(settle)
     phase_samples = [[] for _ in calls]
     fused_samples = []
     ref_samples = [[] for _ in ref_calls]
@@ -557,6 +569,7 @@ def _timed_rounds(calls, fused, ref_calls, steps, warmup):
             t0 = clock()
             call()
             samples.append(clock() - t0)
+        time.sleep(settle)
     median = statistics.median
     return ([median(s) for s in phase_samples], median(fused_samples), [median(s) for s in ref_samples])
 
