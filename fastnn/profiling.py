@@ -168,6 +168,19 @@ def _check_dtype(dtype):
     return _v.check_dtype(dtype)
 
 
+def _check_run(batch_size, dtype, steps, warmup, activation, output_activation, learning_rate):
+    # the arguments shared by profile() and sweep_hidden()
+    _check_choice(activation, "activation", HIDDEN_ACTIVATIONS)
+    _check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
+    return (
+        _check_int(batch_size, "batch_size"),
+        _check_dtype(dtype),
+        _check_int(steps, "steps"),
+        _check_int(warmup, "warmup", 0),
+        _v.check_float(learning_rate, "learning_rate", minimum=0.0),
+    )
+
+
 # --------------------------------------------------------------------------
 # the arithmetic of a step (no timing)
 # --------------------------------------------------------------------------
@@ -625,14 +638,9 @@ def profile(layer_sizes, batch_size, dtype="float64", activation="sigmoid", step
 def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activation, bias, learning_rate,
              warmup, seed, gemm_size, bandwidth_bytes, reference_engine, threads):
     sizes = _check_layers(layer_sizes)
-    nb = _check_int(batch_size, "batch_size")
-    dt = _check_dtype(dtype)
-    steps = _check_int(steps, "steps")
-    warmup = _check_int(warmup, "warmup", 0)
-    _check_choice(activation, "activation", HIDDEN_ACTIVATIONS)
-    _check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
-    if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or learning_rate <= 0:
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    nb, dt, steps, warmup, learning_rate = _check_run(
+        batch_size, dtype, steps, warmup, activation, output_activation, learning_rate
+    )
     bias = bool(bias)
     gemm_size = _check_int(gemm_size, "gemm_size")
     bandwidth_bytes = _check_int(bandwidth_bytes, "bandwidth_bytes", 8)
@@ -763,12 +771,9 @@ def _sweep_hidden(layer_sizes, batch_size, hidden_sizes, dtype, activation, step
         raise TypeError(f"hidden_sizes must be a sequence of positive integers, got {hidden_sizes!r}") from None
     if not hidden:
         raise ValueError("hidden_sizes must not be empty")
-    nb = _check_int(batch_size, "batch_size")
-    dt = _check_dtype(dtype)
-    steps = _check_int(steps, "steps")
-    warmup = _check_int(warmup, "warmup", 0)
-    _check_choice(activation, "activation", HIDDEN_ACTIVATIONS)
-    _check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
+    nb, dt, steps, warmup, learning_rate = _check_run(
+        batch_size, dtype, steps, warmup, activation, output_activation, learning_rate
+    )
     act_code = codes.ACTIVATION_CODES[activation]
     out_code = codes.ACTIVATION_CODES[output_activation]
     # all sizes are timed round-robin, one step each per round, so that a burst of
