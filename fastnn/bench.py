@@ -42,6 +42,7 @@ prints them as tables.
 from __future__ import annotations
 
 import importlib.util
+import contextlib
 import json
 import math
 import os
@@ -872,6 +873,9 @@ def configure_parser(parser):
                         help="limit every engine's BLAS/OpenMP/PyTorch threads to N for the timings "
                              "(default: each library's own setting)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--sklearn", action="store_true",
+                        help="also compare fastnn.sklearn's estimators with scikit-learn's (fit time and score "
+                        "on digits, breast_cancer, make_regression, make_classification per solver)")
 
 
 def _split(text, allowed, what):
@@ -884,6 +888,25 @@ def _split(text, allowed, what):
         if t not in allowed:
             raise ValueError(f"unknown {what} {t!r}; expected one of {', '.join(allowed)}")
     return items
+
+
+def _sklearn_section(quick, dtypes, repeats, thread_limit):
+    """Run and print fastnn.sklearn's comparison with scikit-learn; returns its rows."""
+    try:
+        from fastnn.sklearn import format_sklearn_comparison, sklearn_comparison
+    except ImportError as exc:
+        raise ValueError(f"--sklearn needs scikit-learn installed ({exc})") from None
+    if thread_limit is not None:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(thread_limit)
+    else:
+        limit = contextlib.nullcontext()
+    with limit:
+        rows = sklearn_comparison(quick=quick, repeats=repeats, dtypes=dtypes)
+    print("\nscikit-learn estimators: fit time and held-out score, fastnn.sklearn against scikit-learn")
+    print(format_sklearn_comparison(rows))
+    return rows
 
 
 def run_cli(args):
@@ -906,6 +929,8 @@ def run_cli(args):
         progress=not args.no_progress, thread_limit=args.threads,
     )
     print(format_report(report), end="")
+    if args.sklearn:
+        report["sklearn"] = _sklearn_section(args.quick, dtypes, args.repeats, args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

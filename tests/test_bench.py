@@ -155,3 +155,23 @@ def test_cli_bad_dtype_exits_2():
     with pytest.raises(SystemExit) as info:
         main(["bench", "--dtype", "float16"])
     assert info.value.code == 2
+
+
+def test_cli_sklearn_section(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--no-sweep", "--no-extras", "--workloads", "tutorial", "--dtype", "float64",
+            "--engines", "reference", "--repeats", "1", "--no-progress", "--sklearn", "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "scikit-learn estimators" in out
+    rows = json.loads(path.read_text())["sklearn"]
+    assert {(r["workload"], r["solver"]) for r in rows} == {
+        (w, s) for w in ("digits", "breast_cancer", "make_regression", "make_classification")
+        for s in ("adam", "sgd", "lbfgs")
+    }
+    for r in rows:
+        assert r["dtype"] == "float64" and r["sklearn_s"] > 0 and r["fastnn_s"] > 0
+        assert r["speedup"] == pytest.approx(r["sklearn_s"] / r["fastnn_s"])
+        if r["solver"] != "lbfgs":  # same updates from the same random stream: same model
+            assert r["fastnn_score"] == pytest.approx(r["sklearn_score"], abs=1e-12)
