@@ -46,24 +46,20 @@ MIN_64 = -708.3  # exp(MIN_64) is still a normal float64
 MIN_32 = np.float32(-87.3)
 
 
-@intrinsic
-def _int64_as_float64(typingctx, value):
-    sig = types.float64(types.int64)
+def _bitcast(source, target):
+    # an intrinsic reinterpreting the bits of a `source` scalar as a `target` one
+    @intrinsic
+    def reinterpret(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+        return target(source), codegen
 
-    return sig, codegen
+    return reinterpret
 
 
-@intrinsic
-def _int32_as_float32(typingctx, value):
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return sig, codegen
+_int64_as_float64 = _bitcast(types.int64, types.float64)
+_int32_as_float32 = _bitcast(types.int32, types.float32)
 
 
 def exp_nonpositive(x):

@@ -18,36 +18,31 @@ from fastnn._kernels.dense import SMALL_MATMUL, matmul, matmul_nt, matmul_tn
 
 
 @kernel(inline="always")
+def _sigmoid_layer(A, W, out, one):
+    # out = sigmoid(A @ W): BLAS then one sigmoid pass for large products,
+    # else loops with the sigmoid fused into each dot product
+    n, d = A.shape
+    h = W.shape[1]
+    if n * d * h >= SMALL_MATMUL:
+        matmul(A, W, out)
+        for i in range(n):
+            for j in range(h):
+                out[i, j] = sigmoid_scalar(out[i, j], one)
+    else:
+        for i in range(n):
+            for j in range(h):
+                acc = A.dtype.type(0.0)
+                for p in range(d):
+                    acc += A[i, p] * W[p, j]
+                out[i, j] = sigmoid_scalar(acc, one)
+
+
+@kernel(inline="always")
 def _feedforward(X, W1, W2, layer1, output):
     # layer1 = sigmoid(X @ W1); output = sigmoid(layer1 @ W2)
-    n, d = X.shape
-    h = W1.shape[1]
-    k = W2.shape[1]
     one = X.dtype.type(1.0)
-    if n * d * h >= SMALL_MATMUL:
-        matmul(X, W1, layer1)
-        for i in range(n):
-            for j in range(h):
-                layer1[i, j] = sigmoid_scalar(layer1[i, j], one)
-    else:
-        for i in range(n):
-            for j in range(h):
-                acc = X.dtype.type(0.0)
-                for p in range(d):
-                    acc += X[i, p] * W1[p, j]
-                layer1[i, j] = sigmoid_scalar(acc, one)
-    if n * h * k >= SMALL_MATMUL:
-        matmul(layer1, W2, output)
-        for i in range(n):
-            for j in range(k):
-                output[i, j] = sigmoid_scalar(output[i, j], one)
-    else:
-        for i in range(n):
-            for j in range(k):
-                acc = X.dtype.type(0.0)
-                for p in range(h):
-                    acc += layer1[i, p] * W2[p, j]
-                output[i, j] = sigmoid_scalar(acc, one)
+    _sigmoid_layer(X, W1, layer1, one)
+    _sigmoid_layer(layer1, W2, output, one)
 
 
 @kernel(inline="always")
