@@ -188,6 +188,16 @@ class MLP:
             self._workspace["acts"] = ws
         return ws[1], ws[2]
 
+    def _shard_buffers(self, batch):
+        """Per-shard workspaces of the training kernel for batches of ``batch`` rows."""
+        from fastnn._kernels.train import shard_buffers
+
+        ws = self._workspace.get("shards")
+        if ws is None or ws[0] != batch:
+            ws = (batch, shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype))
+            self._workspace["shards"] = ws
+        return ws[1]
+
     # ------------------------------------------------------------ validation
     def _check_X(self, X, name="X"):
         return v.check_array(X, name, self.dtype, n_columns=self.n_features, column_name="features")
@@ -316,7 +326,7 @@ class MLP:
             (every batch loss of the epoch that followed it was finite), with
             the matching optimizer state and ``history_``.
         """
-        from fastnn._kernels.train import train
+        from fastnn._kernels.train import CONTROL_SIZE, train
 
         X, y = self._check_Xy(X, y)
         epochs = v.check_int(epochs, "epochs", minimum=0)
@@ -349,7 +359,8 @@ class MLP:
             [learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64
         )
         act, out_act, loss = self._codes()
-        acts, deltas = self._buffers(batch)
+        acts, deltas, shard_grads, shard_loss = self._shard_buffers(batch)
+        control = np.zeros(CONTROL_SIZE, dtype=np.float64)  # no stopping rule
         use_order = bool(shuffle) and batch < n
         if use_order:
             X_batch = np.empty((batch, X.shape[1]), dtype=self.dtype)
@@ -379,8 +390,9 @@ class MLP:
                     order = np.empty((0, 0), dtype=np.int64)
                 finished = train(
                     X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
-                    count, batch, order, use_order, self._state1, self._state2, self._step_count,
-                    acts, deltas, self._grads, X_batch, Y_batch, history[done : done + count],
+                    control, count, batch, order, use_order, self._state1, self._state2,
+                    self._step_count, acts, deltas, shard_grads, shard_loss, X_batch, Y_batch,
+                    history[done : done + count],
                 )
                 done += finished
                 progress[0] = done

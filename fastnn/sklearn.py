@@ -44,10 +44,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
-from sklearn.utils import shuffle as _sk_shuffle
 from sklearn.utils.validation import validate_data
 
 from fastnn._kernels import codes
+from fastnn._threads import TwinRunner
 
 try:  # scikit-learn moved this helper between releases
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -126,11 +126,12 @@ def _blas_threads_for(layer_units, rows):
     """Run the block with one BLAS thread when the matrix products are small.
 
     Nested and concurrent fits in one process share a single limit, set by the
-    first to enter and restored by the last to leave.
+    first to enter and restored by the last to leave. Yields True when BLAS
+    is limited to one thread (so that the kernels' own threads may be used).
     """
     macs = rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
     if macs >= _SINGLE_THREAD_MACS:
-        yield
+        yield False
         return
     state = _blas
     with state["lock"]:
@@ -145,14 +146,22 @@ def _blas_threads_for(layer_units, rows):
             except Exception:  # threadpoolctl missing or unable: leave BLAS as it is
                 state["limiter"] = None
         state["depth"] += 1
+        limited = state["limiter"] is not None
     try:
-        yield
+        yield limited
     finally:
         with state["lock"]:
             state["depth"] -= 1
             if state["depth"] == 0 and state["limiter"] is not None:
                 state["limiter"].restore_original_limits()
                 state["limiter"] = None
+
+
+def _draw_permutation(random_state, n):
+    """The permutation ``sklearn.utils.shuffle`` draws for ``n`` samples."""
+    perm = np.arange(n)
+    random_state.shuffle(perm)
+    return perm
 
 
 def _progress(total, verbose):
@@ -291,7 +300,7 @@ class _FastnnMLPMixin:
                 layer_units,
                 incremental,
             )
-        from fastnn._kernels.train import train
+        from fastnn._kernels import train as kt
 
         if not incremental or not hasattr(self, "_optimizer"):
             params_list = list(self.coefs_) + list(self.intercepts_)
@@ -374,69 +383,117 @@ class _FastnnMLPMixin:
         )
         X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
-        n_units = batch_size * sum(layer_units[1:])
-        acts = np.empty(n_units, dtype=dtype)
-        work = np.empty(n_units, dtype=dtype)
-        grads = np.empty(size, dtype=dtype)
+        acts, work, grads, shard_loss = kt.shard_buffers(batch_size, layer_units, size, dtype)
         X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
         sample_idx = np.arange(n_samples, dtype=int)
-        order = np.zeros((1, n_samples if self.shuffle else 0), dtype=np.int64)
-        history = np.zeros(1, dtype=np.float64)
         act, out, loss_code = self._fastnn_codes()
+
+        # scikit-learn's stopping rule and learning-rate schedule run inside
+        # the kernel, many epochs per call, unless something must happen
+        # between epochs in Python (a validation score, a printed line)
+        in_kernel = not (early_stopping or incremental or self.verbose)
+        control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)
+        control[kt.C_RULE] = 1.0 if in_kernel else 0.0
+        if not is_adam:
+            control[kt.C_SCHEDULE] = {
+                "constant": kt.SCHEDULE_CONSTANT,
+                "invscaling": kt.SCHEDULE_INVSCALING,
+                "adaptive": kt.SCHEDULE_ADAPTIVE,
+            }[optimizer.lr_schedule]
+            control[kt.C_LR_INIT] = optimizer.learning_rate_init
+            control[kt.C_POWER_T] = optimizer.power_t
+        control[kt.C_TOL] = self.tol
+        control[kt.C_N_ITER_NO_CHANGE] = self.n_iter_no_change
+        max_chunk = TwinRunner.CHUNK if in_kernel else 1
+        order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
+        history = np.zeros(max_chunk, dtype=np.float64)
 
         bar = _progress(self.max_iter if not incremental else 1, self.verbose)
         diverged = False
         blas = _blas_threads_for(layer_units, batch_size)
-        blas.__enter__()
+        blas_single = blas.__enter__()
+        runner = TwinRunner(
+            kt.train, kt.train_parallel, (dtype.str, bool(self.shuffle)),
+            parallel_ok=blas_single and kt.shards_of(batch_size) > 1,
+        )  # fmt: skip
         try:
             self.n_iter_ = 0
-            for it in range(self.max_iter):
+            while self.n_iter_ < self.max_iter:
+                use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
                 if self.shuffle:
-                    sample_idx = _sk_shuffle(sample_idx, random_state=self._random_state)
-                    order[0] = sample_idx
+                    # scikit-learn's per-epoch `sample_idx = shuffle(sample_idx,
+                    # random_state=...)`, which draws `random_state.shuffle` of
+                    # arange(n_samples), for each epoch of the chunk
+                    rng_state = self._random_state.get_state()
+                    for e in range(count):
+                        sample_idx = sample_idx[_draw_permutation(self._random_state, n_samples)]
+                        order[e] = sample_idx
                 if not is_adam:
                     hyper[0] = optimizer.learning_rate
-                done = train(
+                control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
+                control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
+                control[kt.C_TIME_STEP] = self.t_
+                control[kt.C_STOPPED] = 0.0
+                done = runner.run(use_parallel, count, (
                     X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
-                    1, batch_size, order, bool(self.shuffle), state1, state2, step_count,
-                    acts, work, grads, X_batch, Y_batch, history,
-                )  # fmt: skip
-                if done < 1:
+                    control, count, batch_size, order, bool(self.shuffle), state1, state2,
+                    step_count, acts, work, grads, shard_loss, X_batch, Y_batch, history,
+                ))  # fmt: skip
+                stopped = bool(control[kt.C_STOPPED])
+                started = done if (done == count or stopped) else done + 1
+                if self.shuffle and started < count:
+                    # leave the random stream where scikit-learn's would be:
+                    # one shuffle per epoch started
+                    self._random_state.set_state(rng_state)
+                    for e in range(started):
+                        _draw_permutation(self._random_state, n_samples)
+                for e in range(done):
+                    self.n_iter_ += 1
+                    self.loss_ = float(history[e])
+                    self.loss_curve_.append(self.loss_)
+                if in_kernel:
+                    self.t_ = int(control[kt.C_TIME_STEP])
+                    self.best_loss_ = float(control[kt.C_BEST_LOSS])
+                    self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
+                    if not is_adam:
+                        optimizer.learning_rate = float(hyper[0])
+                if done < count and not stopped:
                     diverged = True
                     break
-
-                self.n_iter_ += 1
-                self.loss_ = float(history[0])
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
-                    else:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                self._update_no_improvement_count(early_stopping, X_val, y_val, None)
-                optimizer.iteration_ends(self.t_)
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = (
-                            "Validation score did not improve more than "
-                            "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                        )
-                    else:
-                        msg = (
-                            "Training loss did not improve more than tol=%f"
-                            " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                        )
-                    if optimizer.trigger_stopping(msg, self.verbose):
+                if in_kernel:
+                    if stopped:
                         break
-                    self._no_improvement_count = 0
+                else:
+                    self.t_ += n_samples
+                    if self.verbose:
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
+                        else:
+                            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if incremental:
-                    break
+                    self._update_no_improvement_count(early_stopping, X_val, y_val, None)
+                    optimizer.iteration_ends(self.t_)
+
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        if early_stopping:
+                            msg = (
+                                "Validation score did not improve more than "
+                                "tol=%f for %d consecutive epochs."
+                                % (self.tol, self.n_iter_no_change)
+                            )
+                        else:
+                            msg = (
+                                "Training loss did not improve more than tol=%f"
+                                " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                            )
+                        if optimizer.trigger_stopping(msg, self.verbose):
+                            break
+                        self._no_improvement_count = 0
+
+                    if incremental:
+                        break
 
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
@@ -448,6 +505,8 @@ class _FastnnMLPMixin:
             warnings.warn("Training interrupted by user.")
         finally:
             blas.__exit__(None, None, None)
+            # epochs each twin ran (the kernels' threads, for reports and tests)
+            self._fastnn_epochs_by_twin = {"parallel": runner.used[True], "serial": runner.used[False]}
             if bar is not None:
                 bar.close()
             # hand the state back to scikit-learn's optimizer object, so that
@@ -598,6 +657,15 @@ def _workloads(quick):
     ]
 
 
+# Untimed pause before each timed fit. The BLAS and OpenMP worker threads
+# of one fit busy-wait for new work for a while after it ends (OpenBLAS's
+# for about 0.1 s); a fit started at once shares the cores with them.
+# Measured on 2 cores, digits, default settings: fastnn 0.21 s right after
+# scikit-learn's fit, 0.16 s after a pause (its thread probe then also sees
+# the machine as it is).
+SETTLE_S = 0.2
+
+
 def sklearn_comparison(
     quick=False,
     repeats=None,
@@ -612,8 +680,9 @@ def sklearn_comparison(
     except ``solver`` and ``random_state=0``, for every solver and dtype; the
     fit time is the median of ``repeats`` fits, the two libraries taking turns
     (after one warm-up fit of the fastnn estimator, so that compilation is not
-    timed), and the score is the estimator's ``score`` on a held-out quarter
-    of the data.
+    timed, and with an untimed pause of ``SETTLE_S`` before each fit so that
+    the worker threads of the previous fit have gone idle), and the score is
+    the estimator's ``score`` on a held-out quarter of the data.
 
     Parameters
     ----------
@@ -678,6 +747,7 @@ def sklearn_comparison(
                     for _ in range(repeats):
                         for label, cls in (("sklearn", sk_cls), ("fastnn", fn_cls)):
                             est = cls(**params)
+                            time.sleep(SETTLE_S)
                             start = time.perf_counter()
                             est.fit(Xt, yt)
                             spent[label].append(time.perf_counter() - start)

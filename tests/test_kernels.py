@@ -282,3 +282,63 @@ def test_nan_is_never_hidden(dtype):
     z = np.array([np.nan, 1.0], dtype=dtype)
     out = ka.sigmoid(z, np.empty_like(z))
     assert np.isnan(out[0]) and np.isfinite(out[1])
+
+
+# ------------------------------------------- sharded batches, parallel twin
+def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False):
+    sizes = [9, 40, 3]
+    m = _model(sizes, "relu", "softmax", "log_loss", True, kernel_dtype)
+    X = rng.standard_normal((n, sizes[0])).astype(kernel_dtype)
+    Y = np.eye(sizes[-1], dtype=kernel_dtype)[rng.integers(0, sizes[-1], n)]
+    epochs = 4
+    order = np.array([rng.permutation(n) for _ in range(epochs)], dtype=np.int64)
+    acts, deltas, grads, shard_loss = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
+    hyper = np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8, 1e-3])
+    control = np.zeros(kt.CONTROL_SIZE)
+    if rule:
+        control[kt.C_RULE] = 1
+        control[kt.C_TOL] = 10.0  # every epoch "fails to improve": stops after epoch 2
+        control[kt.C_N_ITER_NO_CHANGE] = 1
+        control[kt.C_BEST_LOSS] = np.inf
+    return [
+        X, Y, m._params.copy(), m._layout, codes.RELU, codes.SOFTMAX, codes.LOG_LOSS,
+        codes.OPTIMIZER_CODES[optimizer], hyper, control, epochs, batch, order, shuffle,
+        np.zeros_like(m._params), np.zeros_like(m._params), np.zeros(1, np.int64),
+        acts, deltas, grads, shard_loss,
+        np.empty((batch, sizes[0]), kernel_dtype), np.empty((batch, sizes[-1]), kernel_dtype),
+        np.zeros(epochs),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("n,batch", [(150, 100), (150, 150), (40, 16), (201, 64)])
+def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n, batch, rng):
+    serial = _train_args(dtype, n, batch, shuffle, optimizer, rng)
+    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
+    for a, b in zip(serial, parallel):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+    assert np.isfinite(serial[-1]).all() and serial[-1][-1] < serial[-1][0]
+
+
+def test_shard_rule_and_buffers():
+    assert [kt.shards_of(nb) for nb in (1, 63, 64, 100, 1000)] == [1, 1, 2, 2, 2]
+    # a batch of 64 splits into 32 + 32, but a last batch of 63 rows is one shard
+    assert kt.shard_rows(64) == 63 and kt.shard_rows(200) == 100 and kt.shard_rows(5) == 5
+    acts, deltas, grads, loss = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
+    assert acts.shape == deltas.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
+    assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
+
+
+def test_train_kernel_stopping_rule(rng):
+    args = _train_args(np.float64, 150, 100, True, "adam", rng, rule=True)
+    control = args[9]
+    # epoch 1 improves on inf; epochs 2 and 3 do not by tol = 10: the count
+    # exceeds n_iter_no_change = 1 after epoch 3
+    assert kt.train(*args) == 3
+    assert control[kt.C_STOPPED] == 1 and control[kt.C_NO_IMPROVEMENT] == 2
+    assert control[kt.C_TIME_STEP] == 3 * 150
+    assert control[kt.C_BEST_LOSS] == args[-1][:3].min()

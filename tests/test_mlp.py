@@ -121,11 +121,14 @@ def test_gradients_match_finite_differences(act, loss, out_act, bias, alpha, rng
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", ["gd", "sgd", "momentum", "adam"])
-@pytest.mark.parametrize("batch_size", [None, 5])
-def test_fit_matches_a_numpy_training_loop(dtype, optimizer, batch_size, rng):
+# batches of 64 rows or more run as two shards whose gradients are summed
+# (fastnn._kernels.train.shard_count): 150 rows in one batch, or a batch of
+# 100 (two shards of 50) then a batch of 50 (one shard)
+@pytest.mark.parametrize("n,batch_size", [(23, None), (23, 5), (150, None), (150, 100)])
+def test_fit_matches_a_numpy_training_loop(dtype, optimizer, n, batch_size, rng):
     sizes = [5, 12, 2]
     m = MLP(sizes, activation="tanh", output_activation="sigmoid", loss="mse", dtype=dtype, random_state=4)
-    X, Y = _data(rng, 23, sizes, "mse", "sigmoid", dtype)
+    X, Y = _data(rng, n, sizes, "mse", "sigmoid", dtype)
     weights = [w.copy() for w in m.weights]
     biases = [b.copy() for b in m.biases]
     flat = [*weights, *biases]

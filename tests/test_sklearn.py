@@ -130,6 +130,43 @@ def test_adaptive_learning_rate_matches_sklearn():
     assert_same_fit(ours, theirs)
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd_nesterov", "sgd_plain_invscaling"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sharded_batches_and_in_kernel_stopping_match_sklearn(solver, shuffle):
+    # batches of 64 rows run as two shards (150 rows: 64, 64, 22); the tol
+    # rule stops the fit inside the kernel, in the middle of a chunk of epochs
+    kind, y = TARGETS["multiclass"]
+    params = dict(BASE, batch_size=64, max_iter=300, tol=3e-3, n_iter_no_change=3)
+    params.update(SOLVERS[solver], shuffle=shuffle)
+    ours, theirs = fit_both(kind, y, **params)
+    assert 1 < ours.n_iter_ < 300 and ours.n_iter_ % 20 != 0
+    assert_same_fit(ours, theirs)
+    assert ours._no_improvement_count == theirs._no_improvement_count
+    assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+    # the random stream is left where scikit-learn leaves it
+    assert ours._random_state.randint(2**31 - 1) == theirs._random_state.randint(2**31 - 1)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_serial_and_parallel_twins_fit_identically(parallel, monkeypatch):
+    from fastnn import _threads
+
+    kind, y = TARGETS["multiclass"]
+    params = dict(BASE, batch_size=100, max_iter=30, n_iter_no_change=100)
+    expected = fsk.MLPClassifier(**params).fit(X, y)
+    monkeypatch.setattr(_threads.TwinRunner, "plan", lambda self, rest: (parallel, min(rest, 7)))
+    ours = fsk.MLPClassifier(**params).fit(X, y)
+    for a, b in zip(params_of(ours), params_of(expected)):
+        np.testing.assert_array_equal(a, b)
+    assert ours.loss_curve_ == expected.loss_curve_
+    runs = ours._fastnn_epochs_by_twin
+    assert runs["parallel"] + runs["serial"] == 30
+    if parallel and _threads.parallel_allowed():
+        assert runs["parallel"] == 30
+    elif not parallel:
+        assert runs["serial"] == 30
+
+
 @pytest.mark.parametrize("target", ["multiclass", "regression"])
 def test_early_stopping_matches_sklearn(target):
     kind, y = TARGETS[target]

@@ -8,10 +8,11 @@ float32 model is updated in float32.
 """
 
 import numpy as np
-from fastnn._kernels._jit import kernel
+from numba import prange
 
+from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import loss_and_gradients
+from fastnn._kernels.dense import l2_penalty, partial_loss_and_gradients
 
 
 @kernel(inline="always")
@@ -82,75 +83,185 @@ def apply_update(params, grads, optimizer_code, hyper, state1, state2, step_coun
         gd_update(params, grads, hyper[0])
 
 
-@kernel
-def train(
-    X,
-    Y,
-    params,
-    layout,
-    activation_code,
-    output_code,
-    loss_code,
-    optimizer_code,
-    hyper,
-    epochs,
-    batch_size,
-    order,
-    use_order,
-    state1,
-    state2,
-    step_count,
-    acts,
-    deltas,
-    grads,
-    X_batch,
-    Y_batch,
-    history,
-):
+# A batch is split into up to MAX_SHARDS shards of at least MIN_SHARD_ROWS
+# rows; each shard's forward and backward pass fills its own gradient
+# buffer and the shards' gradients are summed in a fixed order. The rule
+# depends on the batch size only, never on the number of threads, so that
+# `train` and `train_parallel` (which runs the shards on separate threads)
+# give bit-identical results. Measured on 2 cores (digits, 64-100-10, batch
+# 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
+MAX_SHARDS = 2
+MIN_SHARD_ROWS = 32
+
+# control[...] of `train`: the stopping rule and learning-rate schedule of
+# scikit-learn's stochastic solvers, and their state between calls
+C_RULE = 0  # 0: run all epochs; 1: stop by the training-loss rule
+C_SCHEDULE = 1  # SCHEDULE_* (SGD only)
+C_LR_INIT = 2
+C_POWER_T = 3
+C_TOL = 4
+C_N_ITER_NO_CHANGE = 5
+C_BEST_LOSS = 6  # in/out
+C_NO_IMPROVEMENT = 7  # in/out
+C_TIME_STEP = 8  # in/out: samples seen (scikit-learn's t_)
+C_STOPPED = 9  # out: 1 when the rule stopped training
+CONTROL_SIZE = 10
+SCHEDULE_CONSTANT = 0
+SCHEDULE_INVSCALING = 1
+SCHEDULE_ADAPTIVE = 2
+
+
+@kernel(inline="always")
+def shard_count(nb):
+    # number of shards a batch of nb rows is split into
+    return max(1, min(MAX_SHARDS, nb // MIN_SHARD_ROWS))
+
+
+def shards_of(nb):
+    """`shard_count` called from Python (its Python source: nothing to compile)."""
+    return getattr(shard_count, "py_func", shard_count)(nb)
+
+
+def shard_rows(batch_size):
+    """Most rows a shard of any batch of up to ``batch_size`` rows has."""
+    sizes = [batch_size] + [min(batch_size, k * MIN_SHARD_ROWS - 1) for k in range(2, MAX_SHARDS + 1)]
+    return max(-(-nb // shards_of(nb)) for nb in sizes if nb > 0)
+
+
+def shard_buffers(batch_size, layer_sizes, n_params, dtype):
+    """``(acts, deltas, grads, shard_loss)`` workspaces of `train` for ``batch_size``."""
+    units = shard_rows(batch_size) * int(sum(layer_sizes[1:]))
+    return (
+        np.empty((MAX_SHARDS, units), dtype=dtype),
+        np.empty((MAX_SHARDS, units), dtype=dtype),
+        np.empty((MAX_SHARDS, n_params), dtype=dtype),
+        np.zeros(MAX_SHARDS, dtype=np.float64),
+    )
+
+
+@kernel(inline="always")
+def end_of_epoch(loss, n, optimizer_code, hyper, control):
+    # scikit-learn's bookkeeping after an epoch with training loss `loss`
+    # (_update_no_improvement_count without early stopping, the optimizer's
+    # iteration_ends and trigger_stopping); returns True to stop
+    control[C_TIME_STEP] += n
+    if loss > control[C_BEST_LOSS] - control[C_TOL]:
+        control[C_NO_IMPROVEMENT] += 1
+    else:
+        control[C_NO_IMPROVEMENT] = 0
+    if loss < control[C_BEST_LOSS]:
+        control[C_BEST_LOSS] = loss
+    sgd = optimizer_code != OPT_ADAM
+    schedule = control[C_SCHEDULE]
+    if sgd and schedule == SCHEDULE_INVSCALING:
+        hyper[0] = control[C_LR_INIT] / (control[C_TIME_STEP] + 1.0) ** control[C_POWER_T]
+    if control[C_NO_IMPROVEMENT] > control[C_N_ITER_NO_CHANGE]:
+        if not sgd or schedule != SCHEDULE_ADAPTIVE or hyper[0] <= 1e-6:
+            control[C_STOPPED] = 1
+            return True
+        hyper[0] /= 5.0
+        control[C_NO_IMPROVEMENT] = 0
+    return False
+
+
+@kernel(inline="always")
+def sharded_epochs(
+    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    control, epochs, batch_size, order, use_order, state1, state2, step_count,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+):  # fmt: skip
     # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
-    # in the order order[epoch] when use_order, else in storage order.
-    # history[e] = the epoch's loss: sum of batch losses for SSE, the
-    # size-weighted mean of batch losses otherwise. Returns the number of
-    # epochs completed; on a non-finite loss or gradient it stops before
-    # updating, stores that batch's loss in history[epoch] (finite when the
-    # gradient was the culprit) and returns the epoch.
+    # in the order order[epoch] when use_order, else in storage order; each
+    # batch is split into shard_count(rows) shards (prange: threads in
+    # train_parallel). acts, deltas and grads have one row per shard; the
+    # summed gradient is left in grads[0]. history[e] = the epoch's loss: sum
+    # of batch losses for SSE, the size-weighted mean of batch losses
+    # otherwise. Returns the number of epochs completed; on a non-finite loss
+    # or gradient it stops before updating, stores that batch's loss in
+    # history[epoch] (finite when the gradient was the culprit) and returns
+    # the epoch. With control[C_RULE] set, stops after an epoch where
+    # scikit-learn's rule says so (control[C_STOPPED] = 1).
     n = X.shape[0]
+    alpha = hyper[6]
+    g = grads[0]
     for epoch in range(epochs):
         total = 0.0
         start = 0
         while start < n:
             stop = min(start + batch_size, n)
             nb = stop - start
-            if use_order:
-                # element loops rather than `X_batch[r, :] = X[src]`, whose
-                # shape check compiles a formatted error message (seconds of
-                # cold compile)
-                for r in range(nb):
-                    src = order[epoch, start + r]
-                    for c in range(X.shape[1]):
-                        X_batch[r, c] = X[src, c]
-                    for c in range(Y.shape[1]):
-                        Y_batch[r, c] = Y[src, c]
-                xb = X_batch[:nb]
-                yb = Y_batch[:nb]
-            else:
-                xb = X[start:stop]
-                yb = Y[start:stop]
-            value = loss_and_gradients(
-                xb, yb, params, layout, activation_code, output_code, loss_code, hyper[6],
-                acts, deltas, grads,
-            )
+            shards = shard_count(nb)
+            for s in prange(shards):
+                lo = (s * nb) // shards
+                hi = ((s + 1) * nb) // shards
+                if use_order:
+                    # element loops rather than `X_batch[r, :] = X[src]`, whose
+                    # shape check compiles a formatted error message (seconds
+                    # of cold compile)
+                    for r in range(lo, hi):
+                        src = order[epoch, start + r]
+                        for c in range(X.shape[1]):
+                            X_batch[r, c] = X[src, c]
+                        for c in range(Y.shape[1]):
+                            Y_batch[r, c] = Y[src, c]
+                    xs = X_batch[lo:hi]
+                    ys = Y_batch[lo:hi]
+                else:
+                    xs = X[start + lo : start + hi]
+                    ys = Y[start + lo : start + hi]
+                shard_loss[s] = partial_loss_and_gradients(
+                    xs, ys, params, layout, activation_code, output_code, loss_code, nb,
+                    acts[s], deltas[s], grads[s],
+                )  # fmt: skip
+            value = shard_loss[0]
+            for s in range(1, shards):
+                value += shard_loss[s]
+                gs = grads[s]
+                for i in range(g.size):
+                    g[i] += gs[i]
+            if alpha > 0:
+                value += l2_penalty(params, layout, alpha, nb, g)
             if not np.isfinite(value):
                 history[epoch] = value
                 return epoch
-            if not all_finite(grads):
+            if not all_finite(g):
                 history[epoch] = value
                 return epoch
-            apply_update(params, grads, optimizer_code, hyper, state1, state2, step_count)
+            apply_update(params, g, optimizer_code, hyper, state1, state2, step_count)
             if loss_code == SSE:
                 total += value
             else:
                 total += value * nb
             start = stop
         history[epoch] = total if loss_code == SSE else total / n
+        if control[C_RULE] != 0 and end_of_epoch(history[epoch], n, optimizer_code, hyper, control):
+            return epoch + 1
     return epochs
+
+
+@kernel
+def train(
+    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    control, epochs, batch_size, order, use_order, state1, state2, step_count,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+):  # fmt: skip
+    # many epochs of mini-batch training in one call: see sharded_epochs
+    return sharded_epochs(
+        X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+        control, epochs, batch_size, order, use_order, state1, state2, step_count,
+        acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+    )  # fmt: skip
+
+
+@kernel(parallel=True)
+def train_parallel(
+    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    control, epochs, batch_size, order, use_order, state1, state2, step_count,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+):  # fmt: skip
+    # `train` with each batch's shards on separate threads: same results
+    return sharded_epochs(
+        X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+        control, epochs, batch_size, order, use_order, state1, state2, step_count,
+        acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+    )  # fmt: skip

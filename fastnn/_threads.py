@@ -1,0 +1,115 @@
+"""Running a training kernel's serial or parallel twin, chosen by measurement.
+
+``train`` and ``train_parallel`` (``fastnn._kernels.train``) give
+bit-identical results; the parallel twin runs the shards of each batch on
+separate threads. Whether that is faster depends on the machine and on what
+else it is doing: on 2 idle cores it is 1.6x faster on scikit-learn's digits
+with default settings, but while another process keeps one core busy the
+parallel twin waits for that core and is 2-4x slower than the serial one.
+So :class:`TwinRunner` runs training in chunks of epochs, times both twins
+on short probe chunks, runs the faster one, and probes again now and then.
+Because both twins give the same numbers, the choice changes speed only.
+
+The parallel twin is not used when Numba may use only one thread
+(``numba.set_num_threads(1)`` or ``NUMBA_NUM_THREADS=1``), while another
+thread of the process runs a parallel kernel (Numba's fallback threading
+layer is not thread-safe), in a child forked after the parent used it (GNU
+OpenMP is not fork-safe), or once it failed to start (no threading layer).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_lock = threading.Lock()
+_state = {"pid": None, "broken": False, "calls": set()}
+
+
+def parallel_allowed():
+    """Whether this process and thread may run a parallel kernel now."""
+    if _state["broken"]:
+        return False
+    if _state["pid"] is not None and _state["pid"] != os.getpid():
+        return False
+    try:
+        import numba
+
+        return numba.get_num_threads() > 1
+    except Exception:  # pragma: no cover - Numba without threading support
+        return False
+
+
+class TwinRunner:
+    """Chunks of epochs for a serial/parallel kernel pair, fastest twin first.
+
+    Parameters
+    ----------
+    serial, parallel : callable
+        The twins; same arguments, same results.
+    key : hashable
+        What the twins are specialised on (dtype, ...): the first call of
+        each twin per key in a process loads or compiles it and is not timed.
+    parallel_ok : bool
+        False to use the serial twin only.
+    """
+
+    PROBE = 2  # epochs of a probe chunk
+    CHUNK = 20  # epochs of a chunk run with the faster twin
+    REPROBE = 5  # chunks between probes of the slower twin
+
+    def __init__(self, serial, parallel, key, parallel_ok):
+        self.serial = serial
+        self.parallel = parallel
+        self.key = key
+        self.parallel_ok = bool(parallel_ok) and parallel_allowed()
+        self.per_epoch = {}  # True (parallel) / False (serial) -> seconds per epoch
+        self._since_probe = 0
+        self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
+
+    def plan(self, remaining):
+        """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs."""
+        if not self.parallel_ok:
+            return False, min(remaining, self.CHUNK)
+        for mode in (True, False):
+            if mode not in self.per_epoch:
+                return mode, min(remaining, self.PROBE)
+        best = self.per_epoch[True] < self.per_epoch[False]
+        if self._since_probe >= self.REPROBE:
+            self._since_probe = 0
+            return (not best), min(remaining, self.PROBE)
+        self._since_probe += 1
+        return best, min(remaining, self.CHUNK)
+
+    def run(self, use_parallel, epochs, args):
+        """Run ``epochs`` epochs (the kernel's ``epochs`` argument is ``args[epochs_at]``)."""
+        if use_parallel and self.parallel_ok and _lock.acquire(blocking=False):
+            try:
+                _state["pid"] = os.getpid()
+                start = time.perf_counter()
+                try:
+                    done = self.parallel(*args)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception:
+                    # no threading layer could start: the kernel raised before
+                    # running, so the state is untouched; go on serially
+                    _state["broken"] = True
+                    self.parallel_ok = False
+                else:
+                    self._record(True, done, time.perf_counter() - start)
+                    return done
+            finally:
+                _lock.release()
+        start = time.perf_counter()
+        done = self.serial(*args)
+        self._record(False, done, time.perf_counter() - start)
+        return done
+
+    def _record(self, mode, done, seconds):
+        self.used[mode] += int(done)
+        first = (mode, self.key) not in _state["calls"]
+        _state["calls"].add((mode, self.key))
+        if not first and done > 0:
+            self.per_epoch[mode] = seconds / done

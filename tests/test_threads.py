@@ -1,0 +1,122 @@
+"""TwinRunner: the choice between a training kernel's serial and parallel twin."""
+
+import os
+
+import numpy as np
+import pytest
+
+from fastnn import _threads
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(_threads.time, "perf_counter", c)
+    monkeypatch.setattr(_threads, "_state", {"pid": None, "broken": False, "calls": set()})
+    monkeypatch.setattr(_threads, "parallel_allowed", lambda: True)
+    return c
+
+
+def twins(clock, serial_s, parallel_s, log):
+    """Fake kernels: args = (epochs,); each takes the given seconds per epoch."""
+
+    def serial(epochs):
+        log.append(("serial", epochs))
+        clock.now += serial_s * epochs
+        return epochs
+
+    def parallel(epochs):
+        log.append(("parallel", epochs))
+        clock.now += parallel_s * epochs
+        return epochs
+
+    return serial, parallel
+
+
+def drive(runner, total):
+    done = 0
+    while done < total:
+        mode, count = runner.plan(total - done)
+        done += runner.run(mode, count, (count,))
+
+
+@pytest.mark.parametrize("parallel_faster", [True, False])
+def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faster):
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0 if parallel_faster else 3.0, log)
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    P, C, R = runner.PROBE, runner.CHUNK, runner.REPROBE
+    drive(runner, 4 * P + (R + 1) * C + P)
+    fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
+    # the first call of each twin loads it (untimed); then a timed probe
+    expected = [("parallel", P), ("parallel", P), ("serial", P), ("serial", P)]
+    expected += [(fast, C)] * R + [(slow, P), (fast, C)]
+    assert log == expected
+    assert runner.used[True] + runner.used[False] == 4 * P + (R + 1) * C + P
+
+
+def test_a_later_runner_times_its_first_chunks(clock):
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0, log)
+    drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 8)
+    log.clear()
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    drive(runner, 2 * runner.PROBE + runner.CHUNK)
+    assert log[2] == ("parallel", runner.CHUNK)
+
+
+def test_serial_only_when_not_allowed(clock):
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0, log)
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=False)
+    drive(runner, 45)
+    assert {mode for mode, _ in log} == {"serial"} and runner.used[False] == 45
+
+
+def test_a_parallel_twin_that_cannot_start_falls_back_for_good(clock):
+    log = []
+    serial, _ = twins(clock, 2.0, 1.0, log)
+
+    def broken(epochs):
+        raise RuntimeError("no threading layer")
+
+    runner = _threads.TwinRunner(serial, broken, "k", parallel_ok=True)
+    drive(runner, 30)
+    assert [mode for mode, _ in log] == ["serial"] * len(log) and runner.used[False] == 30
+    assert _threads._state["broken"] and not runner.parallel_ok
+
+
+def test_parallel_allowed_reads_the_state(monkeypatch):
+    numba = pytest.importorskip("numba")
+    monkeypatch.setattr(_threads, "_state", {"pid": None, "broken": False, "calls": set()})
+    threads = numba.get_num_threads()
+    assert _threads.parallel_allowed() == (threads > 1)
+    _threads._state["broken"] = True
+    assert not _threads.parallel_allowed()
+    _threads._state.update(broken=False, pid=os.getpid() + 1)  # a forked child
+    assert not _threads.parallel_allowed()
+    _threads._state["pid"] = None
+    numba.set_num_threads(1)
+    try:
+        assert not _threads.parallel_allowed()
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_busy_lock_runs_serially(clock):
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0, log)
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    with _threads._lock:
+        assert runner.run(True, 3, (3,)) == 3
+    assert log == [("serial", 3)]
+    assert runner.run(True, 2, (2,)) == 2 and log[-1] == ("parallel", 2)
+    assert np.isclose(clock.now, 3 * 2.0 + 2 * 1.0)
