@@ -164,6 +164,30 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
     return False
 
 
+# compiled on its own and shared by both twins (smaller cold compiles)
+@kernel
+def combine_and_update(
+    params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper, state1, state2, step_count
+):
+    # sums the shards' losses and gradients into grads[0] (in shard order),
+    # adds the L2 term and, when the loss and every gradient are finite,
+    # applies one optimizer step; returns (loss, finite)
+    g = grads[0]
+    value = shard_loss[0]
+    for s in range(1, shards):
+        value += shard_loss[s]
+        gs = grads[s]
+        for i in range(g.size):
+            g[i] += gs[i]
+    alpha = hyper[6]
+    if alpha > 0:
+        value += l2_penalty(params, layout, alpha, nb, g)
+    if not np.isfinite(value) or not all_finite(g):
+        return value, False
+    apply_update(params, g, optimizer_code, hyper, state1, state2, step_count)
+    return value, True
+
+
 @kernel(inline="always")
 def sharded_epochs(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
@@ -182,8 +206,6 @@ def sharded_epochs(
     # the epoch. With control[C_RULE] set, stops after an epoch where
     # scikit-learn's rule says so (control[C_STOPPED] = 1).
     n = X.shape[0]
-    alpha = hyper[6]
-    g = grads[0]
     for epoch in range(epochs):
         total = 0.0
         start = 0
@@ -213,21 +235,13 @@ def sharded_epochs(
                     xs, ys, params, layout, activation_code, output_code, loss_code, nb,
                     acts[s], deltas[s], grads[s],
                 )  # fmt: skip
-            value = shard_loss[0]
-            for s in range(1, shards):
-                value += shard_loss[s]
-                gs = grads[s]
-                for i in range(g.size):
-                    g[i] += gs[i]
-            if alpha > 0:
-                value += l2_penalty(params, layout, alpha, nb, g)
-            if not np.isfinite(value):
+            value, finite = combine_and_update(
+                params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper,
+                state1, state2, step_count,
+            )  # fmt: skip
+            if not finite:
                 history[epoch] = value
                 return epoch
-            if not all_finite(g):
-                history[epoch] = value
-                return epoch
-            apply_update(params, g, optimizer_code, hyper, state1, state2, step_count)
             if loss_code == SSE:
                 total += value
             else:
