@@ -3,8 +3,8 @@
 ``train`` and ``train_parallel`` (``fastnn._kernels.train``) give
 bit-identical results; the parallel twin runs the shards of each batch on
 separate threads. Whether that is faster depends on the machine and on what
-else it is doing: on 2 idle cores it is 1.6x faster on scikit-learn's digits
-with default settings, but while another process keeps one core busy the
+else it is doing: on 2 idle cores it is about 1.5x faster on scikit-learn's
+digits with default settings, but while another process keeps one core busy the
 parallel twin waits for that core and is 2-4x slower than the serial one.
 So :class:`TwinRunner` runs training in chunks of epochs, times both twins
 on short probe chunks, runs the faster one, and probes again now and then.

@@ -660,9 +660,9 @@ def _workloads(quick):
 # Untimed pause before each timed fit. The BLAS and OpenMP worker threads
 # of one fit busy-wait for new work for a while after it ends (OpenBLAS's
 # for about 0.1 s); a fit started at once shares the cores with them.
-# Measured on 2 cores, digits, default settings: fastnn 0.21 s right after
-# scikit-learn's fit, 0.16 s after a pause (its thread probe then also sees
-# the machine as it is).
+# Measured on 2 cores, digits, default settings (medians of 5): fastnn 0.22 s
+# right after scikit-learn's fit, 0.18 s after a 0.2 s pause (its thread
+# probe then also sees the machine as it is).
 SETTLE_S = 0.2
 
 
