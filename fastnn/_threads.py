@@ -55,7 +55,7 @@ class TwinRunner:
         False to use the serial twin only.
     """
 
-    PROBE = 2  # epochs of a probe chunk
+    PROBE = 3  # epochs of a probe chunk
     CHUNK = 20  # epochs of a chunk run with the faster twin
     REPROBE = 5  # chunks between probes of the slower twin
 
@@ -66,12 +66,17 @@ class TwinRunner:
         self.parallel_ok = bool(parallel_ok) and parallel_allowed()
         self.per_epoch = {}  # True (parallel) / False (serial) -> seconds per epoch
         self._since_probe = 0
+        # the first chunk of a fit touches fresh buffers and wakes sleeping
+        # worker threads: it is not timed (it biased the first probe by 5-10%)
+        self._fresh = True
         self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
 
     def plan(self, remaining):
         """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs."""
         if not self.parallel_ok:
             return False, min(remaining, self.CHUNK)
+        if self._fresh:
+            return True, 1
         for mode in (True, False):
             if mode not in self.per_epoch:
                 return mode, min(remaining, self.PROBE)
@@ -109,7 +114,8 @@ class TwinRunner:
 
     def _record(self, mode, done, seconds):
         self.used[mode] += int(done)
-        first = (mode, self.key) not in _state["calls"]
+        first = (mode, self.key) not in _state["calls"] or self._fresh
         _state["calls"].add((mode, self.key))
+        self._fresh = False
         if not first and done > 0:
             self.per_epoch[mode] = seconds / done

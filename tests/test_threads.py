@@ -54,23 +54,26 @@ def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faste
     serial, parallel = twins(clock, 2.0, 1.0 if parallel_faster else 3.0, log)
     runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
     P, C, R = runner.PROBE, runner.CHUNK, runner.REPROBE
-    drive(runner, 4 * P + (R + 1) * C + P)
+    total = 1 + 3 * P + (R + 1) * C + P
+    drive(runner, total)
     fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
-    # the first call of each twin loads it (untimed); then a timed probe
-    expected = [("parallel", P), ("parallel", P), ("serial", P), ("serial", P)]
+    # an untimed first epoch, then a timed probe of each twin (the first call
+    # of a twin in the process loads it and is not timed either)
+    expected = [("parallel", 1), ("parallel", P), ("serial", P), ("serial", P)]
     expected += [(fast, C)] * R + [(slow, P), (fast, C)]
     assert log == expected
-    assert runner.used[True] + runner.used[False] == 4 * P + (R + 1) * C + P
+    assert runner.used[True] + runner.used[False] == total
 
 
 def test_a_later_runner_times_its_first_chunks(clock):
     log = []
     serial, parallel = twins(clock, 2.0, 1.0, log)
-    drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 8)
+    drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 12)
     log.clear()
     runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
-    drive(runner, 2 * runner.PROBE + runner.CHUNK)
-    assert log[2] == ("parallel", runner.CHUNK)
+    drive(runner, 1 + 2 * runner.PROBE + runner.CHUNK)
+    assert log == [("parallel", 1), ("parallel", runner.PROBE), ("serial", runner.PROBE),
+                   ("parallel", runner.CHUNK)]
 
 
 def test_serial_only_when_not_allowed(clock):
