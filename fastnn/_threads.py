@@ -19,6 +19,7 @@ OpenMP is not fork-safe), or once it failed to start (no threading layer).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -72,9 +73,13 @@ class TwinRunner:
         self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
 
     def plan(self, remaining):
-        """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs."""
+        """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs.
+
+        With the serial twin only, the whole ``remaining`` (the caller caps
+        its chunks); else probe chunks, then chunks of ``CHUNK`` epochs.
+        """
         if not self.parallel_ok:
-            return False, min(remaining, self.CHUNK)
+            return False, remaining
         if self._fresh:
             return True, 1
         for mode in (True, False):
@@ -119,3 +124,48 @@ class TwinRunner:
         self._fresh = False
         if not first and done > 0:
             self.per_epoch[mode] = seconds / done
+
+
+# Below this many multiply-adds in the largest matrix product of a step, the
+# products run faster on one BLAS thread: the work per call is a few tens of
+# microseconds, less than what waking and synchronising threads costs, and on
+# a loaded machine multi-threaded OpenBLAS spends most of it spinning
+# (digits, default settings, 2 busy cores: 7.7 s with 2 threads, 0.67 s with 1).
+SINGLE_THREAD_MACS = 1 << 22
+_blas = {"lock": threading.Lock(), "depth": 0, "limiter": None, "controller": None}
+
+
+@contextlib.contextmanager
+def blas_single_thread_for(layer_units, rows):
+    """Run the block with one BLAS thread when the matrix products are small.
+
+    Nested and concurrent fits in one process share a single limit, set by the
+    first to enter and restored by the last to leave. Yields True when BLAS
+    is limited to one thread (so that the kernels' own threads may be used).
+    """
+    macs = rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
+    if macs >= SINGLE_THREAD_MACS:
+        yield False
+        return
+    state = _blas
+    with state["lock"]:
+        if state["depth"] == 0:
+            try:
+                if state["controller"] is None:
+                    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call)
+                    from threadpoolctl import ThreadpoolController
+
+                    state["controller"] = ThreadpoolController()
+                state["limiter"] = state["controller"].limit(limits=1, user_api="blas")
+            except Exception:  # threadpoolctl missing or unable: leave BLAS as it is
+                state["limiter"] = None
+        state["depth"] += 1
+        limited = state["limiter"] is not None
+    try:
+        yield limited
+    finally:
+        with state["lock"]:
+            state["depth"] -= 1
+            if state["depth"] == 0 and state["limiter"] is not None:
+                state["limiter"].restore_original_limits()
+                state["limiter"] = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn._threads import TwinRunner, blas_single_thread_for
 from fastnn._kernels import codes
 
 ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
@@ -326,7 +329,7 @@ class MLP:
             (every batch loss of the epoch that followed it was finite), with
             the matching optimizer state and ``history_``.
         """
-        from fastnn._kernels.train import CONTROL_SIZE, train
+        from fastnn._kernels.train import CONTROL_SIZE, shards_of, train, train_parallel
 
         X, y = self._check_Xy(X, y)
         epochs = v.check_int(epochs, "epochs", minimum=0)
@@ -381,19 +384,19 @@ class MLP:
             # train `total` epochs in chunks; returns (epochs completed, diverged)
             done = 0
             while done < total:
-                count = min(chunk, total - done)
+                use_parallel, count = runner.plan(min(chunk, total - done))
                 if use_order:
                     order = np.empty((count, n), dtype=np.int64)
                     for e in range(count):
                         order[e] = self._rng.permutation(n)
                 else:
                     order = np.empty((0, 0), dtype=np.int64)
-                finished = train(
+                finished = runner.run(use_parallel, count, (
                     X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
                     control, count, batch, order, use_order, self._state1, self._state2,
                     self._step_count, acts, deltas, shard_grads, shard_loss, X_batch, Y_batch,
                     history[done : done + count],
-                )
+                ))  # fmt: skip
                 done += finished
                 progress[0] = done
                 if finished < count:
@@ -404,6 +407,13 @@ class MLP:
 
         progress = [0]
         recorded = False
+        # batches of 64 rows or more run as two shards, on two threads when
+        # that is faster (fastnn._threads); the threads need BLAS on one
+        # thread, which small layers are faster with anyway
+        threaded = shards_of(batch) > 1
+        blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
+        blas_single = blas.__enter__()
+        runner = TwinRunner(train, train_parallel, (self.dtype.str, use_order), threaded and blas_single)
         try:
             done, diverged = run(epochs, callback)
             if diverged:
@@ -433,6 +443,7 @@ class MLP:
             self.history_ = np.concatenate([self.history_, history])
             recorded = True
         finally:
+            blas.__exit__(None, None, None)
             if not recorded:
                 # interrupted (KeyboardInterrupt, or the callback raised): the
                 # epochs that ran are kept, and so is their history

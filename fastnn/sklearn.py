@@ -30,8 +30,6 @@ This module imports scikit-learn; the rest of fastnn does not.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import warnings
 
@@ -47,7 +45,7 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOpti
 from sklearn.utils.validation import validate_data
 
 from fastnn._kernels import codes
-from fastnn._threads import TwinRunner
+from fastnn._threads import TwinRunner, blas_single_thread_for
 
 try:  # scikit-learn moved this helper between releases
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -110,51 +108,6 @@ def _unflatten_list(flat, layout):
     """Flat state in packing order -> list of independent arrays (coefs then intercepts)."""
     coefs, intercepts = _views(flat, layout)
     return [a.copy() for a in coefs] + [a.copy() for a in intercepts]
-
-
-# Below this many multiply-adds in the largest matrix product of a step, the
-# products run faster on one BLAS thread: the work per call is a few tens of
-# microseconds, less than what waking and synchronising threads costs, and on
-# a loaded machine multi-threaded OpenBLAS spends most of it spinning
-# (digits, default settings, 2 busy cores: 7.7 s with 2 threads, 0.67 s with 1).
-_SINGLE_THREAD_MACS = 1 << 22
-_blas = {"lock": threading.Lock(), "depth": 0, "limiter": None, "controller": None}
-
-
-@contextlib.contextmanager
-def _blas_threads_for(layer_units, rows):
-    """Run the block with one BLAS thread when the matrix products are small.
-
-    Nested and concurrent fits in one process share a single limit, set by the
-    first to enter and restored by the last to leave. Yields True when BLAS
-    is limited to one thread (so that the kernels' own threads may be used).
-    """
-    macs = rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
-    if macs >= _SINGLE_THREAD_MACS:
-        yield False
-        return
-    state = _blas
-    with state["lock"]:
-        if state["depth"] == 0:
-            try:
-                if state["controller"] is None:
-                    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call)
-                    from threadpoolctl import ThreadpoolController
-
-                    state["controller"] = ThreadpoolController()
-                state["limiter"] = state["controller"].limit(limits=1, user_api="blas")
-            except Exception:  # threadpoolctl missing or unable: leave BLAS as it is
-                state["limiter"] = None
-        state["depth"] += 1
-        limited = state["limiter"] is not None
-    try:
-        yield limited
-    finally:
-        with state["lock"]:
-            state["depth"] -= 1
-            if state["depth"] == 0 and state["limiter"] is not None:
-                state["limiter"].restore_original_limits()
-                state["limiter"] = None
 
 
 def _draw_permutation(random_state, n):
@@ -253,7 +206,7 @@ class _FastnnMLPMixin:
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = _pack(list(self.coefs_) + list(self.intercepts_), np.float64)
-        with _blas_threads_for(layer_units, X.shape[0]):
+        with blas_single_thread_for(layer_units, X.shape[0]):
             opt_res = self._fastnn_minimize(loss_grad, x0, iprint)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
@@ -411,7 +364,7 @@ class _FastnnMLPMixin:
 
         bar = _progress(self.max_iter if not incremental else 1, self.verbose)
         diverged = False
-        blas = _blas_threads_for(layer_units, batch_size)
+        blas = blas_single_thread_for(layer_units, batch_size)
         blas_single = blas.__enter__()
         runner = TwinRunner(
             kt.train, kt.train_parallel, (dtype.str, bool(self.shuffle)),
