@@ -307,3 +307,23 @@ def test_accepts_lists_ints_fortran_and_readonly_input_without_mutating_it():
     p = m.predict(TUTORIAL_X.astype(np.float32))
     assert p.dtype == np.float64
     np.testing.assert_array_equal(X, TUTORIAL_X)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fit_serial_and_parallel_twins_train_identically(parallel, monkeypatch, rng):
+    from fastnn import _threads
+
+    sizes = [8, 40, 3]
+    X, Y = _data(rng, 300, sizes, "log_loss", "softmax", np.float64)
+
+    def model():
+        return MLP(sizes, activation="relu", output_activation="softmax", loss="log_loss", random_state=3)
+
+    expected = model()
+    expected.fit(X, Y, epochs=12, batch_size=100, optimizer="adam", learning_rate=0.01, alpha=1e-3)
+    monkeypatch.setattr(_threads.TwinRunner, "plan", lambda self, rest: (parallel, min(rest, 5)))
+    got = model()
+    history = got.fit(X, Y, epochs=12, batch_size=100, optimizer="adam", learning_rate=0.01, alpha=1e-3)
+    np.testing.assert_array_equal(got._params, expected._params)
+    np.testing.assert_array_equal(history, expected.history_)
+    assert history[-1] < history[0]
