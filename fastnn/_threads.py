@@ -93,7 +93,10 @@ class TwinRunner:
         return best, min(remaining, self.CHUNK)
 
     def run(self, use_parallel, epochs, args):
-        """Run ``epochs`` epochs (the kernel's ``epochs`` argument is ``args[epochs_at]``)."""
+        """Run one chunk: ``args`` are the twins' arguments, for ``epochs`` epochs.
+
+        Returns the twin's result (the epochs it completed).
+        """
         if use_parallel and self.parallel_ok and _lock.acquire(blocking=False):
             try:
                 _state["pid"] = os.getpid()
