@@ -163,6 +163,47 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
     return False
 
 
+# The per-part work of a step after the shards, compiled on their own and
+# called from the parallel loops: small loop bodies keep the parallel
+# twin's cold compile short.
+@kernel
+def combine_part(params, layout, grads, shards, scale, with_l2, lo, hi):
+    # grads[0, lo:hi] += the other shards' gradients (in shard order), then
+    # += scale * W on the weights in [lo, hi); returns (sum of W**2 there,
+    # whether grads[0, lo:hi] is all finite)
+    g = grads[0, lo:hi]
+    for s in range(1, shards):
+        gs = grads[s, lo:hi]
+        for i in range(hi - lo):
+            g[i] += gs[i]
+    squares = 0.0
+    if with_l2:
+        for layer in range(layout.shape[0]):
+            w_off = layout[layer, 2]
+            a = max(lo, w_off)
+            b = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
+            if b > a:
+                w = params[a:b]
+                gw = grads[0, a:b]
+                squares += sum_of_squares(w)
+                for i in range(b - a):
+                    gw[i] += scale * w[i]
+    return squares, all_finite(g)
+
+
+@kernel
+def update_part(params, grads, optimizer_code, hyper, state1, state2, t, lo, hi):
+    # one optimizer step on params[lo:hi] with the gradient grads[0, lo:hi]
+    p = params[lo:hi]
+    g = grads[0, lo:hi]
+    if optimizer_code == OPT_MOMENTUM:
+        momentum_update(p, g, state1[lo:hi], hyper[0], hyper[1], hyper[2] != 0)
+    elif optimizer_code == OPT_ADAM:
+        adam_update(p, g, state1[lo:hi], state2[lo:hi], hyper[0], hyper[3], hyper[4], hyper[5], t)
+    else:
+        gd_update(p, g, hyper[0])
+
+
 @kernel(inline="always")
 def combine_and_update(
     params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper, state1, state2,
@@ -179,28 +220,10 @@ def combine_and_update(
     alpha = hyper[6]
     scale = params.dtype.type(alpha / nb)
     for part in prange(parts):
-        lo = (part * size) // parts
-        hi = ((part + 1) * size) // parts
-        g = grads[0, lo:hi]
-        for s in range(1, shards):
-            gs = grads[s, lo:hi]
-            for i in range(hi - lo):
-                g[i] += gs[i]
-        squares = 0.0
-        if alpha > 0:
-            # alpha * W / nb on the weights (not the biases) of this part
-            for layer in range(layout.shape[0]):
-                w_off = layout[layer, 2]
-                a = max(lo, w_off)
-                b = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
-                if b > a:
-                    w = params[a:b]
-                    gw = grads[0, a:b]
-                    squares += sum_of_squares(w)
-                    for i in range(b - a):
-                        gw[i] += scale * w[i]
-        part_sums[part] = squares
-        part_ok[part] = all_finite(g)
+        part_sums[part], part_ok[part] = combine_part(
+            params, layout, grads, shards, scale, alpha > 0,
+            (part * size) // parts, ((part + 1) * size) // parts,
+        )  # fmt: skip
     value = shard_loss[0]
     for s in range(1, shards):
         value += shard_loss[s]
@@ -217,16 +240,10 @@ def combine_and_update(
         step_count[0] += 1
     t = step_count[0]
     for part in prange(parts):
-        lo = (part * size) // parts
-        hi = ((part + 1) * size) // parts
-        p = params[lo:hi]
-        g = grads[0, lo:hi]
-        if optimizer_code == OPT_MOMENTUM:
-            momentum_update(p, g, state1[lo:hi], hyper[0], hyper[1], hyper[2] != 0)
-        elif optimizer_code == OPT_ADAM:
-            adam_update(p, g, state1[lo:hi], state2[lo:hi], hyper[0], hyper[3], hyper[4], hyper[5], t)
-        else:
-            gd_update(p, g, hyper[0])
+        update_part(
+            params, grads, optimizer_code, hyper, state1, state2, t,
+            (part * size) // parts, ((part + 1) * size) // parts,
+        )  # fmt: skip
     return value, True
 
 
