@@ -364,6 +364,7 @@ class MLP:
         act, out_act, loss = self._codes()
         acts, deltas, shard_grads, shard_loss = self._shard_buffers(batch)
         control = np.zeros(CONTROL_SIZE, dtype=np.float64)  # no stopping rule
+        no_weights = np.empty(0, dtype=self.dtype)  # every sample weighs 1
         use_order = bool(shuffle) and batch < n
         if use_order:
             X_batch = np.empty((batch, X.shape[1]), dtype=self.dtype)
@@ -395,7 +396,7 @@ class MLP:
                     X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
                     control, count, batch, order, use_order, self._state1, self._state2,
                     self._step_count, acts, deltas, shard_grads, shard_loss, X_batch, Y_batch,
-                    history[done : done + count],
+                    history[done : done + count], no_weights, no_weights,
                 ))  # fmt: skip
                 done += finished
                 progress[0] = done

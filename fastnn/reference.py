@@ -144,56 +144,67 @@ def forward(X, weights, biases, activation, output_activation):
     return acts
 
 
-def loss(y, output, loss_name, output_activation="sigmoid"):
+def _row_weights(y, sample_weight):
+    """(per-row weights as a column, their sum): ones and the row count without weights."""
+    if sample_weight is None:
+        return 1.0, y.shape[0]
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return w[:, None], float(w.sum())
+
+
+def loss(y, output, loss_name, output_activation="sigmoid", sample_weight=None):
     """Value of the named loss for targets ``y`` and network ``output``.
 
     ``log_loss`` is the binary (multi-label) cross-entropy for a sigmoid
     output and the categorical one for a softmax output; probabilities are
     clipped to ``[eps, 1 - eps]`` so that it is always finite. The private
     ``"squared_error"`` loss is scikit-learn's ``mean((y - out)**2) / 2``.
+    With ``sample_weight``, each row's terms are multiplied by its weight and
+    the means over rows divide by the sum of the weights.
     """
+    w, n = _row_weights(y, sample_weight)
     if loss_name == "sse":
-        return np.sum((y - output) ** 2)
+        return np.sum(w * (y - output) ** 2)
     if loss_name == "mse":
-        return np.mean((y - output) ** 2)
+        return np.sum(w * (y - output) ** 2) / (n * y.shape[1])
     if loss_name == "log_loss":
         eps = np.finfo(output.dtype).eps
         p = np.clip(output, eps, 1 - eps)
-        n = y.shape[0]
         if output_activation == "softmax":
-            return -np.sum(y * np.log(p)) / n
-        return -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)) / n
+            return -np.sum(w * y * np.log(p)) / n
+        return -np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / n
     if loss_name == "squared_error":
-        return np.mean((y - output) ** 2) / 2
+        return np.sum(w * (y - output) ** 2) / (n * y.shape[1]) / 2
     raise ValueError(f"unknown loss {loss_name!r}")
 
 
-def output_delta(y, output, loss_name, output_activation):
+def output_delta(y, output, loss_name, output_activation, sample_weight=None):
     """Gradient of the loss with respect to the output layer's pre-activation."""
+    w, n = _row_weights(y, sample_weight)
     if loss_name == "log_loss":
         if output_activation not in ("sigmoid", "logistic", "softmax"):
             raise ValueError("log_loss needs a sigmoid or softmax output")
-        return (output - y) / y.shape[0]
+        return w * (output - y) / n
     if loss_name == "sse":
-        d_out = 2 * (output - y)
+        d_out = 2 * w * (output - y)
     elif loss_name == "mse":
-        d_out = 2 * (output - y) / y.size
+        d_out = 2 * w * (output - y) / (n * y.shape[1])
     elif loss_name == "squared_error":
         # scikit-learn's convention: not divided by n_outputs (its issue #8349)
-        d_out = (output - y) / y.shape[0]
+        d_out = w * (output - y) / n
     else:
         raise ValueError(f"unknown loss {loss_name!r}")
     return d_out * activation_derivative(output, output_activation)
 
 
-def backward(acts, y, weights, activation, output_activation, loss_name, with_bias):
+def backward(acts, y, weights, activation, output_activation, loss_name, with_bias, sample_weight=None):
     """Backward pass: gradients of the loss for every weight (and bias).
 
     ``acts`` is the list returned by :func:`forward`. Returns
     ``(weight_grads, bias_grads)``; ``bias_grads`` is ``None`` without bias.
     """
     n_layers = len(weights)
-    delta = output_delta(y, acts[-1], loss_name, output_activation)
+    delta = output_delta(y, acts[-1], loss_name, output_activation, sample_weight)
     weight_grads = [None] * n_layers
     bias_grads = [None] * n_layers if with_bias else None
     for i in range(n_layers - 1, -1, -1):
@@ -205,18 +216,23 @@ def backward(acts, y, weights, activation, output_activation, loss_name, with_bi
     return weight_grads, bias_grads
 
 
-def loss_and_gradients(X, y, weights, biases, activation, output_activation, loss_name, alpha=0.0):
+def loss_and_gradients(
+    X, y, weights, biases, activation, output_activation, loss_name, alpha=0.0, sample_weight=None
+):
     """Loss and its gradients ``(loss, weight_grads, bias_grads)`` for one batch.
 
     ``alpha`` adds scikit-learn's L2 penalty ``0.5 * alpha * sum(W**2) / n``
     on the weights (not the biases) to the loss, and ``alpha * W / n`` to
-    their gradients.
+    their gradients; ``n`` is the number of rows, or the sum of
+    ``sample_weight`` (scikit-learn's weighted loss).
     """
     acts = forward(X, weights, biases, activation, output_activation)
-    value = loss(y, acts[-1], loss_name, output_activation)
-    wg, bg = backward(acts, y, weights, activation, output_activation, loss_name, biases is not None)
+    value = loss(y, acts[-1], loss_name, output_activation, sample_weight)
+    wg, bg = backward(
+        acts, y, weights, activation, output_activation, loss_name, biases is not None, sample_weight
+    )
     if alpha:
-        n = X.shape[0]
+        n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         value = value + 0.5 * alpha * sum(np.sum(W * W) for W in weights) / n
         wg = [g + alpha * W / n for g, W in zip(wg, weights)]
     return value, wg, bg

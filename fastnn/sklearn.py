@@ -22,8 +22,11 @@ term), the optimizer updates, the learning-rate schedules, the shuffles, the
 early-stopping split and the stopping rules are scikit-learn's, so a seeded
 fit gives scikit-learn's coefficients up to floating-point rounding.
 
-Cases the kernels do not cover run scikit-learn's own NumPy code unchanged:
-sparse input, ``sample_weight``, and ``MLPRegressor(loss="poisson")``.
+``fit(X, y, sample_weight=...)`` trains in the kernels too, with
+scikit-learn's weighted losses (weighted means, normalised with the L2 term
+by the sum of the batch's weights). Cases the kernels do not cover run
+scikit-learn's own NumPy code unchanged: sparse input and
+``MLPRegressor(loss="poisson")``.
 
 This module imports scikit-learn; the rest of fastnn does not.
 """
@@ -110,6 +113,13 @@ def _unflatten_list(flat, layout):
     return [a.copy() for a in coefs] + [a.copy() for a in intercepts]
 
 
+def _weights(sample_weight, dtype):
+    """Sample weights as the kernels take them: contiguous, or empty for none."""
+    if sample_weight is None:
+        return np.empty(0, dtype=dtype)
+    return np.ascontiguousarray(sample_weight, dtype=dtype)
+
+
 def _draw_permutation(random_state, n):
     """The permutation ``sklearn.utils.shuffle`` draws for ``n`` samples."""
     perm = np.arange(n)
@@ -137,7 +147,6 @@ class _FastnnMLPMixin:
     def _fastnn_supported(self, X, sample_weight):
         return (
             not scipy.sparse.issparse(X)
-            and sample_weight is None
             and getattr(self, "out_activation_", None) in _OUT_CODES
             and np.dtype(X.dtype) in _FLOATS
         )
@@ -177,7 +186,7 @@ class _FastnnMLPMixin:
             return super()._fit_lbfgs(
                 X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
             )
-        from fastnn._kernels.dense import loss_and_gradients
+        from fastnn._kernels.dense import weighted_loss_and_gradients
 
         layout, size = _flat_layout(layer_units)
         # the bookkeeping scikit-learn keeps for its own unpacking
@@ -189,6 +198,7 @@ class _FastnnMLPMixin:
         dtype = np.dtype(X.dtype)
         X = np.ascontiguousarray(X, dtype=dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
+        weights = _weights(sample_weight, dtype)
         act, out, loss_code = self._fastnn_codes()
         params = np.empty(size, dtype=dtype)
         grads = np.empty(size, dtype=dtype)
@@ -199,8 +209,8 @@ class _FastnnMLPMixin:
 
         def loss_grad(x):
             params[...] = x
-            value = loss_and_gradients(
-                X, Y, params, layout, act, out, loss_code, alpha, acts, work, grads
+            value = weighted_loss_and_gradients(
+                X, Y, weights, params, layout, act, out, loss_code, alpha, acts, work, grads
             )
             return value, grads.astype(np.float64)
 
@@ -275,15 +285,19 @@ class _FastnnMLPMixin:
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
+        sample_weight_val = None
         if early_stopping:
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            X_train, X_val, y_train, y_val = train_test_split(
-                X,
-                y,
+            arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+            parts = train_test_split(
+                *arrays,
                 random_state=self._random_state,
                 test_size=self.validation_fraction,
                 stratify=y if should_stratify else None,
             )
+            X_train, X_val, y_train, y_val = parts[:4]
+            if sample_weight is not None:
+                sample_weight, sample_weight_val = parts[4:]
             if X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' "
@@ -336,6 +350,8 @@ class _FastnnMLPMixin:
         )
         X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
+        weights = _weights(sample_weight, dtype)
+        W_batch = np.empty(batch_size if (self.shuffle and weights.size) else 0, dtype=dtype)
         acts, work, grads, shard_loss = kt.shard_buffers(batch_size, layer_units, size, dtype)
         X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
@@ -392,6 +408,7 @@ class _FastnnMLPMixin:
                     X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
                     control, count, batch_size, order, bool(self.shuffle), state1, state2,
                     step_count, acts, work, grads, shard_loss, X_batch, Y_batch, history,
+                    weights, W_batch,
                 ))  # fmt: skip
                 stopped = bool(control[kt.C_STOPPED])
                 started = done if (done == count or stopped) else done + 1
@@ -426,7 +443,9 @@ class _FastnnMLPMixin:
                         else:
                             print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                    self._update_no_improvement_count(early_stopping, X_val, y_val, None)
+                    self._update_no_improvement_count(
+                        early_stopping, X_val, y_val, sample_weight_val
+                    )
                     optimizer.iteration_ends(self.t_)
 
                     if self._no_improvement_count > self.n_iter_no_change:
@@ -526,8 +545,8 @@ n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
     -----
     With the same ``random_state``, the ``"sgd"`` and ``"adam"`` solvers give
     scikit-learn's coefficients, losses and iteration counts up to
-    floating-point rounding, with ``shuffle=False`` and ``shuffle=True``.
-    Sparse input, ``sample_weight`` and (for the regressor)
+    floating-point rounding, with ``shuffle=False`` and ``shuffle=True``, with
+    and without ``sample_weight``. Sparse input and (for the regressor)
     ``loss="poisson"`` run scikit-learn's own NumPy implementation.{notes}
 """
 

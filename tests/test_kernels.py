@@ -156,7 +156,8 @@ def test_forward(dtype, sizes, act, bias, rng):
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("loss,out_act", LOSS_CASES)
 @pytest.mark.parametrize("bias", [False, True])
-def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, rng):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, weighted, rng):
     n = 10
     m = _model(sizes, act, out_act if loss != "squared_error" else "identity",
                loss if loss != "squared_error" else "sse", bias, dtype)
@@ -168,11 +169,16 @@ def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, rng):
     acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
     deltas = np.empty_like(acts)
     grads = np.full_like(m._params, np.nan)
-    value = kd.loss_and_gradients(
-        X, Y, m._params, m._layout, codes.ACTIVATION_CODES[act], codes.ACTIVATION_CODES[out_act],
-        codes.LOSS_CODES[loss], alpha, acts, deltas, grads,
-    )
-    ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, act, out_act, loss, alpha)
+    codes_ = (codes.ACTIVATION_CODES[act], codes.ACTIVATION_CODES[out_act], codes.LOSS_CODES[loss])
+    if weighted:
+        w = rng.uniform(0.2, 3.0, n).astype(dtype)
+        value = kd.weighted_loss_and_gradients(
+            X, Y, w, m._params, m._layout, *codes_, alpha, acts, deltas, grads
+        )
+    else:
+        w = None
+        value = kd.loss_and_gradients(X, Y, m._params, m._layout, *codes_, alpha, acts, deltas, grads)
+    ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, act, out_act, loss, alpha, w)
     assert_close(value, ev, dtype)
     for (fi, fo, wo, bo), gw in zip(m._layout, ewg):
         assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
@@ -285,7 +291,7 @@ def test_nan_is_never_hidden(dtype):
 
 
 # ------------------------------------------- sharded batches, parallel twin
-def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False):
+def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, weighted=False):
     sizes = [9, 40, 3]
     m = _model(sizes, "relu", "softmax", "log_loss", True, kernel_dtype)
     X = rng.standard_normal((n, sizes[0])).astype(kernel_dtype)
@@ -307,6 +313,8 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False):
         acts, deltas, grads, shard_loss,
         np.empty((batch, sizes[0]), kernel_dtype), np.empty((batch, sizes[-1]), kernel_dtype),
         np.zeros(epochs),
+        rng.uniform(0.2, 3.0, n if weighted else 0).astype(kernel_dtype),
+        np.empty(batch if weighted else 0, kernel_dtype),
     ]  # fmt: skip
 
 
@@ -314,14 +322,16 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False):
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("n,batch", [(150, 100), (150, 150), (40, 16), (201, 64)])
-def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n, batch, rng):
-    serial = _train_args(dtype, n, batch, shuffle, optimizer, rng)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n, batch, weighted, rng):
+    serial = _train_args(dtype, n, batch, shuffle, optimizer, rng, weighted=weighted)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     for a, b in zip(serial, parallel):
         if isinstance(a, np.ndarray):
             np.testing.assert_array_equal(a, b)
-    assert np.isfinite(serial[-1]).all() and serial[-1][-1] < serial[-1][0]
+    history = serial[-3]
+    assert np.isfinite(history).all() and history[-1] < history[0]
 
 
 def test_shard_rule_and_buffers():
@@ -341,4 +351,4 @@ def test_train_kernel_stopping_rule(rng):
     assert kt.train(*args) == 3
     assert control[kt.C_STOPPED] == 1 and control[kt.C_NO_IMPROVEMENT] == 2
     assert control[kt.C_TIME_STEP] == 3 * 150
-    assert control[kt.C_BEST_LOSS] == args[-1][:3].min()
+    assert control[kt.C_BEST_LOSS] == args[-3][:3].min()

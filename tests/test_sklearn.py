@@ -238,12 +238,48 @@ def test_warm_start_matches_sklearn():
         ours.fit(X, np.where(y == 1, 2, 3))
 
 
-def test_sample_weight_and_sparse_input_use_sklearn_code_with_same_results():
+WEIGHTS = np.random.RandomState(3).uniform(0.2, 3.0, X.shape[0])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("solver", ["adam", "sgd_nesterov", "sgd_plain_invscaling"])
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "multi_output_regression"])
+def test_sample_weight_trains_in_the_kernels_like_sklearn(target, solver, shuffle, monkeypatch):
+    # batch_size 64: weighted batches of two shards (64, 64) and one (22)
+    kind, y = TARGETS[target]
+    params = dict(BASE, batch_size=64, max_iter=20, n_iter_no_change=100, shuffle=shuffle)
+    params.update(SOLVERS[solver])
+    sk_cls, fn_cls = pair(kind)
+    theirs = sk_cls(**params).fit(X, y, sample_weight=WEIGHTS)
+    monkeypatch.setattr(  # the scikit-learn code must not run
+        fn_cls.__mro__[2], "_backprop", lambda *a, **k: pytest.fail("scikit-learn's backprop ran")
+    )
+    ours = fn_cls(**params).fit(X, y, sample_weight=WEIGHTS)
+    assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("target", ["multiclass", "regression"])
+def test_sample_weight_with_lbfgs_and_early_stopping_like_sklearn(target):
+    kind, y = TARGETS[target]
+    sk_cls, fn_cls = pair(kind)
+    theirs = sk_cls(solver="lbfgs", max_iter=30, **BASE).fit(X, y, sample_weight=WEIGHTS)
+    ours = fn_cls(solver="lbfgs", max_iter=30, **BASE).fit(X, y, sample_weight=WEIGHTS)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-8)
+    params = dict(BASE, early_stopping=True, max_iter=40, n_iter_no_change=3)
+    theirs = sk_cls(**params).fit(X, y, sample_weight=WEIGHTS)
+    ours = fn_cls(**params).fit(X, y, sample_weight=WEIGHTS)
+    assert_same_fit(ours, theirs)
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-10)
+    # weights of 1 give the unweighted fit exactly
+    ones = fn_cls(**params).fit(X, y, sample_weight=np.ones(X.shape[0]))
+    plain = fn_cls(**params).fit(X, y)
+    for a, b in zip(params_of(ones), params_of(plain)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_input_uses_sklearn_code_with_same_results():
     kind, y = TARGETS["regression"]
-    w = np.linspace(0.5, 2.0, X.shape[0])
-    theirs = sknn.MLPRegressor(max_iter=10, **BASE).fit(X, y, sample_weight=w)
-    ours = fsk.MLPRegressor(max_iter=10, **BASE).fit(X, y, sample_weight=w)
-    assert_same_fit(ours, theirs, atol=1e-12)
     Xs = scipy.sparse.csr_matrix(np.where(np.abs(X) > 1, X, 0.0))
     ours, theirs = fit_both(kind, y, Xa=Xs, max_iter=10, **BASE)
     assert_same_fit(ours, theirs, atol=1e-12)

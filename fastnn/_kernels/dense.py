@@ -107,32 +107,36 @@ def matmul_nt(A, B, out):
 def loss_delta(Y, A, loss_code, output_code, delta):
     # loss(Y, A) and delta = d loss / d z of the output layer, in one pass.
     # The loss is accumulated in float64 whatever the dtype.
-    return loss_delta_rows(Y, A, loss_code, output_code, A.shape[0], delta)
+    return loss_delta_rows(Y, A, A[:0, 0], loss_code, output_code, A.shape[0], delta)
 
 
 @kernel(inline="always")
-def loss_delta_rows(Y, A, loss_code, output_code, n, delta):
-    # loss_delta for rows that are part of a batch of n rows: the mean-type
-    # losses and their deltas are normalised by n, not by A.shape[0], so the
-    # contributions of the parts of a batch add up to the whole batch's.
+def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
+    # loss_delta for rows that are part of a batch whose normaliser is n (its
+    # number of rows, or the sum of its sample weights): the mean-type losses
+    # and their deltas are divided by n, not by A.shape[0], so that the parts
+    # of a batch add up to the whole batch. w: the rows' sample weights, or
+    # empty for weight 1 (a multiplication by 1 is exact: the same numbers)
     k = A.shape[1]
     total = 0.0
     one = A.dtype.type(1.0)
     zero = A.dtype.type(0.0)
+    weighted = w.size > 0
     if loss_code == LOG_LOSS:
         eps = machine_epsilon(A.dtype.type(0.0))
         inv_n = one / A.dtype.type(n)
         for i in range(A.shape[0]):
+            wi = A.dtype.type(w[i]) if weighted else one
             for j in range(k):
                 a = A[i, j]
                 y = Y[i, j]
                 p = min(max(a, eps), one - eps)
                 if output_code == SOFTMAX:
                     if y != 0:
-                        total -= y * np.log(p)
+                        total -= wi * (y * np.log(p))
                 else:
-                    total -= y * np.log(p) + (one - y) * np.log(one - p)
-                delta[i, j] = (a - y) * inv_n
+                    total -= wi * (y * np.log(p) + (one - y) * np.log(one - p))
+                delta[i, j] = (a - y) * inv_n * wi
         return total / n
     if loss_code == SSE:
         scale = A.dtype.type(2.0)
@@ -141,11 +145,12 @@ def loss_delta_rows(Y, A, loss_code, output_code, n, delta):
     else:  # SQUARED_ERROR, scikit-learn's convention
         scale = one / A.dtype.type(n)
     for i in range(A.shape[0]):
+        wi = A.dtype.type(w[i]) if weighted else one
         for j in range(k):
             a = A[i, j]
             r = a - Y[i, j]
-            total += r * r
-            d = scale * r
+            total += wi * (r * r)
+            d = scale * r * wi
             if output_code == SIGMOID:
                 d *= a * (one - a)
             elif output_code == TANH:
@@ -272,10 +277,11 @@ def l2_penalty(params, layout, alpha, nb, grads):
 # kernel's cold compile about 15 s
 @kernel
 def partial_loss_and_gradients(
-    X, Y, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads
+    X, Y, w, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads
 ):
-    # forward, loss and backward for rows (X, Y) that are part of a batch of
-    # n rows: the loss and gradients are this part's share of the batch's
+    # forward, loss and backward for rows (X, Y) with sample weights w (empty:
+    # all 1) that are part of a batch with normaliser n (rows, or the sum of
+    # weights): the loss and gradients are this part's share of the batch's
     # (without the L2 term), so that the shares of the parts sum to the
     # batch's; fills grads, returns the loss share
     nb = X.shape[0]
@@ -285,7 +291,7 @@ def partial_loss_and_gradients(
     for layer in range(layout.shape[0] - 1):
         off += nb * layout[layer, 1]
     D = as_matrix(deltas[off : off + nb * n_out], nb, n_out)
-    value = loss_delta_rows(Y, output, loss_code, output_code, n, D)
+    value = loss_delta_rows(Y, output, w, loss_code, output_code, n, D)
     backward(X, params, layout, activation_code, acts, deltas, grads)
     return value
 
@@ -295,10 +301,27 @@ def loss_and_gradients(
     X, Y, params, layout, activation_code, output_code, loss_code, alpha, acts, deltas, grads
 ):
     # forward, loss (+ L2 penalty), backward; returns the loss, fills grads
+    return weighted_loss_and_gradients(
+        X, Y, X[:0, 0], params, layout, activation_code, output_code, loss_code, alpha,
+        acts, deltas, grads,
+    )  # fmt: skip
+
+
+@kernel
+def weighted_loss_and_gradients(
+    X, Y, w, params, layout, activation_code, output_code, loss_code, alpha, acts, deltas, grads
+):
+    # loss_and_gradients with sample weights w (empty: all 1): the losses are
+    # weighted means, normalised (with the L2 term) by the sum of the weights
     nb = X.shape[0]
+    n = float(nb)
+    if w.size > 0:
+        n = 0.0
+        for i in range(nb):
+            n += w[i]
     value = partial_loss_and_gradients(
-        X, Y, params, layout, activation_code, output_code, loss_code, nb, acts, deltas, grads
+        X, Y, w, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads
     )
     if alpha > 0:
-        value += l2_penalty(params, layout, alpha, nb, grads)
+        value += l2_penalty(params, layout, alpha, n, grads)
     return value

@@ -251,7 +251,7 @@ def combine_and_update(
 def sharded_epochs(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
     # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
     # in the order order[epoch] when use_order, else in storage order; each
@@ -263,8 +263,12 @@ def sharded_epochs(
     # or gradient it stops before updating, stores that batch's loss in
     # history[epoch] (finite when the gradient was the culprit) and returns
     # the epoch. With control[C_RULE] set, stops after an epoch where
-    # scikit-learn's rule says so (control[C_STOPPED] = 1).
+    # scikit-learn's rule says so (control[C_STOPPED] = 1). sample_weight
+    # (n,) weighs the rows (empty: all 1; W_batch gathers them when use_order):
+    # a batch's losses are then weighted means, normalised with the L2 term
+    # by the sum of its weights, as scikit-learn does.
     n = X.shape[0]
+    weighted = sample_weight.size > 0
     part_sums = np.zeros(MAX_SHARDS)  # per part of the parameter vector
     part_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
     for epoch in range(epochs):
@@ -274,6 +278,12 @@ def sharded_epochs(
             stop = min(start + batch_size, n)
             nb = stop - start
             shards = shard_count(nb)
+            # the batch's normaliser: its rows, or the sum of its weights
+            norm = float(nb)
+            if weighted:
+                norm = 0.0
+                for r in range(nb):
+                    norm += sample_weight[order[epoch, start + r] if use_order else start + r]
             for s in prange(shards):
                 lo = (s * nb) // shards
                 hi = ((s + 1) * nb) // shards
@@ -287,17 +297,21 @@ def sharded_epochs(
                             X_batch[r, c] = X[src, c]
                         for c in range(Y.shape[1]):
                             Y_batch[r, c] = Y[src, c]
+                        if weighted:
+                            W_batch[r] = sample_weight[src]
                     xs = X_batch[lo:hi]
                     ys = Y_batch[lo:hi]
+                    ws = W_batch[lo:hi] if weighted else W_batch[0:0]
                 else:
                     xs = X[start + lo : start + hi]
                     ys = Y[start + lo : start + hi]
+                    ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
                 shard_loss[s] = partial_loss_and_gradients(
-                    xs, ys, params, layout, activation_code, output_code, loss_code, nb,
+                    xs, ys, ws, params, layout, activation_code, output_code, loss_code, norm,
                     acts[s], deltas[s], grads[s],
                 )  # fmt: skip
             value, finite = combine_and_update(
-                params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper,
+                params, layout, grads, shard_loss, shards, norm, optimizer_code, hyper,
                 state1, state2, step_count, part_sums, part_ok,
             )  # fmt: skip
             if not finite:
@@ -318,13 +332,13 @@ def sharded_epochs(
 def train(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
     # many epochs of mini-batch training in one call: see sharded_epochs
     return sharded_epochs(
         X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
         control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+        acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
     )  # fmt: skip
 
 
@@ -332,11 +346,11 @@ def train(
 def train_parallel(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
     # `train` with each batch's shards on separate threads: same results
     return sharded_epochs(
         X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
         control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, X_batch, Y_batch, history,
+        acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
     )  # fmt: skip
