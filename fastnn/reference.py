@@ -30,6 +30,8 @@ __all__ = [
     "identity",
     "identity_derivative",
     "softmax",
+    "exp",
+    "exp_derivative",
     "activate",
     "activation_derivative",
     "forward",
@@ -102,8 +104,19 @@ def softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def exp(x):
+    """Elementwise exponential (the output of scikit-learn's Poisson regressor)."""
+    return np.exp(x)
+
+
+def exp_derivative(a):
+    """Derivative of exp given the activated value ``a``: ``a``."""
+    return a
+
+
 _ACTIVATIONS = {
     "identity": (identity, identity_derivative),
+    "exp": (exp, exp_derivative),
     "sigmoid": (sigmoid, sigmoid_derivative),
     "logistic": (sigmoid, sigmoid_derivative),
     "tanh": (tanh, tanh_derivative),
@@ -175,6 +188,10 @@ def loss(y, output, loss_name, output_activation="sigmoid", sample_weight=None):
         return -np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / n
     if loss_name == "squared_error":
         return np.sum(w * (y - output) ** 2) / (n * y.shape[1]) / 2
+    if loss_name == "poisson":
+        # half Poisson deviance, with 0 * log(0) = 0
+        safe_y = np.where(y > 0, y, 1.0)
+        return np.sum(w * (np.where(y > 0, y * np.log(safe_y / output), 0.0) - y + output)) / n
     raise ValueError(f"unknown loss {loss_name!r}")
 
 
@@ -184,6 +201,10 @@ def output_delta(y, output, loss_name, output_activation, sample_weight=None):
     if loss_name == "log_loss":
         if output_activation not in ("sigmoid", "logistic", "softmax"):
             raise ValueError("log_loss needs a sigmoid or softmax output")
+        return w * (output - y) / n
+    if loss_name == "poisson":
+        if output_activation != "exp":
+            raise ValueError("poisson needs an exp output")
         return w * (output - y) / n
     if loss_name == "sse":
         d_out = 2 * w * (output - y)

@@ -24,9 +24,9 @@ fit gives scikit-learn's coefficients up to floating-point rounding.
 
 ``fit(X, y, sample_weight=...)`` trains in the kernels too, with
 scikit-learn's weighted losses (weighted means, normalised with the L2 term
-by the sum of the batch's weights). Cases the kernels do not cover run
-scikit-learn's own NumPy code unchanged: sparse input and
-``MLPRegressor(loss="poisson")``.
+by the sum of the batch's weights), and so does
+``MLPRegressor(loss="poisson")`` (exp output, half Poisson deviance). Sparse
+input runs scikit-learn's own NumPy code unchanged.
 
 This module imports scikit-learn; the rest of fastnn does not.
 """
@@ -68,7 +68,12 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["MLPClassifier", "MLPRegressor", "format_sklearn_comparison", "sklearn_comparison"]
 
-_OUT_CODES = {"identity": codes.IDENTITY, "logistic": codes.SIGMOID, "softmax": codes.SOFTMAX}
+_OUT_CODES = {
+    "identity": codes.IDENTITY,
+    "logistic": codes.SIGMOID,
+    "softmax": codes.SOFTMAX,
+    "exp": codes.EXP,
+}
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -546,8 +551,8 @@ n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
     With the same ``random_state``, the ``"sgd"`` and ``"adam"`` solvers give
     scikit-learn's coefficients, losses and iteration counts up to
     floating-point rounding, with ``shuffle=False`` and ``shuffle=True``, with
-    and without ``sample_weight``. Sparse input and (for the regressor)
-    ``loss="poisson"`` run scikit-learn's own NumPy implementation.{notes}
+    and without ``sample_weight``, and for the regressor's ``loss="poisson"``.
+    Sparse input runs scikit-learn's own NumPy implementation.{notes}
 """
 
 
@@ -598,7 +603,9 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
 """
     )
 
-    _fastnn_loss_code = codes.SQUARED_ERROR
+    @property
+    def _fastnn_loss_code(self):
+        return codes.POISSON if self.loss == "poisson" else codes.SQUARED_ERROR
 
 
 # ------------------------------------------------------------------ benchmark

@@ -188,6 +188,30 @@ def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, weighted, rn
     assert grads.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_poisson_loss_with_exp_output(dtype, weighted, rng):
+    # scikit-learn's MLPRegressor(loss="poisson"): exp output, half deviance
+    sizes, n = [4, 6, 2], 12
+    m = _model(sizes, "tanh", "identity", "sse", True, dtype)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    Y = rng.poisson(1.5, (n, sizes[-1])).astype(dtype)  # zeros included
+    w = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else np.empty(0, dtype)
+    acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
+    deltas = np.empty_like(acts)
+    grads = np.full_like(m._params, np.nan)
+    value = kd.weighted_loss_and_gradients(
+        X, Y, w, m._params, m._layout, codes.TANH, codes.EXP, codes.POISSON, 0.2, acts, deltas, grads
+    )
+    ev, ewg, ebg = ref.loss_and_gradients(
+        X, Y, m.weights, m.biases, "tanh", "exp", "poisson", 0.2, w if weighted else None
+    )
+    assert_close(value, ev, dtype)
+    for (fi, fo, wo, bo), gw, gb in zip(m._layout, ewg, ebg):
+        assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
+        assert_close(grads[bo : bo + fo], gb, dtype)
+
+
 # ----------------------------------------------------------------- optimizers
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gd_update(dtype, rng):

@@ -286,11 +286,25 @@ def test_sparse_input_uses_sklearn_code_with_same_results():
     np.testing.assert_allclose(ours.predict(Xs), theirs.predict(Xs), atol=1e-12)
 
 
-def test_poisson_loss_runs_sklearn_code():
-    y = np.exp(0.5 * X[:, 0])
-    ours, theirs = fit_both("regressor", y, loss="poisson", max_iter=10, **BASE)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("solver", ["adam", "sgd_nesterov", "lbfgs"])
+def test_poisson_loss_trains_in_the_kernels_like_sklearn(solver, weighted, monkeypatch):
+    y = np.random.RandomState(5).poisson(np.exp(0.5 * X[:, 0] - 0.2 * X[:, 1])).astype(float)
+    params = dict(BASE, loss="poisson", batch_size=64, max_iter=20, n_iter_no_change=100)
+    params.update(SOLVERS.get(solver, dict(solver=solver)))
+    w = WEIGHTS if weighted else None
+    theirs = sknn.MLPRegressor(**params).fit(X, y, sample_weight=w)
+    monkeypatch.setattr(  # the scikit-learn code must not run
+        sknn.MLPRegressor, "_backprop", lambda *a, **k: pytest.fail("scikit-learn's backprop ran")
+    )
+    ours = fsk.MLPRegressor(**params).fit(X, y, sample_weight=w)
     assert ours.out_activation_ == "exp"
-    assert_same_fit(ours, theirs, atol=1e-12)
+    if solver == "lbfgs":
+        assert ours.n_iter_ == theirs.n_iter_
+        np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-8)
+    else:
+        assert_same_fit(ours, theirs)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6)
 
 
 def test_divergence_raises_like_sklearn():

@@ -8,7 +8,7 @@ arrays' own dtype.
 import numpy as np
 from fastnn._kernels._jit import kernel
 
-from fastnn._kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+from fastnn._kernels.codes import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
 from fastnn._kernels.fastexp import exp_nonpositive
 from fastnn._kernels.views import flat
 
@@ -66,6 +66,9 @@ def bias_activate(Z, b, has_bias, code):
             for j in range(m):
                 if row[j] < zero:
                     row[j] = zero
+        elif code == EXP:
+            for j in range(m):
+                row[j] = np.exp(row[j])
         elif code == SOFTMAX:
             peak = row[0]
             for j in range(1, m):

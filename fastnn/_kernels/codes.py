@@ -5,6 +5,7 @@ SIGMOID = 1
 TANH = 2
 RELU = 3
 SOFTMAX = 4
+EXP = 5  # output only: scikit-learn's MLPRegressor(loss="poisson")
 
 ACTIVATION_CODES = {
     "identity": IDENTITY,
@@ -19,6 +20,7 @@ SSE = 0  # sum((y - out)**2)
 MSE = 1  # mean((y - out)**2) over all elements
 LOG_LOSS = 2  # mean over samples of the cross-entropy
 SQUARED_ERROR = 3  # scikit-learn's mean((y - out)**2) / 2, gradient (out - y) / n
+POISSON = 4  # scikit-learn's half Poisson deviance, with an EXP output: gradient (out - y) / n
 
 LOSS_CODES = {"sse": SSE, "mse": MSE, "log_loss": LOG_LOSS, "squared_error": SQUARED_ERROR}
 

@@ -17,7 +17,7 @@ from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.activations import bias_activate, multiply_derivative
 from fastnn._kernels.views import as_matrix
-from fastnn._kernels.codes import LOG_LOSS, MSE, RELU, SIGMOID, SOFTMAX, SSE, TANH
+from fastnn._kernels.codes import LOG_LOSS, MSE, POISSON, RELU, SIGMOID, SOFTMAX, SSE, TANH
 
 def machine_epsilon(x):
     """``np.finfo(x.dtype).eps`` (Python stand-in; compiled code uses the overload)."""
@@ -136,6 +136,21 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
                         total -= wi * (y * np.log(p))
                 else:
                     total -= wi * (y * np.log(p) + (one - y) * np.log(one - p))
+                delta[i, j] = (a - y) * inv_n * wi
+        return total / n
+    if loss_code == POISSON:
+        # half Poisson deviance y log(y / p) - y + p (0 log 0 = 0) of an exp
+        # output p, whose delta is (p - y) / n
+        inv_n = one / A.dtype.type(n)
+        for i in range(A.shape[0]):
+            wi = A.dtype.type(w[i]) if weighted else one
+            for j in range(k):
+                a = A[i, j]
+                y = Y[i, j]
+                term = a - y
+                if y != 0:
+                    term += y * np.log(y / a)
+                total += wi * term
                 delta[i, j] = (a - y) * inv_n * wi
         return total / n
     if loss_code == SSE:
