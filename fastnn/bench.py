@@ -763,12 +763,14 @@ def plot_report(report, path):
 
 
 class _ThreadLimit:
-    """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch's intra-op threads to ``n``; no-op for None."""
+    """Limit BLAS/OpenMP pools (threadpoolctl), Numba's and PyTorch's intra-op threads to ``n``;
+    no-op for None."""
 
     def __init__(self, n):
         self.n = n
         self.ctl = None
         self.torch_threads = None
+        self.numba_threads = None
 
     def __enter__(self):
         if self.n is None:
@@ -787,12 +789,22 @@ class _ThreadLimit:
         except ImportError:  # pragma: no cover
             pass
         self.ctl = threadpool_limits(limits=self.n)
+        # and fastnn's own kernel threads (the parallel training twin)
+        import numba
+
+        self.numba_threads = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
         return self
 
     def __exit__(self, *exc):
         if self.ctl is not None:
             self.ctl.restore_original_limits()
             self.ctl = None
+        if self.numba_threads is not None:
+            import numba
+
+            numba.set_num_threads(self.numba_threads)
+            self.numba_threads = None
         if self.torch_threads is not None:
             import torch
 

@@ -136,10 +136,15 @@ def test_thread_limit_is_restored():
     pytest.importorskip("threadpoolctl")
     from threadpoolctl import threadpool_info
 
+    import numba
+
     before = [lib["num_threads"] for lib in threadpool_info()]
+    numba_before = numba.get_num_threads()
     with bench._ThreadLimit(1):
         assert all(lib["num_threads"] == 1 for lib in threadpool_info())
+        assert numba.get_num_threads() == 1  # the parallel training twin too
     assert [lib["num_threads"] for lib in threadpool_info()] == before
+    assert numba.get_num_threads() == numba_before
 
 
 @pytest.mark.parametrize(
