@@ -137,9 +137,10 @@ def test_thread_limit_is_restored():
     from threadpoolctl import threadpool_info
 
     import numba
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded by the limit otherwise)
 
+    numba_before = numba.get_num_threads()  # starts Numba's thread pool (OpenMP)
     before = [lib["num_threads"] for lib in threadpool_info()]
-    numba_before = numba.get_num_threads()
     with bench._ThreadLimit(1):
         assert all(lib["num_threads"] == 1 for lib in threadpool_info())
         assert numba.get_num_threads() == 1  # the parallel training twin too
