@@ -8,7 +8,8 @@ digits with default settings, but while another process keeps one core busy the
 parallel twin waits for that core and is slower than the serial one (185 us
 against 170 us per step with a busy loop on the other core).
 So :class:`TwinRunner` runs training in chunks of epochs, times both twins
-on short probe chunks, runs the faster one, and probes again now and then.
+on short probe chunks, runs the faster one, and probes again now and then;
+what it measured carries over to the next fit of the same kind.
 Because both twins give the same numbers, the choice changes speed only.
 
 The parallel twin is not used when Numba may use only one thread
@@ -26,7 +27,11 @@ import threading
 import time
 
 _lock = threading.Lock()
-_state = {"pid": None, "broken": False, "calls": set()}
+# what this process has learnt: pid and health of the parallel layer, the
+# twins already loaded, and per key the latest seconds per epoch of each twin
+# and the chunks run since the slower one was last probed (shared by the
+# fits of a process, so that loops of short fits choose well too)
+_state = {"pid": None, "broken": False, "calls": set(), "learned": {}}
 
 
 def parallel_allowed():
@@ -51,8 +56,9 @@ class TwinRunner:
     serial, parallel : callable
         The twins; same arguments, same results.
     key : hashable
-        What the twins are specialised on (dtype, ...): the first call of
-        each twin per key in a process loads or compiles it and is not timed.
+        The kind of fit (dtype, shapes, batch size, ...): what is learnt is
+        kept per key, and the first call of each twin per key in a process
+        (which may load or compile it) is not timed.
     parallel_ok : bool
         False to use the serial twin only.
     """
@@ -66,11 +72,15 @@ class TwinRunner:
         self.parallel = parallel
         self.key = key
         self.parallel_ok = bool(parallel_ok) and parallel_allowed()
-        self.per_epoch = {}  # True (parallel) / False (serial) -> seconds per epoch
-        self._since_probe = 0
-        # the first chunk of a fit touches fresh buffers and wakes sleeping
-        # worker threads: it is not timed (it biased the first probe by 5-10%)
-        self._fresh = True
+        self._learned = _state["learned"].setdefault(
+            key, {"per_epoch": {}, "since_probe": 0, "warm": False}
+        )
+        # True (parallel) / False (serial) -> latest seconds per epoch
+        self.per_epoch = self._learned["per_epoch"]
+        # the first chunk touches fresh buffers and wakes sleeping worker
+        # threads: the first of a key in the process is not timed (it biased
+        # the first probe by 5-10%)
+        self._warmup = not self._learned["warm"]
         self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
 
     def plan(self, remaining):
@@ -81,16 +91,16 @@ class TwinRunner:
         """
         if not self.parallel_ok:
             return False, remaining
-        if self._fresh:
+        if self._warmup:
             return True, 1
         for mode in (True, False):
             if mode not in self.per_epoch:
                 return mode, min(remaining, self.PROBE)
         best = self.per_epoch[True] < self.per_epoch[False]
-        if self._since_probe >= self.REPROBE:
-            self._since_probe = 0
+        if self._learned["since_probe"] >= self.REPROBE:
+            self._learned["since_probe"] = 0
             return (not best), min(remaining, self.PROBE)
-        self._since_probe += 1
+        self._learned["since_probe"] += 1
         return best, min(remaining, self.CHUNK)
 
     def run(self, use_parallel, epochs, args):
@@ -123,10 +133,11 @@ class TwinRunner:
 
     def _record(self, mode, done, seconds):
         self.used[mode] += int(done)
-        first = (mode, self.key) not in _state["calls"] or self._fresh
+        untimed = (mode, self.key) not in _state["calls"] or self._warmup
         _state["calls"].add((mode, self.key))
-        self._fresh = False
-        if not first and done > 0:
+        self._warmup = False
+        self._learned["warm"] = True
+        if not untimed and done > 0:
             self.per_epoch[mode] = seconds / done
 
 

@@ -414,7 +414,8 @@ class MLP:
         threaded = shards_of(batch) > 1
         blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
         blas_single = blas.__enter__()
-        runner = TwinRunner(train, train_parallel, (self.dtype.str, use_order), threaded and blas_single)
+        key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
+        runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
         try:
             done, diverged = run(epochs, callback)
             if diverged:

@@ -388,7 +388,8 @@ class _FastnnMLPMixin:
         blas = blas_single_thread_for(layer_units, batch_size)
         blas_single = blas.__enter__()
         runner = TwinRunner(
-            kt.train, kt.train_parallel, (dtype.str, bool(self.shuffle)),
+            kt.train, kt.train_parallel,
+            (dtype.str, bool(self.shuffle), tuple(layer_units), batch_size, n_samples),
             parallel_ok=blas_single and kt.shards_of(batch_size) > 1,
         )  # fmt: skip
         try:

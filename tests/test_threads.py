@@ -20,7 +20,9 @@ class Clock:
 def clock(monkeypatch):
     c = Clock()
     monkeypatch.setattr(_threads.time, "perf_counter", c)
-    monkeypatch.setattr(_threads, "_state", {"pid": None, "broken": False, "calls": set()})
+    monkeypatch.setattr(
+        _threads, "_state", {"pid": None, "broken": False, "calls": set(), "learned": {}}
+    )
     monkeypatch.setattr(_threads, "parallel_allowed", lambda: True)
     return c
 
@@ -65,15 +67,32 @@ def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faste
     assert runner.used[True] + runner.used[False] == total
 
 
-def test_a_later_runner_times_its_first_chunks(clock):
+def test_a_later_runner_starts_from_what_was_learnt(clock):
     log = []
     serial, parallel = twins(clock, 2.0, 1.0, log)
     drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 12)
     log.clear()
     runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
-    drive(runner, 1 + 2 * runner.PROBE + runner.CHUNK)
-    assert log == [("parallel", 1), ("parallel", runner.PROBE), ("serial", runner.PROBE),
-                   ("parallel", runner.CHUNK)]
+    drive(runner, 2 * runner.CHUNK)
+    assert log == [("parallel", runner.CHUNK)] * 2
+    # another key learns on its own
+    log.clear()
+    drive(_threads.TwinRunner(serial, parallel, "other", parallel_ok=True), 1)
+    assert log == [("parallel", 1)]
+
+
+@pytest.mark.parametrize("parallel_faster", [True, False])
+def test_a_loop_of_one_epoch_fits_learns_and_probes_again(clock, parallel_faster):
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0 if parallel_faster else 3.0, log)
+    for _ in range(12):
+        drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 1)
+    fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
+    R = _threads.TwinRunner.REPROBE
+    # warm-up, timed parallel, serial load, timed serial; then the faster,
+    # with the slower probed again every REPROBE fits
+    expected = ["parallel", "parallel", "serial", "serial"] + [fast] * R + [slow] + [fast] * 2
+    assert [mode for mode, _ in log] == expected
 
 
 def test_serial_only_when_not_allowed(clock):
@@ -99,7 +118,9 @@ def test_a_parallel_twin_that_cannot_start_falls_back_for_good(clock):
 
 def test_parallel_allowed_reads_the_state(monkeypatch):
     numba = pytest.importorskip("numba")
-    monkeypatch.setattr(_threads, "_state", {"pid": None, "broken": False, "calls": set()})
+    monkeypatch.setattr(
+        _threads, "_state", {"pid": None, "broken": False, "calls": set(), "learned": {}}
+    )
     threads = numba.get_num_threads()
     assert _threads.parallel_allowed() == (threads > 1)
     _threads._state["broken"] = True
