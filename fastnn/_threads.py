@@ -63,6 +63,7 @@ class TwinRunner:
         False to use the serial twin only.
     """
 
+    force = None  # True / False: run that twin only (``fastnn warmup`` compiles both)
     PROBE = 3  # epochs of a probe chunk
     CHUNK = 20  # epochs of a chunk run with the faster twin
     REPROBE = 5  # chunks between probes of the slower twin
@@ -91,6 +92,8 @@ class TwinRunner:
         """
         if not self.parallel_ok:
             return False, remaining
+        if TwinRunner.force is not None:
+            return TwinRunner.force, min(remaining, self.CHUNK)
         if self._warmup:
             return True, 1
         for mode in (True, False):

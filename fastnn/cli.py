@@ -1,4 +1,4 @@
-"""Command line: ``fastnn demo | bench | profile`` (also ``python -m fastnn ...``).
+"""Command line: ``fastnn demo | bench | profile | warmup`` (also ``python -m fastnn ...``).
 
 Each subcommand lives in its own module, which provides
 ``configure_parser(parser)`` (add its arguments) and ``run_cli(args) -> int``.
@@ -15,6 +15,7 @@ COMMANDS = {
     "demo": ("fastnn.demo", "train the tutorial network with NumPy and with fastnn, and compare"),
     "bench": ("fastnn.bench", "benchmark sweep: fastnn against the reference (and PyTorch, scikit-learn)"),
     "profile": ("fastnn.profiling", "where a training step spends its time, per phase"),
+    "warmup": ("fastnn.warmup", "compile the kernels into the on-disk cache ahead of time"),
 }
 
 

@@ -47,3 +47,26 @@ def test_bad_arguments_get_one_line_and_nonzero_exit(argv, capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+@pytest.mark.requires_jit
+def test_warmup_prepares_both_training_twins(capsys):
+    from fastnn._kernels import train as kt
+    from fastnn._threads import TwinRunner
+
+    assert main(["warmup", "--dtype", "float64", "--no-sklearn"]) == 0
+    out = capsys.readouterr().out
+    assert "tutorial" in out and "MLP float64" in out and "kernels ready" in out
+    assert "scikit-learn" not in out and "float32" not in out
+    assert TwinRunner.force is None
+    assert kt.train.signatures and kt.train_parallel.signatures
+
+
+def test_warmup_rejects_other_dtypes():
+    from fastnn.warmup import warmup
+
+    with pytest.raises(ValueError, match="dtypes"):
+        warmup(("float16",))
+    with pytest.raises(SystemExit) as info:
+        main(["warmup", "--dtype", "float16"])
+    assert info.value.code == 2
