@@ -122,7 +122,10 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
     one = A.dtype.type(1.0)
     zero = A.dtype.type(0.0)
     weighted = w.size > 0
-    if loss_code == LOG_LOSS:
+    if loss_code == LOG_LOSS or loss_code == POISSON:
+        # canonical links, whose delta is (p - y) / n: cross-entropy of a
+        # sigmoid or softmax output, and the half Poisson deviance
+        # y log(y / p) - y + p (0 log 0 = 0) of an exp output
         eps = machine_epsilon(A.dtype.type(0.0))
         inv_n = one / A.dtype.type(n)
         for i in range(A.shape[0]):
@@ -130,27 +133,18 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
             for j in range(k):
                 a = A[i, j]
                 y = Y[i, j]
-                p = min(max(a, eps), one - eps)
-                if output_code == SOFTMAX:
+                if loss_code == POISSON:
+                    term = a - y
                     if y != 0:
-                        total -= wi * (y * np.log(p))
+                        term += y * np.log(y / a)
+                    total += wi * term
                 else:
-                    total -= wi * (y * np.log(p) + (one - y) * np.log(one - p))
-                delta[i, j] = (a - y) * inv_n * wi
-        return total / n
-    if loss_code == POISSON:
-        # half Poisson deviance y log(y / p) - y + p (0 log 0 = 0) of an exp
-        # output p, whose delta is (p - y) / n
-        inv_n = one / A.dtype.type(n)
-        for i in range(A.shape[0]):
-            wi = A.dtype.type(w[i]) if weighted else one
-            for j in range(k):
-                a = A[i, j]
-                y = Y[i, j]
-                term = a - y
-                if y != 0:
-                    term += y * np.log(y / a)
-                total += wi * term
+                    p = min(max(a, eps), one - eps)
+                    if output_code == SOFTMAX:
+                        if y != 0:
+                            total -= wi * (y * np.log(p))
+                    else:
+                        total -= wi * (y * np.log(p) + (one - y) * np.log(one - p))
                 delta[i, j] = (a - y) * inv_n * wi
         return total / n
     if loss_code == SSE:
