@@ -264,20 +264,30 @@ def sum_of_squares(x):
 
 
 @kernel(inline="always")
-def l2_penalty(params, layout, alpha, nb, grads):
-    # adds alpha * W / nb to every weight gradient; returns 0.5 * alpha * sum(W**2) / nb
+def l2_gradient_range(params, layout, scale, grads, lo, hi):
+    # adds scale * W to the gradient of every weight (not bias) in
+    # params[lo:hi]; returns the sum of those weights' squares
     total = 0.0
-    scale = params.dtype.type(alpha / nb)
     for layer in range(layout.shape[0]):
         w_off = layout[layer, 2]
-        size = layout[layer, 0] * layout[layer, 1]
-        # loops over slices: indexing from w_off instead kept LLVM from
-        # vectorising the update (3.7 us vs 1.0 us)
-        w = params[w_off : w_off + size]
-        gw = grads[w_off : w_off + size]
-        total += sum_of_squares(w)
-        for i in range(size):
-            gw[i] += scale * w[i]
+        a = max(lo, w_off)
+        b = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
+        if b > a:
+            # loops over slices: indexing from w_off instead kept LLVM from
+            # vectorising the update (3.7 us vs 1.0 us)
+            w = params[a:b]
+            gw = grads[a:b]
+            total += sum_of_squares(w)
+            for i in range(b - a):
+                gw[i] += scale * w[i]
+    return total
+
+
+@kernel(inline="always")
+def l2_penalty(params, layout, alpha, nb, grads):
+    # adds alpha * W / nb to every weight gradient; returns 0.5 * alpha * sum(W**2) / nb
+    scale = params.dtype.type(alpha / nb)
+    total = l2_gradient_range(params, layout, scale, grads, 0, params.size)
     return 0.5 * alpha * total / nb
 
 

@@ -20,7 +20,7 @@ from numba import prange
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import partial_loss_and_gradients, sum_of_squares
+from fastnn._kernels.dense import l2_gradient_range, partial_loss_and_gradients
 
 
 @kernel(inline="always")
@@ -176,18 +176,7 @@ def combine_part(params, layout, grads, shards, scale, with_l2, lo, hi):
         gs = grads[s, lo:hi]
         for i in range(hi - lo):
             g[i] += gs[i]
-    squares = 0.0
-    if with_l2:
-        for layer in range(layout.shape[0]):
-            w_off = layout[layer, 2]
-            a = max(lo, w_off)
-            b = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
-            if b > a:
-                w = params[a:b]
-                gw = grads[0, a:b]
-                squares += sum_of_squares(w)
-                for i in range(b - a):
-                    gw[i] += scale * w[i]
+    squares = l2_gradient_range(params, layout, scale, grads[0], lo, hi) if with_l2 else 0.0
     return squares, all_finite(g)
 
 
