@@ -134,7 +134,6 @@ class MLP:
                 layout[i, 3] = -1
         self._layout = layout
         self._params = np.zeros(off, dtype=self.dtype)
-        self._grads = np.zeros(off, dtype=self.dtype)
         self._make_views()
         self._opt_name = None
         self._state1 = None
@@ -455,13 +454,12 @@ class MLP:
     # -------------------------------------------------------------- pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("weights", "biases", "_workspace", "_grads"):
+        for key in ("weights", "biases", "_workspace"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._grads = np.zeros_like(self._params)
         self._workspace = {}
         self._make_views()
 
