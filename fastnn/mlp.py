@@ -183,10 +183,13 @@ class MLP:
 
     def _buffers(self, rows):
         """Activation and delta workspaces for batches of up to ``rows`` rows."""
+        from fastnn._kernels.dense import deltas_units
+
         ws = self._workspace.get("acts")
         if ws is None or ws[0] < rows:
             size = rows * sum(self.layer_sizes[1:])
-            ws = (rows, np.empty(size, dtype=self.dtype), np.empty(size, dtype=self.dtype))
+            work = rows * deltas_units(self.layer_sizes)
+            ws = (rows, np.empty(size, dtype=self.dtype), np.empty(work, dtype=self.dtype))
             self._workspace["acts"] = ws
         return ws[1], ws[2]
 

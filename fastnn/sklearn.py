@@ -191,7 +191,7 @@ class _FastnnMLPMixin:
             return super()._fit_lbfgs(
                 X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
             )
-        from fastnn._kernels.dense import weighted_loss_and_gradients
+        from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
 
         layout, size = _flat_layout(layer_units)
         # the bookkeeping scikit-learn keeps for its own unpacking
@@ -207,9 +207,8 @@ class _FastnnMLPMixin:
         act, out, loss_code = self._fastnn_codes()
         params = np.empty(size, dtype=dtype)
         grads = np.empty(size, dtype=dtype)
-        n_units = X.shape[0] * sum(layer_units[1:])
-        acts = np.empty(n_units, dtype=dtype)
-        work = np.empty(n_units, dtype=dtype)
+        acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
+        work = np.empty(X.shape[0] * deltas_units(layer_units), dtype=dtype)
         alpha = float(self.alpha)
 
         def loss_grad(x):

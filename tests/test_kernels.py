@@ -57,6 +57,59 @@ def test_bias_activate(dtype, name, with_bias, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (9, 7), (100, 10), (33, 2)])
+def test_softmax_columns_is_the_row_loop_bit_for_bit(dtype, shape, rng):
+    # the column-major softmax the training kernels use must give exactly the
+    # numbers of bias_activate's row loop, extreme logits included
+    Z = (rng.standard_normal(shape) * 30).astype(dtype)
+    Z[0, 0] = 1e4
+    if shape[1] > 1:
+        Z[-1, -1] = -1e4
+    expected = Z.copy()
+    ka.bias_activate(expected, Z[0, :0], False, codes.SOFTMAX)
+    got = Z.copy()
+    T = np.full(Z.size, np.nan, dtype)
+    stats = np.full(2 * shape[0], np.nan, dtype)
+    ka.softmax_columns(got, T, stats)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+    assert_close(got, ref.activate(Z, "softmax"), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_workspace_gives_the_same_gradients(dtype, weighted, rng):
+    # with room for softmax_columns in `deltas` (deltas_units per row) the
+    # loss and gradients are those of the row-by-row path, bit for bit, and
+    # the reference's
+    sizes, n = [5, 8, 4], 23
+    m = _model(sizes, "relu", "softmax", "log_loss", True, dtype)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    Y = _targets(rng, "log_loss", "softmax", n, sizes[-1], dtype)
+    w = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else np.empty(0, dtype)
+    args = (codes.RELU, codes.SOFTMAX, codes.LOG_LOSS, 0.1)
+    results = []
+    for units in (sum(sizes[1:]), kd.deltas_units(sizes)):
+        assert units == sum(sizes[1:]) or units == sum(sizes[1:]) + 2
+        acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
+        deltas = np.full(n * units, np.nan, dtype=dtype)
+        grads = np.full_like(m._params, np.nan)
+        value = kd.weighted_loss_and_gradients(
+            X, Y, w, m._params, m._layout, *args, acts, deltas, grads
+        )
+        results.append((value, grads))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    ev, ewg, ebg = ref.loss_and_gradients(
+        X, Y, m.weights, m.biases, "relu", "softmax", "log_loss", 0.1, w if weighted else None
+    )
+    assert_close(results[1][0], ev, dtype)
+    for (fi, fo, wo, bo), gw, gb in zip(m._layout, ewg, ebg):
+        assert_close(results[1][1][wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
+        assert_close(results[1][1][bo : bo + fo], gb, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ACTS)
 def test_multiply_derivative(dtype, name, rng):
     A = ref.activate((rng.standard_normal((6, 5)) * 2).astype(dtype), name)
@@ -363,7 +416,9 @@ def test_shard_rule_and_buffers():
     # a batch of 64 splits into 32 + 32, but a last batch of 63 rows is one shard
     assert kt.shard_rows(64) == 63 and kt.shard_rows(200) == 100 and kt.shard_rows(5) == 5
     acts, deltas, grads, loss = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
-    assert acts.shape == deltas.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
+    assert acts.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
+    # two more per row: room for the column-major softmax (kd.deltas_units)
+    assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
     assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
 
 

@@ -15,9 +15,9 @@ from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
 
-from fastnn._kernels.activations import bias_activate, multiply_derivative
+from fastnn._kernels.activations import bias_activate, multiply_derivative, softmax_columns
 from fastnn._kernels.views import as_matrix
-from fastnn._kernels.codes import LOG_LOSS, MSE, POISSON, RELU, SIGMOID, SOFTMAX, SSE, TANH
+from fastnn._kernels.codes import IDENTITY, LOG_LOSS, MSE, POISSON, RELU, SIGMOID, SOFTMAX, SSE, TANH
 
 def machine_epsilon(x):
     """``np.finfo(x.dtype).eps`` (Python stand-in; compiled code uses the overload)."""
@@ -291,6 +291,14 @@ def l2_penalty(params, layout, alpha, nb, grads):
     return 0.5 * alpha * total / nb
 
 
+# Rows of the `deltas` workspace the training kernels take per batch row:
+# one per unit of every layer, plus two that let a softmax output use
+# softmax_columns (with fewer, it is computed row by row: same numbers)
+def deltas_units(layer_sizes):
+    """Elements of the ``deltas`` workspace per batch row for layers ``layer_sizes``."""
+    return int(sum(layer_sizes[1:])) + 2
+
+
 # compiled on its own (not inlined): the training kernels call it once per
 # shard, and inlining it into train_parallel's parallel loop made that
 # kernel's cold compile about 15 s
@@ -302,14 +310,21 @@ def partial_loss_and_gradients(
     # all 1) that are part of a batch with normaliser n (rows, or the sum of
     # weights): the loss and gradients are this part's share of the batch's
     # (without the L2 term), so that the shares of the parts sum to the
-    # batch's; fills grads, returns the loss share
+    # batch's; fills grads, returns the loss share. With deltas of
+    # nb * deltas_units(...) elements, a softmax output is computed on the
+    # output block of deltas (free until the loss fills it) and two more
+    # elements per row: see softmax_columns
     nb = X.shape[0]
     n_out = Y.shape[1]
-    output = forward(X, params, layout, activation_code, output_code, acts)
     off = 0
     for layer in range(layout.shape[0] - 1):
         off += nb * layout[layer, 1]
-    D = as_matrix(deltas[off : off + nb * n_out], nb, n_out)
+    units = off + nb * n_out
+    columns = output_code == SOFTMAX and deltas.size >= units + 2 * nb
+    output = forward(X, params, layout, activation_code, IDENTITY if columns else output_code, acts)
+    if columns:
+        softmax_columns(output, deltas[off:units], deltas[units : units + 2 * nb])
+    D = as_matrix(deltas[off:units], nb, n_out)
     value = loss_delta_rows(Y, output, w, loss_code, output_code, n, D)
     backward(X, params, layout, activation_code, acts, deltas, grads)
     return value

@@ -20,7 +20,7 @@ from numba import prange
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import l2_gradient_range, partial_loss_and_gradients
+from fastnn._kernels.dense import deltas_units, l2_gradient_range, partial_loss_and_gradients
 
 
 @kernel(inline="always")
@@ -129,10 +129,10 @@ def shard_rows(batch_size):
 
 def shard_buffers(batch_size, layer_sizes, n_params, dtype):
     """``(acts, deltas, grads, shard_loss)`` workspaces of `train` for ``batch_size``."""
-    units = shard_rows(batch_size) * int(sum(layer_sizes[1:]))
+    rows = shard_rows(batch_size)
     return (
-        np.empty((MAX_SHARDS, units), dtype=dtype),
-        np.empty((MAX_SHARDS, units), dtype=dtype),
+        np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
+        np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((MAX_SHARDS, n_params), dtype=dtype),
         np.zeros(MAX_SHARDS, dtype=np.float64),
     )
