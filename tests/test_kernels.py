@@ -85,6 +85,7 @@ def test_softmax_workspace_gives_the_same_gradients(dtype, weighted, rng):
     sizes, n = [5, 8, 4], 23
     m = _model(sizes, "relu", "softmax", "log_loss", True, dtype)
     X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    X.setflags(write=False)  # read-only input (a memory map, say) must compile too
     Y = _targets(rng, "log_loss", "softmax", n, sizes[-1], dtype)
     w = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else np.empty(0, dtype)
     args = (codes.RELU, codes.SOFTMAX, codes.LOG_LOSS, 0.1)

@@ -323,7 +323,10 @@ def partial_loss_and_gradients(
     columns = output_code == SOFTMAX and deltas.size >= units + 2 * nb
     output = forward(X, params, layout, activation_code, IDENTITY if columns else output_code, acts)
     if columns:
-        softmax_columns(output, deltas[off:units], deltas[units : units + 2 * nb])
+        # the output block of acts, typed from acts: `output` may share the
+        # type of X, read-only when X is
+        Z = as_matrix(acts[off:units], nb, n_out)
+        softmax_columns(Z, deltas[off:units], deltas[units : units + 2 * nb])
     D = as_matrix(deltas[off:units], nb, n_out)
     value = loss_delta_rows(Y, output, w, loss_code, output_code, n, D)
     backward(X, params, layout, activation_code, acts, deltas, grads)
