@@ -193,13 +193,14 @@ class MLP:
             self._workspace["acts"] = ws
         return ws[1], ws[2]
 
-    def _shard_buffers(self, batch):
-        """Per-shard workspaces of the training kernel for batches of ``batch`` rows."""
+    def _shard_buffers(self, batch, replicas):
+        """Per-shard workspaces of the training kernel for batches of ``batch`` rows
+        (with room for the parallel kernel's per-thread copies when ``replicas``)."""
         from fastnn._kernels.train import shard_buffers
 
         ws = self._workspace.get("shards")
-        if ws is None or ws[0] != batch:
-            ws = (batch, shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype))
+        if ws is None or ws[0] != (batch, replicas):
+            ws = ((batch, replicas), shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype, replicas))
             self._workspace["shards"] = ws
         return ws[1]
 
@@ -364,7 +365,6 @@ class MLP:
             [learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64
         )
         act, out_act, loss = self._codes()
-        acts, deltas, shard_grads, shard_loss = self._shard_buffers(batch)
         control = np.zeros(CONTROL_SIZE, dtype=np.float64)  # no stopping rule
         no_weights = np.empty(0, dtype=self.dtype)  # every sample weighs 1
         use_order = bool(shuffle) and batch < n
@@ -397,7 +397,7 @@ class MLP:
                 finished = runner.run(use_parallel, count, (
                     X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
                     control, count, batch, order, use_order, self._state1, self._state2,
-                    self._step_count, acts, deltas, shard_grads, shard_loss, X_batch, Y_batch,
+                    self._step_count, acts, deltas, shard_grads, shard_loss, copies, X_batch, Y_batch,
                     history[done : done + count], no_weights, no_weights,
                 ))  # fmt: skip
                 done += finished
@@ -418,6 +418,7 @@ class MLP:
         blas_single = blas.__enter__()
         key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
         runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
+        acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(batch, threaded and blas_single)
         try:
             done, diverged = run(epochs, callback)
             if diverged:

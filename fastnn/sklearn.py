@@ -356,7 +356,6 @@ class _FastnnMLPMixin:
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
         weights = _weights(sample_weight, dtype)
         W_batch = np.empty(batch_size if (self.shuffle and weights.size) else 0, dtype=dtype)
-        acts, work, grads, shard_loss = kt.shard_buffers(batch_size, layer_units, size, dtype)
         X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
         sample_idx = np.arange(n_samples, dtype=int)
@@ -386,11 +385,15 @@ class _FastnnMLPMixin:
         diverged = False
         blas = blas_single_thread_for(layer_units, batch_size)
         blas_single = blas.__enter__()
+        parallel_ok = blas_single and kt.shards_of(batch_size) > 1
         runner = TwinRunner(
             kt.train, kt.train_parallel,
             (dtype.str, bool(self.shuffle), tuple(layer_units), batch_size, n_samples),
-            parallel_ok=blas_single and kt.shards_of(batch_size) > 1,
+            parallel_ok=parallel_ok,
         )  # fmt: skip
+        acts, work, grads, shard_loss, copies = kt.shard_buffers(
+            batch_size, layer_units, size, dtype, replicas=parallel_ok
+        )
         try:
             self.n_iter_ = 0
             while self.n_iter_ < self.max_iter:
@@ -412,7 +415,7 @@ class _FastnnMLPMixin:
                 done = runner.run(use_parallel, count, (
                     X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
                     control, count, batch_size, order, bool(self.shuffle), state1, state2,
-                    step_count, acts, work, grads, shard_loss, X_batch, Y_batch, history,
+                    step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch, history,
                     weights, W_batch,
                 ))  # fmt: skip
                 stopped = bool(control[kt.C_STOPPED])

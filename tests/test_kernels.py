@@ -376,7 +376,7 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
     Y = np.eye(sizes[-1], dtype=kernel_dtype)[rng.integers(0, sizes[-1], n)]
     epochs = 4
     order = np.array([rng.permutation(n) for _ in range(epochs)], dtype=np.int64)
-    acts, deltas, grads, shard_loss = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
+    acts, deltas, grads, shard_loss, copies = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
     hyper = np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8, 1e-3])
     control = np.zeros(kt.CONTROL_SIZE)
     if rule:
@@ -388,7 +388,7 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
         X, Y, m._params.copy(), m._layout, codes.RELU, codes.SOFTMAX, codes.LOG_LOSS,
         codes.OPTIMIZER_CODES[optimizer], hyper, control, epochs, batch, order, shuffle,
         np.zeros_like(m._params), np.zeros_like(m._params), np.zeros(1, np.int64),
-        acts, deltas, grads, shard_loss,
+        acts, deltas, grads, shard_loss, copies,
         np.empty((batch, sizes[0]), kernel_dtype), np.empty((batch, sizes[-1]), kernel_dtype),
         np.zeros(epochs),
         rng.uniform(0.2, 3.0, n if weighted else 0).astype(kernel_dtype),
@@ -405,22 +405,55 @@ def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n
     serial = _train_args(dtype, n, batch, shuffle, optimizer, rng, weighted=weighted)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
-    for a, b in zip(serial, parallel):
-        if isinstance(a, np.ndarray):
+    _assert_same_training(serial, parallel)
+
+
+# positions in _train_args of the gradient workspaces, which the twins fill
+# differently (the serial twin sums the shards into grads[0], the parallel
+# one into its per-thread copies)
+_GRADIENT_WORKSPACES = (19, 21)
+
+
+def _assert_same_training(serial, parallel):
+    # parameters, optimizer state, step count, schedule state and history
+    # are equal bit for bit
+    for i, (a, b) in enumerate(zip(serial, parallel)):
+        if isinstance(a, np.ndarray) and i not in _GRADIENT_WORKSPACES:
             np.testing.assert_array_equal(a, b)
     history = serial[-3]
     assert np.isfinite(history).all() and history[-1] < history[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,batch", [(150, 100), (40, 16)])
+def test_parallel_twin_without_copies_shares_the_parameters(dtype, n, batch, rng):
+    # with an empty `copies` workspace (shard_buffers(..., replicas=False))
+    # the parallel twin updates the one shared copy: the same results
+    serial = _train_args(dtype, n, batch, True, "adam", rng)
+    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parallel[21] = np.empty((kt.MAX_SHARDS, 4, 0), dtype)
+    assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
+    _assert_same_training(serial, parallel)
+    # the serial twin never needs the copies either
+    again = _train_args(dtype, n, batch, True, "adam", np.random.default_rng(5))
+    alone = [a.copy() if isinstance(a, np.ndarray) else a for a in again]
+    alone[21] = parallel[21]
+    assert kt.train(*again) == kt.train(*alone) == 4
+    _assert_same_training(again, alone)
 
 
 def test_shard_rule_and_buffers():
     assert [kt.shards_of(nb) for nb in (1, 63, 64, 100, 1000)] == [1, 1, 2, 2, 2]
     # a batch of 64 splits into 32 + 32, but a last batch of 63 rows is one shard
     assert kt.shard_rows(64) == 63 and kt.shard_rows(200) == 100 and kt.shard_rows(5) == 5
-    acts, deltas, grads, loss = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
+    acts, deltas, grads, loss, copies = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
     assert acts.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
     # two more per row: room for the column-major softmax (kd.deltas_units)
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
     assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
+    # per thread: summed gradient, parameters, and the two optimizer states
+    assert copies.shape == (kt.MAX_SHARDS, 4, 533) and copies.dtype == np.float32
+    assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False)[4].size == 0
 
 
 def test_train_kernel_stopping_rule(rng):

@@ -10,9 +10,19 @@ schedules and carries their state between calls. The per-shard workspaces
 come from :func:`shard_buffers`.
 
 ``train`` and ``train_parallel`` are the same loop compiled without and with
-Numba's ``parallel=True``: the second runs the shards of a batch, and the
-parts of the parameter update, on separate threads, with bit-identical
-results (``fastnn._threads`` chooses between them).
+Numba's ``parallel=True``: the second runs the shards of a batch on separate
+threads, each thread keeping its own copy of the parameters and optimizer
+state and applying the summed gradient to it, with results bit-identical to
+the first (``fastnn._threads`` chooses between them).
+
+Why copies: when the threads shared one copy and each updated half of it,
+every step moved half the parameters and half the summed gradient between
+the cores' caches, through two more synchronisations. With a copy each, a
+thread only reads the other shard's gradient; it does the whole optimizer
+update (twice the arithmetic) on data already in its cache. Digits step
+(64-100-10, batch 200, adam, 2 cores, the two kernels interleaved in one
+process): 91-108 us against 96-123 us (per-round ratio 1.08-1.14 in three
+runs, 1.38 in a run where the shared-copy kernel was slower than serial).
 """
 
 import numpy as np
@@ -88,9 +98,6 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 # 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
 MAX_SHARDS = 2
 MIN_SHARD_ROWS = 32
-# parameter vectors of at least this many elements are combined and
-# updated in MAX_SHARDS parts (on separate threads in train_parallel)
-MIN_PARALLEL_UPDATE = 4096
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
@@ -127,14 +134,20 @@ def shard_rows(batch_size):
     return max(-(-nb // shards_of(nb)) for nb in sizes if nb > 0)
 
 
-def shard_buffers(batch_size, layer_sizes, n_params, dtype):
-    """``(acts, deltas, grads, shard_loss)`` workspaces of `train` for ``batch_size``."""
+def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
+    """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
+
+    ``copies`` holds ``train_parallel``'s per-thread copies of the parameters
+    and optimizer state (``4 * MAX_SHARDS * n_params`` elements); without
+    ``replicas`` it is empty and ``train_parallel`` shares one copy.
+    """
     rows = shard_rows(batch_size)
     return (
         np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((MAX_SHARDS, n_params), dtype=dtype),
         np.zeros(MAX_SHARDS, dtype=np.float64),
+        np.empty((MAX_SHARDS, 4, n_params if replicas else 0), dtype=dtype),
     )
 
 
@@ -163,76 +176,88 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
     return False
 
 
-# The per-part work of a step after the shards, compiled on their own and
-# called from the parallel loops: small loop bodies keep the parallel
-# twin's cold compile short.
+# The work of a step after the shards, compiled on its own and called
+# from the parallel loop: small loop bodies keep the parallel twin's cold
+# compile short.
 @kernel
-def combine_part(params, layout, grads, shards, scale, with_l2, lo, hi):
-    # grads[0, lo:hi] += the other shards' gradients (in shard order), then
-    # += scale * W on the weights in [lo, hi); returns (sum of W**2 there,
-    # whether grads[0, lo:hi] is all finite)
-    g = grads[0, lo:hi]
-    for s in range(1, shards):
-        gs = grads[s, lo:hi]
-        for i in range(hi - lo):
-            g[i] += gs[i]
-    squares = l2_gradient_range(params, layout, scale, grads[0], lo, hi) if with_l2 else 0.0
-    return squares, all_finite(g)
-
-
-@kernel
-def update_part(params, grads, optimizer_code, hyper, state1, state2, t, lo, hi):
-    # one optimizer step on params[lo:hi] with the gradient grads[0, lo:hi]
-    p = params[lo:hi]
-    g = grads[0, lo:hi]
-    if optimizer_code == OPT_MOMENTUM:
-        momentum_update(p, g, state1[lo:hi], hyper[0], hyper[1], hyper[2] != 0)
-    elif optimizer_code == OPT_ADAM:
-        adam_update(p, g, state1[lo:hi], state2[lo:hi], hyper[0], hyper[3], hyper[4], hyper[5], t)
+def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place):
+    # total = the sum of the shards' gradients (in shard order: the same
+    # numbers however it is stored), then += scale * W on the weights;
+    # returns (sum of W**2, whether total is all finite). in_place: total
+    # is grads[0] itself
+    g0 = grads[0]
+    if in_place:
+        for s in range(1, shards):
+            gs = grads[s]
+            for i in range(total.size):
+                total[i] += gs[i]
+    elif shards == 1:
+        for i in range(total.size):
+            total[i] = g0[i]
     else:
-        gd_update(p, g, hyper[0])
+        g1 = grads[1]
+        for i in range(total.size):
+            total[i] = g0[i] + g1[i]
+        for s in range(2, shards):
+            gs = grads[s]
+            for i in range(total.size):
+                total[i] += gs[i]
+    squares = l2_gradient_range(params, layout, scale, total, 0, total.size) if with_l2 else 0.0
+    return squares, all_finite(total)
+
+
+@kernel
+def update_copy(params, grads, optimizer_code, hyper, state1, state2, t):
+    # one optimizer step on params with the gradient grads
+    if optimizer_code == OPT_MOMENTUM:
+        momentum_update(params, grads, state1, hyper[0], hyper[1], hyper[2] != 0)
+    elif optimizer_code == OPT_ADAM:
+        adam_update(params, grads, state1, state2, hyper[0], hyper[3], hyper[4], hyper[5], t)
+    else:
+        gd_update(params, grads, hyper[0])
+
+
+@kernel(inline="always")
+def copy_of(c, params, state1, state2, copies):
+    # (params, state1, state2) of copy c: the caller's arrays for copy 0
+    if c == 0:
+        return params, state1, state2
+    return copies[c, 1], copies[c, 2, : state1.size], copies[c, 3, : state2.size]
 
 
 @kernel(inline="always")
 def combine_and_update(
     params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper, state1, state2,
-    step_count, part_sums, part_ok,
+    step_count, copies, n_copies, copy_sums, copy_ok,
 ):  # fmt: skip
-    # sums the shards' losses and gradients into grads[0] (in shard order),
-    # adds the L2 term and, when the loss and every gradient are finite,
-    # applies one optimizer step; returns (loss, finite). The parameter
-    # vector is processed in `parts` contiguous parts (prange: threads in
-    # train_parallel, 8 us of a 100 us digits step saved on 2 cores); the
-    # split depends on the size only, so both twins compute the same numbers.
-    size = params.size
-    parts = MAX_SHARDS if size >= MIN_PARALLEL_UPDATE else 1
+    # sums the shards' losses and gradients (in shard order), adds the L2
+    # term and, when the loss and every gradient are finite, applies one
+    # optimizer step to each of the n_copies copies of the parameters and
+    # optimizer state (prange: one thread per copy in train_parallel, each
+    # on the copy its shard read); returns (loss, finite). With one copy the
+    # gradient is summed into grads[0]; with more, copy c sums it into
+    # copies[c, 0], reading the shards' buffers only. Every copy does the
+    # same arithmetic, so they stay equal, bit for bit, to the one copy of
+    # `train`.
     alpha = hyper[6]
     scale = params.dtype.type(alpha / nb)
-    for part in prange(parts):
-        part_sums[part], part_ok[part] = combine_part(
-            params, layout, grads, shards, scale, alpha > 0,
-            (part * size) // parts, ((part + 1) * size) // parts,
-        )  # fmt: skip
     value = shard_loss[0]
     for s in range(1, shards):
         value += shard_loss[s]
-    finite = True
-    squares = 0.0
-    for part in range(parts):
-        squares += part_sums[part]
-        finite = finite and part_ok[part]
+    t = step_count[0] + 1 if optimizer_code == OPT_ADAM else step_count[0]
+    for c in prange(n_copies):
+        p, s1, s2 = copy_of(c, params, state1, state2, copies)
+        total = grads[0] if n_copies == 1 else copies[c, 0]
+        squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
+        copy_sums[c] = squares
+        copy_ok[c] = ok
+        if ok and np.isfinite(value + 0.5 * alpha * squares / nb):
+            update_copy(p, total, optimizer_code, hyper, s1, s2, t)
     if alpha > 0:
-        value += 0.5 * alpha * squares / nb
-    if not (finite and np.isfinite(value)):
+        value += 0.5 * alpha * copy_sums[0] / nb
+    if not (copy_ok[0] and np.isfinite(value)):
         return value, False
-    if optimizer_code == OPT_ADAM:
-        step_count[0] += 1
-    t = step_count[0]
-    for part in prange(parts):
-        update_part(
-            params, grads, optimizer_code, hyper, state1, state2, t,
-            (part * size) // parts, ((part + 1) * size) // parts,
-        )  # fmt: skip
+    step_count[0] = t
     return value, True
 
 
@@ -240,13 +265,18 @@ def combine_and_update(
 def sharded_epochs(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
+    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
+    replicated,
 ):  # fmt: skip
     # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
     # in the order order[epoch] when use_order, else in storage order; each
     # batch is split into shard_count(rows) shards (prange: threads in
     # train_parallel). acts, deltas and grads have one row per shard; the
-    # summed gradient is left in grads[0]. history[e] = the epoch's loss: sum
+    # summed gradient goes to grads[0] (or to each copy's copies[c, 0], see
+    # combine_and_update). replicated (train_parallel): with room in
+    # `copies`, the thread of shard c reads and updates copy c of the
+    # parameters and optimizer state (copy 0: the caller's arrays; the others
+    # start as copies of them). history[e] = the epoch's loss: sum
     # of batch losses for SSE, the size-weighted mean of batch losses
     # otherwise. Returns the number of epochs completed; on a non-finite loss
     # or gradient it stops before updating, stores that batch's loss in
@@ -258,8 +288,18 @@ def sharded_epochs(
     # by the sum of its weights, as scikit-learn does.
     n = X.shape[0]
     weighted = sample_weight.size > 0
-    part_sums = np.zeros(MAX_SHARDS)  # per part of the parameter vector
-    part_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
+    n_copies = 1
+    if replicated and copies.shape[2] >= params.size:
+        n_copies = copies.shape[0]
+    for c in range(1, n_copies):
+        for i in range(params.size):
+            copies[c, 1, i] = params[i]
+        for i in range(state1.size):
+            copies[c, 2, i] = state1[i]
+        for i in range(state2.size):
+            copies[c, 3, i] = state2[i]
+    copy_sums = np.zeros(MAX_SHARDS)
+    copy_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
     for epoch in range(epochs):
         total = 0.0
         start = 0
@@ -295,13 +335,14 @@ def sharded_epochs(
                     xs = X[start + lo : start + hi]
                     ys = Y[start + lo : start + hi]
                     ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
+                ps = params if s >= n_copies else copy_of(s, params, state1, state2, copies)[0]
                 shard_loss[s] = partial_loss_and_gradients(
-                    xs, ys, ws, params, layout, activation_code, output_code, loss_code, norm,
+                    xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
                     acts[s], deltas[s], grads[s],
                 )  # fmt: skip
             value, finite = combine_and_update(
                 params, layout, grads, shard_loss, shards, norm, optimizer_code, hyper,
-                state1, state2, step_count, part_sums, part_ok,
+                state1, state2, step_count, copies, n_copies, copy_sums, copy_ok,
             )  # fmt: skip
             if not finite:
                 history[epoch] = value
@@ -321,13 +362,14 @@ def sharded_epochs(
 def train(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
+    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
     # many epochs of mini-batch training in one call: see sharded_epochs
     return sharded_epochs(
         X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
         control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
+        acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
+        False,
     )  # fmt: skip
 
 
@@ -335,11 +377,12 @@ def train(
 def train_parallel(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
+    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
     # `train` with each batch's shards on separate threads: same results
     return sharded_epochs(
         X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
         control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, X_batch, Y_batch, history, sample_weight, W_batch,
+        acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
+        True,
     )  # fmt: skip
