@@ -431,7 +431,7 @@ def test_parallel_twin_without_copies_shares_the_parameters(dtype, n, batch, rng
     # the parallel twin updates the one shared copy: the same results
     serial = _train_args(dtype, n, batch, True, "adam", rng)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
-    parallel[21] = np.empty((kt.MAX_SHARDS, 4, 0), dtype)
+    parallel[21] = np.empty((kt.COPY_ROWS * kt.MAX_SHARDS, 0), dtype)
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
     # the serial twin never needs the copies either
@@ -452,7 +452,7 @@ def test_shard_rule_and_buffers():
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
     assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
     # per thread: summed gradient, parameters, and the two optimizer states
-    assert copies.shape == (kt.MAX_SHARDS, 4, 533) and copies.dtype == np.float32
+    assert copies.shape == (kt.COPY_ROWS * kt.MAX_SHARDS, 533) and copies.dtype == np.float32
     assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False)[4].size == 0
 
 

@@ -85,7 +85,7 @@ def bias_activate(Z, b, has_bias, code):
     return Z
 
 
-@kernel(inline="always")
+@kernel
 def softmax_columns(Z, T, stats):
     # softmax over each row of Z (n x k), in place, through a column-major
     # copy in T (k * n elements); stats holds each row's peak and 1 / sum

@@ -98,6 +98,10 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 # 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
 MAX_SHARDS = 2
 MIN_SHARD_ROWS = 32
+# rows per copy in the `copies` workspace (see shard_buffers); a 2-D array
+# like grads, so that the kernels deal with one more array of a type they
+# already use (a 3-D one added about a second of cold compile)
+COPY_ROWS = 4
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
@@ -137,9 +141,11 @@ def shard_rows(batch_size):
 def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
 
-    ``copies`` holds ``train_parallel``'s per-thread copies of the parameters
-    and optimizer state (``4 * MAX_SHARDS * n_params`` elements); without
-    ``replicas`` it is empty and ``train_parallel`` shares one copy.
+    ``copies`` holds ``train_parallel``'s per-thread copies: rows
+    ``COPY_ROWS * c`` to ``COPY_ROWS * c + 3`` are copy c's summed gradient,
+    parameters, and two optimizer states (``COPY_ROWS * MAX_SHARDS`` rows of
+    ``n_params``); without ``replicas`` it has no columns and
+    ``train_parallel`` shares one copy.
     """
     rows = shard_rows(batch_size)
     return (
@@ -147,7 +153,7 @@ def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((MAX_SHARDS, n_params), dtype=dtype),
         np.zeros(MAX_SHARDS, dtype=np.float64),
-        np.empty((MAX_SHARDS, 4, n_params if replicas else 0), dtype=dtype),
+        np.empty((COPY_ROWS * MAX_SHARDS, n_params if replicas else 0), dtype=dtype),
     )
 
 
@@ -176,10 +182,7 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
     return False
 
 
-# The work of a step after the shards, compiled on its own and called
-# from the parallel loop: small loop bodies keep the parallel twin's cold
-# compile short.
-@kernel
+@kernel(inline="always")
 def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place):
     # total = the sum of the shards' gradients (in shard order: the same
     # numbers however it is stored), then += scale * W on the weights;
@@ -206,23 +209,54 @@ def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place)
     return squares, all_finite(total)
 
 
+# The work of a step after the shards for one copy, compiled on its own and
+# called from the parallel loop: a loop body that is one call keeps the
+# parallel twin's cold compile short.
 @kernel
-def update_copy(params, grads, optimizer_code, hyper, state1, state2, t):
-    # one optimizer step on params with the gradient grads
-    if optimizer_code == OPT_MOMENTUM:
-        momentum_update(params, grads, state1, hyper[0], hyper[1], hyper[2] != 0)
-    elif optimizer_code == OPT_ADAM:
-        adam_update(params, grads, state1, state2, hyper[0], hyper[3], hyper[4], hyper[5], t)
-    else:
-        gd_update(params, grads, hyper[0])
+def step_copy(
+    c, n_copies, params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2,
+    copies, loss, t,
+):  # fmt: skip
+    # sums the shards' gradients for copy c (into grads[0] when there is one
+    # copy, else into its row of copies), adds the L2 term and, when the loss
+    # (loss + L2 term) and the gradient are finite, applies one optimizer
+    # step to copy c of the parameters and state (copy 0: the caller's
+    # arrays); returns (sum of W**2, whether the gradient is finite)
+    p = params
+    s1 = state1
+    s2 = state2
+    if c > 0:
+        p = copies[COPY_ROWS * c + 1]
+        s1 = copies[COPY_ROWS * c + 2, : state1.size]
+        s2 = copies[COPY_ROWS * c + 3, : state2.size]
+    alpha = hyper[6]
+    total = grads[0] if n_copies == 1 else copies[COPY_ROWS * c]
+    scale = params.dtype.type(alpha / nb)
+    squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
+    if ok and np.isfinite(loss + 0.5 * alpha * squares / nb):
+        if optimizer_code == OPT_MOMENTUM:
+            momentum_update(p, total, s1, hyper[0], hyper[1], hyper[2] != 0)
+        elif optimizer_code == OPT_ADAM:
+            adam_update(p, total, s1, s2, hyper[0], hyper[3], hyper[4], hyper[5], t)
+        else:
+            gd_update(p, total, hyper[0])
+    return squares, ok
 
 
-@kernel(inline="always")
-def copy_of(c, params, state1, state2, copies):
-    # (params, state1, state2) of copy c: the caller's arrays for copy 0
-    if c == 0:
-        return params, state1, state2
-    return copies[c, 1], copies[c, 2, : state1.size], copies[c, 3, : state2.size]
+@kernel
+def start_copies(params, state1, state2, copies, n_copies):
+    # copies 1 .. n_copies - 1 of the parameters and optimizer state start
+    # as copies of the caller's arrays (copy 0)
+    for c in range(1, n_copies):
+        p = copies[COPY_ROWS * c + 1]
+        s1 = copies[COPY_ROWS * c + 2]
+        s2 = copies[COPY_ROWS * c + 3]
+        for i in range(params.size):
+            p[i] = params[i]
+        for i in range(state1.size):
+            s1[i] = state1[i]
+        for i in range(state2.size):
+            s2[i] = state2[i]
 
 
 @kernel(inline="always")
@@ -234,25 +268,21 @@ def combine_and_update(
     # term and, when the loss and every gradient are finite, applies one
     # optimizer step to each of the n_copies copies of the parameters and
     # optimizer state (prange: one thread per copy in train_parallel, each
-    # on the copy its shard read); returns (loss, finite). With one copy the
-    # gradient is summed into grads[0]; with more, copy c sums it into
-    # copies[c, 0], reading the shards' buffers only. Every copy does the
-    # same arithmetic, so they stay equal, bit for bit, to the one copy of
-    # `train`.
+    # on the copy its shard read; see step_copy); returns (loss, finite).
+    # Every copy does the same arithmetic, so they stay equal, bit for bit,
+    # to the one copy of `train`.
     alpha = hyper[6]
-    scale = params.dtype.type(alpha / nb)
     value = shard_loss[0]
     for s in range(1, shards):
         value += shard_loss[s]
     t = step_count[0] + 1 if optimizer_code == OPT_ADAM else step_count[0]
     for c in prange(n_copies):
-        p, s1, s2 = copy_of(c, params, state1, state2, copies)
-        total = grads[0] if n_copies == 1 else copies[c, 0]
-        squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
-        copy_sums[c] = squares
-        copy_ok[c] = ok
-        if ok and np.isfinite(value + 0.5 * alpha * squares / nb):
-            update_copy(p, total, optimizer_code, hyper, s1, s2, t)
+        # int64 casts: one compiled signature for both twins (the parallel
+        # loop's index is unsigned, and n_copies a literal 1 in `train`)
+        copy_sums[c], copy_ok[c] = step_copy(
+            np.int64(c), np.int64(n_copies), params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2,
+            copies, value, t,
+        )  # fmt: skip
     if alpha > 0:
         value += 0.5 * alpha * copy_sums[0] / nb
     if not (copy_ok[0] and np.isfinite(value)):
@@ -272,7 +302,7 @@ def sharded_epochs(
     # in the order order[epoch] when use_order, else in storage order; each
     # batch is split into shard_count(rows) shards (prange: threads in
     # train_parallel). acts, deltas and grads have one row per shard; the
-    # summed gradient goes to grads[0] (or to each copy's copies[c, 0], see
+    # summed gradient goes to grads[0] (or to each copy's row of copies, see
     # combine_and_update). replicated (train_parallel): with room in
     # `copies`, the thread of shard c reads and updates copy c of the
     # parameters and optimizer state (copy 0: the caller's arrays; the others
@@ -289,15 +319,9 @@ def sharded_epochs(
     n = X.shape[0]
     weighted = sample_weight.size > 0
     n_copies = 1
-    if replicated and copies.shape[2] >= params.size:
-        n_copies = copies.shape[0]
-    for c in range(1, n_copies):
-        for i in range(params.size):
-            copies[c, 1, i] = params[i]
-        for i in range(state1.size):
-            copies[c, 2, i] = state1[i]
-        for i in range(state2.size):
-            copies[c, 3, i] = state2[i]
+    if replicated and copies.shape[1] >= params.size:
+        n_copies = min(MAX_SHARDS, copies.shape[0] // COPY_ROWS)
+    start_copies(params, state1, state2, copies, n_copies)
     copy_sums = np.zeros(MAX_SHARDS)
     copy_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
     for epoch in range(epochs):
@@ -335,7 +359,8 @@ def sharded_epochs(
                     xs = X[start + lo : start + hi]
                     ys = Y[start + lo : start + hi]
                     ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
-                ps = params if s >= n_copies else copy_of(s, params, state1, state2, copies)[0]
+                si = np.int64(s)
+                ps = copies[COPY_ROWS * si + 1] if 0 < si < n_copies else params
                 shard_loss[s] = partial_loss_and_gradients(
                     xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
                     acts[s], deltas[s], grads[s],
