@@ -67,6 +67,14 @@ class TwinRunner:
     PROBE = 3  # epochs of a probe chunk
     CHUNK = 20  # epochs of a chunk run with the faster twin
     REPROBE = 5  # chunks between probes of the slower twin
+    # ... and when the slower twin took at least WIDE times as long per
+    # epoch, REPROBE_WIDE chunks. The faster twin's chunks are timed too, so
+    # a switch when it slows down needs no probe; the probes only find out
+    # whether the slower twin has become faster, which is unlikely soon
+    # after a wide gap. On digits (parallel about 1.6x faster) the probes
+    # cost 1-2% of a fit at every REPROBE chunks.
+    WIDE = 1.25
+    REPROBE_WIDE = 20
 
     def __init__(self, serial, parallel, key, parallel_ok):
         self.serial = serial
@@ -100,7 +108,9 @@ class TwinRunner:
             if mode not in self.per_epoch:
                 return mode, min(remaining, self.PROBE)
         best = self.per_epoch[True] < self.per_epoch[False]
-        if self._learned["since_probe"] >= self.REPROBE:
+        fast, slow = sorted((self.per_epoch[True], self.per_epoch[False]))
+        every = self.REPROBE_WIDE if slow >= self.WIDE * fast else self.REPROBE
+        if self._learned["since_probe"] >= every:
             self._learned["since_probe"] = 0
             return (not best), min(remaining, self.PROBE)
         self._learned["since_probe"] += 1

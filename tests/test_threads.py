@@ -51,11 +51,18 @@ def drive(runner, total):
 
 
 @pytest.mark.parametrize("parallel_faster", [True, False])
-def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faster):
+@pytest.mark.parametrize("gap", ["close", "wide"])
+def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faster, gap):
     log = []
-    serial, parallel = twins(clock, 2.0, 1.0 if parallel_faster else 3.0, log)
+    # the slower twin 1.1x (close: probed every REPROBE chunks) or 1.5x
+    # (wide: every REPROBE_WIDE chunks) the faster one's time per epoch
+    slower = 1.1 if gap == "close" else 1.5
+    serial_s, parallel_s = (slower, 1.0) if parallel_faster else (1.0, slower)
+    serial, parallel = twins(clock, serial_s, parallel_s, log)
     runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
-    P, C, R = runner.PROBE, runner.CHUNK, runner.REPROBE
+    P, C = runner.PROBE, runner.CHUNK
+    R = runner.REPROBE if gap == "close" else runner.REPROBE_WIDE
+    assert 1.1 < runner.WIDE <= 1.5
     total = 1 + 3 * P + (R + 1) * C + P
     drive(runner, total)
     fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
@@ -84,7 +91,7 @@ def test_a_later_runner_starts_from_what_was_learnt(clock):
 @pytest.mark.parametrize("parallel_faster", [True, False])
 def test_a_loop_of_one_epoch_fits_learns_and_probes_again(clock, parallel_faster):
     log = []
-    serial, parallel = twins(clock, 2.0, 1.0 if parallel_faster else 3.0, log)
+    serial, parallel = twins(clock, 1.1, 1.0 if parallel_faster else 1.2, log)
     for _ in range(12):
         drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 1)
     fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
