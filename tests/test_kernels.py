@@ -304,13 +304,44 @@ def test_adam_update(dtype, rng):
     assert_close(v, v_ref, dtype)
 
 
-def test_all_finite():
-    x = np.zeros(10)
-    assert kt.all_finite(x)
-    for bad in (np.nan, np.inf, -np.inf):
-        y = x.copy()
-        y[7] = bad
-        assert not kt.all_finite(y)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rng):
+    # the shards' gradient sum + scale * W on the weights only, the sum of
+    # W**2, and finiteness, against NumPy; into another buffer or in place
+    m = _model([5, 7, 3], "relu", "softmax", "log_loss", bias, dtype)
+    params, layout = m._params, m._layout
+    grads = rng.standard_normal((kt.MAX_SHARDS, params.size)).astype(dtype)
+    scale = dtype(0.01)
+    expected = grads[0] + grads[1] if shards == 2 else grads[0].copy()
+    squares = 0.0
+    for fi, fo, wo, bo in layout:
+        w = params[wo : wo + fi * fo]
+        expected[wo : wo + fi * fo] += scale * w
+        squares += float(np.sum(w.astype(np.float64) ** 2))
+    total = np.full(params.size, np.nan, dtype)
+    got_squares, ok = kt.combine_copy(params, layout, grads, shards, scale, True, total)
+    assert ok
+    assert_close(total, expected, dtype)
+    assert_close(got_squares, squares, dtype)
+    in_place = grads.copy()
+    kt.combine_copy(params, layout, in_place, shards, scale, True, in_place[0])
+    np.testing.assert_array_equal(in_place[0], total)
+    # no L2 term: the plain sum
+    assert kt.combine_copy(params, layout, grads, shards, scale, False, total) == (0.0, True)
+    assert_close(total, grads[0] + grads[1] if shards == 2 else grads[0], dtype)
+    # a non-finite gradient, or a sum of finite ones that overflows, is found
+    # in a weight block and in a bias block
+    big = np.finfo(dtype).max
+    for position in (1, params.size - 1):
+        for g0, g1 in ((np.nan, 0.0), (np.inf, 0.0), (big, big)):
+            if shards == 1 and g1 != 0.0:
+                continue
+            bad = grads.copy()
+            bad[0, position], bad[1, position] = g0, g1
+            with np.errstate(over="ignore", invalid="ignore"):
+                assert not kt.combine_copy(params, layout, bad, shards, scale, True, total)[1]
 
 
 # ------------------------------------------------------ fused training loop

@@ -30,20 +30,7 @@ from numba import prange
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import deltas_units, l2_gradient_range, partial_loss_and_gradients
-
-
-@kernel(inline="always")
-def all_finite(values):
-    # True when no element is NaN or +-inf (x - x is 0 exactly for finite x).
-    # An OR over comparisons vectorises; a floating-point sum of x * 0 (the
-    # first version) is one long dependency chain: 16x slower on 75k floats,
-    # which made small-batch, wide-layer steps slower than NumPy's.
-    bad = False
-    for i in range(values.size):
-        x = values[i]
-        bad |= not (x - x == 0)
-    return not bad
+from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
 
 
 @kernel(inline="always")
@@ -96,7 +83,7 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 # `train` and `train_parallel` (which runs the shards on separate threads)
 # give bit-identical results. Measured on 2 cores (digits, 64-100-10, batch
 # 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
-MAX_SHARDS = 2
+MAX_SHARDS = 2  # combine_range sums one or two shards
 MIN_SHARD_ROWS = 32
 # rows per copy in the `copies` workspace (see shard_buffers); a 2-D array
 # like grads, so that the kernels deal with one more array of a type they
@@ -183,30 +170,57 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
 
 
 @kernel(inline="always")
-def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place):
-    # total = the sum of the shards' gradients (in shard order: the same
-    # numbers however it is stored), then += scale * W on the weights;
-    # returns (sum of W**2, whether total is all finite). in_place: total
-    # is grads[0] itself
-    g0 = grads[0]
-    if in_place:
-        for s in range(1, shards):
-            gs = grads[s]
-            for i in range(total.size):
-                total[i] += gs[i]
-    elif shards == 1:
-        for i in range(total.size):
-            total[i] = g0[i]
+def combine_range(grads, shards, total, lo, hi, scale, weights):
+    # total[lo:hi] = the shards' gradients summed in shard order, then
+    # + scale * weights (when weights is not empty), in one pass that also
+    # checks finiteness; returns True when all of total[lo:hi] is finite.
+    # One to MAX_SHARDS (2) shards. The check is an OR over `x - x == 0`
+    # (0 exactly for finite x), which vectorises; a floating-point sum of
+    # x * 0 (the first version) is one long dependency chain: 16x slower on
+    # 75k floats, which made small-batch, wide-layer steps slower than NumPy's.
+    g0 = grads[0, lo:hi]
+    out = total[lo:hi]
+    with_l2 = weights.size > 0
+    bad = False
+    if shards == 1:
+        for i in range(hi - lo):
+            x = g0[i]
+            if with_l2:
+                x += scale * weights[i]
+            out[i] = x
+            bad |= not (x - x == 0)
     else:
-        g1 = grads[1]
-        for i in range(total.size):
-            total[i] = g0[i] + g1[i]
-        for s in range(2, shards):
-            gs = grads[s]
-            for i in range(total.size):
-                total[i] += gs[i]
-    squares = l2_gradient_range(params, layout, scale, total, 0, total.size) if with_l2 else 0.0
-    return squares, all_finite(total)
+        g1 = grads[1, lo:hi]
+        for i in range(hi - lo):
+            x = g0[i] + g1[i]
+            if with_l2:
+                x += scale * weights[i]
+            out[i] = x
+            bad |= not (x - x == 0)
+    return not bad
+
+
+@kernel(inline="always")
+def combine_copy(params, layout, grads, shards, scale, with_l2, total):
+    # total = the sum of the shards' gradients (in shard order: the same
+    # numbers whether total is grads[0] itself or another buffer), + scale *
+    # W on the weights; returns (sum of W**2, whether total is all finite).
+    # One pass per weight and bias block (the sum, the L2 term and the
+    # check fused: three passes over the vector before).
+    finite = True
+    squares = 0.0
+    empty = params[:0]
+    for layer in range(layout.shape[0]):
+        w_off = layout[layer, 2]
+        w_end = w_off + layout[layer, 0] * layout[layer, 1]
+        w = params[w_off:w_end]
+        if with_l2:
+            squares += sum_of_squares(w)
+        finite &= combine_range(grads, shards, total, w_off, w_end, scale, w if with_l2 else empty)
+        b_off = layout[layer, 3]
+        if b_off >= 0:
+            finite &= combine_range(grads, shards, total, b_off, b_off + layout[layer, 1], scale, empty)
+    return squares, finite
 
 
 # The work of a step after the shards for one copy, compiled on its own and
@@ -232,7 +246,7 @@ def step_copy(
     alpha = hyper[6]
     total = grads[0] if n_copies == 1 else copies[COPY_ROWS * c]
     scale = params.dtype.type(alpha / nb)
-    squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
+    squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total)
     if ok and np.isfinite(loss + 0.5 * alpha * squares / nb):
         if optimizer_code == OPT_MOMENTUM:
             momentum_update(p, total, s1, hyper[0], hyper[1], hyper[2] != 0)
