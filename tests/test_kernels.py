@@ -121,6 +121,25 @@ def test_multiply_derivative(dtype, name, rng):
     assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTS)
+def test_multiply_derivative_sum_rows_is_the_two_loops(dtype, name, rng):
+    # the fused derivative and bias-gradient pass of the backward pass gives
+    # the numbers of multiply_derivative followed by a row-order column sum
+    A = ref.activate((rng.standard_normal((37, 9)) * 2).astype(dtype), name)
+    delta = rng.standard_normal((37, 9)).astype(dtype)
+    expected = delta.copy()
+    ka.multiply_derivative(expected, A, codes.ACTIVATION_CODES[name])
+    expected_sums = np.zeros(9, dtype)
+    for row in expected:
+        expected_sums += row
+    got = delta.copy()
+    sums = np.full(9, np.nan, dtype)
+    ka.multiply_derivative_sum_rows(got, A, codes.ACTIVATION_CODES[name], sums)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(sums, expected_sums)
+
+
 # ------------------------------------------------------------------- matmuls
 # shapes on both sides of the loop/BLAS crossover (kd.SMALL_MATMUL)
 SHAPES = [(1, 1, 1), (4, 3, 4), (4, 4, 1), (3, 5, 2), (8, 8, 8), (33, 17, 65), (128, 64, 32)]
@@ -321,15 +340,15 @@ def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rn
         expected[wo : wo + fi * fo] += scale * w
         squares += float(np.sum(w.astype(np.float64) ** 2))
     total = np.full(params.size, np.nan, dtype)
-    got_squares, ok = kt.combine_copy(params, layout, grads, shards, scale, True, total)
+    got_squares, ok = kt.combine_copy(params, layout, grads, shards, scale, True, total, False)
     assert ok
     assert_close(total, expected, dtype)
     assert_close(got_squares, squares, dtype)
     in_place = grads.copy()
-    kt.combine_copy(params, layout, in_place, shards, scale, True, in_place[0])
+    kt.combine_copy(params, layout, in_place, shards, scale, True, in_place[0], True)
     np.testing.assert_array_equal(in_place[0], total)
     # no L2 term: the plain sum
-    assert kt.combine_copy(params, layout, grads, shards, scale, False, total) == (0.0, True)
+    assert kt.combine_copy(params, layout, grads, shards, scale, False, total, False) == (0.0, True)
     assert_close(total, grads[0] + grads[1] if shards == 2 else grads[0], dtype)
     # a non-finite gradient, or a sum of finite ones that overflows, is found
     # in a weight block and in a bias block
@@ -341,7 +360,8 @@ def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rn
             bad = grads.copy()
             bad[0, position], bad[1, position] = g0, g1
             with np.errstate(over="ignore", invalid="ignore"):
-                assert not kt.combine_copy(params, layout, bad, shards, scale, True, total)[1]
+                assert not kt.combine_copy(params, layout, bad, shards, scale, True, total, False)[1]
+                assert not kt.combine_copy(params, layout, bad.copy(), shards, scale, True, total, True)[1]
 
 
 # ------------------------------------------------------ fused training loop

@@ -149,3 +149,37 @@ def multiply_derivative(delta, A, code):
             if af[i] <= zero:
                 df[i] = zero
     return delta
+
+
+@kernel(inline="always")
+def multiply_derivative_sum_rows(delta, A, code, sums):
+    # multiply_derivative(delta, A, code), and sums[j] = the sum over rows of
+    # the result's column j, in one pass (row order: the numbers of a
+    # separate column-sum loop); the backward pass's next bias gradient
+    n, m = delta.shape
+    one = A.dtype.type(1.0)
+    zero = A.dtype.type(0.0)
+    for j in range(m):
+        sums[j] = zero
+    for i in range(n):
+        d = delta[i]
+        a = A[i]
+        if code == SIGMOID:
+            for j in range(m):
+                x = d[j] * (a[j] * (one - a[j]))
+                d[j] = x
+                sums[j] += x
+        elif code == TANH:
+            for j in range(m):
+                x = d[j] * (one - a[j] * a[j])
+                d[j] = x
+                sums[j] += x
+        elif code == RELU:
+            for j in range(m):
+                x = zero if a[j] <= zero else d[j]
+                d[j] = x
+                sums[j] += x
+        else:
+            for j in range(m):
+                sums[j] += d[j]
+    return delta

@@ -15,7 +15,12 @@ from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
 
-from fastnn._kernels.activations import bias_activate, multiply_derivative, softmax_columns
+from fastnn._kernels.activations import (
+    bias_activate,
+    multiply_derivative,
+    multiply_derivative_sum_rows,
+    softmax_columns,
+)
 from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import IDENTITY, LOG_LOSS, MSE, POISSON, RELU, SIGMOID, SOFTMAX, SSE, TANH
 
@@ -208,6 +213,7 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
     off = 0
     for layer in range(n_layers):
         off += nb * layout[layer, 1]
+    bias_done = False  # this layer's bias gradient summed with the derivative
     for layer in range(n_layers - 1, -1, -1):
         fan_in = layout[layer, 0]
         fan_out = layout[layer, 1]
@@ -221,7 +227,7 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
         else:
             prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
             matmul_tn(prev, D, gW)
-        if b_off >= 0:
+        if b_off >= 0 and not bias_done:
             gb = grads[b_off : b_off + fan_out]
             for j in range(fan_out):
                 gb[j] = 0
@@ -229,12 +235,20 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
                 row = D[i]
                 for j in range(fan_out):
                     gb[j] += row[j]
+        bias_done = False
         if layer > 0:
             W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
             prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
             Dprev = as_matrix(deltas[off - nb * fan_in : off], nb, fan_in)
             matmul_nt(D, W, Dprev)
-            multiply_derivative(Dprev, prev, activation_code)
+            prev_b_off = layout[layer - 1, 3]
+            if prev_b_off >= 0:
+                # the derivative and the previous layer's bias gradient in one pass
+                gb_prev = grads[prev_b_off : prev_b_off + fan_in]
+                multiply_derivative_sum_rows(Dprev, prev, activation_code, gb_prev)
+                bias_done = True
+            else:
+                multiply_derivative(Dprev, prev, activation_code)
     return grads
 
 
