@@ -68,12 +68,15 @@ class TwinRunner:
     CHUNK = 20  # epochs of a chunk run with the faster twin
     REPROBE = 5  # chunks between probes of the slower twin
     # ... and when the slower twin took at least WIDE times as long per
-    # epoch, REPROBE_WIDE chunks. The faster twin's chunks are timed too, so
-    # a switch when it slows down needs no probe; the probes only find out
-    # whether the slower twin has become faster, which is unlikely soon
-    # after a wide gap. On digits (parallel about 1.6x faster) the probes
-    # cost 1-2% of a fit at every REPROBE chunks.
+    # epoch at its last WIDE_PROBES measurements, REPROBE_WIDE chunks. The
+    # faster twin's chunks are timed too, so a switch when it slows down
+    # needs no probe; the probes only find out whether the slower twin has
+    # become faster, which is unlikely soon after a wide gap, seen twice
+    # (once could be a noisy probe, which would then hold the choice for
+    # long). On digits (parallel about 1.6x faster) the probes cost 1-2% of
+    # a fit at every REPROBE chunks.
     WIDE = 1.25
+    WIDE_PROBES = 2
     REPROBE_WIDE = 20
 
     def __init__(self, serial, parallel, key, parallel_ok):
@@ -82,7 +85,7 @@ class TwinRunner:
         self.key = key
         self.parallel_ok = bool(parallel_ok) and parallel_allowed()
         self._learned = _state["learned"].setdefault(
-            key, {"per_epoch": {}, "since_probe": 0, "warm": False}
+            key, {"per_epoch": {}, "since_probe": 0, "warm": False, "wide": 0}
         )
         # True (parallel) / False (serial) -> latest seconds per epoch
         self.per_epoch = self._learned["per_epoch"]
@@ -91,6 +94,7 @@ class TwinRunner:
         # the first probe by 5-10%)
         self._warmup = not self._learned["warm"]
         self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
+        self._probe = False  # whether the chunk planned last is a probe
 
     def plan(self, remaining):
         """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs.
@@ -102,18 +106,19 @@ class TwinRunner:
             return False, remaining
         if TwinRunner.force is not None:
             return TwinRunner.force, min(remaining, self.CHUNK)
+        self._probe = True
         if self._warmup:
             return True, 1
         for mode in (True, False):
             if mode not in self.per_epoch:
                 return mode, min(remaining, self.PROBE)
         best = self.per_epoch[True] < self.per_epoch[False]
-        fast, slow = sorted((self.per_epoch[True], self.per_epoch[False]))
-        every = self.REPROBE_WIDE if slow >= self.WIDE * fast else self.REPROBE
+        every = self.REPROBE_WIDE if self._learned["wide"] >= self.WIDE_PROBES else self.REPROBE
         if self._learned["since_probe"] >= every:
             self._learned["since_probe"] = 0
             return (not best), min(remaining, self.PROBE)
         self._learned["since_probe"] += 1
+        self._probe = False
         return best, min(remaining, self.CHUNK)
 
     def run(self, use_parallel, epochs, args):
@@ -152,6 +157,10 @@ class TwinRunner:
         self._learned["warm"] = True
         if not untimed and done > 0:
             self.per_epoch[mode] = seconds / done
+            if self._probe and len(self.per_epoch) == 2:
+                # a probe, with both twins measured: count the wide gaps in a row
+                fast, slow = sorted(self.per_epoch.values())
+                self._learned["wide"] = self._learned["wide"] + 1 if slow >= self.WIDE * fast else 0
 
 
 # Below this many multiply-adds in the largest matrix product of a step, the

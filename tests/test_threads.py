@@ -55,23 +55,46 @@ def drive(runner, total):
 def test_probes_both_then_runs_the_faster_and_probes_again(clock, parallel_faster, gap):
     log = []
     # the slower twin 1.1x (close: probed every REPROBE chunks) or 1.5x
-    # (wide: every REPROBE_WIDE chunks) the faster one's time per epoch
+    # (wide: after WIDE_PROBES measurements that wide, every REPROBE_WIDE)
+    # the faster one's time per epoch
     slower = 1.1 if gap == "close" else 1.5
     serial_s, parallel_s = (slower, 1.0) if parallel_faster else (1.0, slower)
     serial, parallel = twins(clock, serial_s, parallel_s, log)
     runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
-    P, C = runner.PROBE, runner.CHUNK
-    R = runner.REPROBE if gap == "close" else runner.REPROBE_WIDE
-    assert 1.1 < runner.WIDE <= 1.5
-    total = 1 + 3 * P + (R + 1) * C + P
+    P, C, R = runner.PROBE, runner.CHUNK, runner.REPROBE
+    R2 = runner.REPROBE if gap == "close" else runner.REPROBE_WIDE
+    assert 1.1 < runner.WIDE <= 1.5 and runner.WIDE_PROBES == 2
+    total = 1 + 3 * P + R * C + P + R2 * C + P + C
     drive(runner, total)
     fast, slow = ("parallel", "serial") if parallel_faster else ("serial", "parallel")
     # an untimed first epoch, then a timed probe of each twin (the first call
     # of a twin in the process loads it and is not timed either)
     expected = [("parallel", 1), ("parallel", P), ("serial", P), ("serial", P)]
-    expected += [(fast, C)] * R + [(slow, P), (fast, C)]
+    expected += [(fast, C)] * R + [(slow, P)] + [(fast, C)] * R2 + [(slow, P), (fast, C)]
     assert log == expected
     assert runner.used[True] + runner.used[False] == total
+
+
+def test_one_wide_probe_is_not_enough(clock):
+    # a slower twin measured wide once, then close: probed every REPROBE chunks
+    log = []
+    times = {"serial": [1.5, 1.5, 1.1, 1.1, 1.1]}
+    def serial(epochs):
+        log.append(("serial", epochs))
+        clock.now += (times["serial"].pop(0) if times["serial"] else 1.1) * epochs
+        return epochs
+    def parallel(epochs):
+        log.append(("parallel", epochs))
+        clock.now += 1.0 * epochs
+        return epochs
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    P, C, R = runner.PROBE, runner.CHUNK, runner.REPROBE
+    drive(runner, 1 + 3 * P + 2 * (R * C + P))
+    # warm-up, timed parallel, serial load (untimed, 1.5), serial probe (1.5:
+    # one wide), then reprobes every R chunks: the second probe (1.1) resets
+    expected = [("parallel", 1), ("parallel", P), ("serial", P), ("serial", P)]
+    expected += ([("parallel", C)] * R + [("serial", P)]) * 2
+    assert log == expected
 
 
 def test_a_later_runner_starts_from_what_was_learnt(clock):
