@@ -85,9 +85,8 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 # 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
 MAX_SHARDS = 2  # combine_range sums one or two shards
 MIN_SHARD_ROWS = 32
-# rows per copy in the `copies` workspace (see shard_buffers); a 2-D array
-# like grads, so that the kernels deal with one more array of a type they
-# already use (a 3-D one added about a second of cold compile)
+# rows per copy in the `copies` workspace (see shard_buffers): a 2-D array
+# like grads, a type the kernels already use
 COPY_ROWS = 4
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
@@ -303,8 +302,8 @@ def combine_and_update(
         # int64 casts: one compiled signature for both twins (the parallel
         # loop's index is unsigned, and n_copies a literal 1 in `train`)
         copy_sums[c], copy_ok[c] = step_copy(
-            np.int64(c), np.int64(n_copies), params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2,
-            copies, value, t,
+            np.int64(c), np.int64(n_copies), params, layout, grads, shards, nb, optimizer_code,
+            hyper, state1, state2, copies, value, t,
         )  # fmt: skip
     if alpha > 0:
         value += 0.5 * alpha * copy_sums[0] / nb
