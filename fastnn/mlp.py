@@ -200,7 +200,8 @@ class MLP:
 
         ws = self._workspace.get("shards")
         if ws is None or ws[0] != (batch, replicas):
-            ws = ((batch, replicas), shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype, replicas))
+            buffers = shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype, replicas)
+            ws = ((batch, replicas), buffers)
             self._workspace["shards"] = ws
         return ws[1]
 
@@ -397,8 +398,8 @@ class MLP:
                 finished = runner.run(use_parallel, count, (
                     X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
                     control, count, batch, order, use_order, self._state1, self._state2,
-                    self._step_count, acts, deltas, shard_grads, shard_loss, copies, X_batch, Y_batch,
-                    history[done : done + count], no_weights, no_weights,
+                    self._step_count, acts, deltas, shard_grads, shard_loss, copies,
+                    X_batch, Y_batch, history[done : done + count], no_weights, no_weights,
                 ))  # fmt: skip
                 done += finished
                 progress[0] = done
@@ -418,8 +419,11 @@ class MLP:
         blas_single = blas.__enter__()
         key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
         runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
-        acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(batch, threaded and blas_single)
         try:
+            # inside the try: the BLAS limit is restored even if allocating fails
+            acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(
+                batch, threaded and blas_single
+            )
             done, diverged = run(epochs, callback)
             if diverged:
                 # The kernel stopped before the failing update, but the

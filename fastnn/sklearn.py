@@ -391,10 +391,11 @@ class _FastnnMLPMixin:
             (dtype.str, bool(self.shuffle), tuple(layer_units), batch_size, n_samples),
             parallel_ok=parallel_ok,
         )  # fmt: skip
-        acts, work, grads, shard_loss, copies = kt.shard_buffers(
-            batch_size, layer_units, size, dtype, replicas=parallel_ok
-        )
         try:
+            # inside the try: the BLAS limit is restored even if allocating fails
+            acts, work, grads, shard_loss, copies = kt.shard_buffers(
+                batch_size, layer_units, size, dtype, replicas=parallel_ok
+            )
             self.n_iter_ = 0
             while self.n_iter_ < self.max_iter:
                 use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
