@@ -347,6 +347,9 @@ def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rn
     in_place = grads.copy()
     kt.combine_copy(params, layout, in_place, shards, scale, True, in_place[0], True)
     np.testing.assert_array_equal(in_place[0], total)
+    in_place = grads.copy()
+    assert kt.combine_copy(params, layout, in_place, shards, scale, False, in_place[0], True)[1]
+    np.testing.assert_array_equal(in_place[0], grads[0] + grads[1] if shards == 2 else grads[0])
     # no L2 term: the plain sum
     assert kt.combine_copy(params, layout, grads, shards, scale, False, total, False) == (0.0, True)
     assert_close(total, grads[0] + grads[1] if shards == 2 else grads[0], dtype)
@@ -360,8 +363,11 @@ def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rn
             bad = grads.copy()
             bad[0, position], bad[1, position] = g0, g1
             with np.errstate(over="ignore", invalid="ignore"):
-                assert not kt.combine_copy(params, layout, bad, shards, scale, True, total, False)[1]
-                assert not kt.combine_copy(params, layout, bad.copy(), shards, scale, True, total, True)[1]
+                # into total; in place; in place without an L2 term (with one
+                # shard, a check only)
+                for with_l2, in_place in ((True, False), (True, True), (False, True)):
+                    args = (params, layout, bad.copy(), shards, scale, with_l2, total, in_place)
+                    assert not kt.combine_copy(*args)[1]
 
 
 # ------------------------------------------------------ fused training loop
@@ -427,7 +433,8 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
     Y = np.eye(sizes[-1], dtype=kernel_dtype)[rng.integers(0, sizes[-1], n)]
     epochs = 4
     order = np.array([rng.permutation(n) for _ in range(epochs)], dtype=np.int64)
-    acts, deltas, grads, shard_loss, copies = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
+    buffers = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
+    acts, deltas, grads, shard_loss, copies = buffers
     hyper = np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8, 1e-3])
     control = np.zeros(kt.CONTROL_SIZE)
     if rule:

@@ -186,7 +186,13 @@ def combine_range(grads, shards, total, lo, hi, scale, weights, in_place):
     with_l2 = weights.size > 0
     two = shards > 1
     bad = False
-    if in_place:
+    if in_place and not (two or with_l2):
+        # nothing to add: the check only (a pass that wrote the values back
+        # made a 4 x 64 x 1024 full-batch step 33 us slower)
+        for i in range(hi - lo):
+            x = g0[i]
+            bad |= not (x - x == 0)
+    elif in_place:
         for i in range(hi - lo):
             x = g0[i] + g1[i] if two else g0[i]
             if with_l2:
