@@ -86,8 +86,13 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 MAX_SHARDS = 2  # combine_range sums one or two shards
 MIN_SHARD_ROWS = 32
 # rows per copy in the `copies` workspace (see shard_buffers): a 2-D array
-# like grads, a type the kernels already use
+# like grads, a type the kernels already use; row COPY_ROWS * c + COPY_*
+# holds copy c's summed gradient, parameters, and optimizer states
 COPY_ROWS = 4
+COPY_GRAD = 0
+COPY_PARAMS = 1
+COPY_STATE1 = 2
+COPY_STATE2 = 3
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
@@ -127,11 +132,11 @@ def shard_rows(batch_size):
 def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
 
-    ``copies`` holds ``train_parallel``'s per-thread copies: rows
-    ``COPY_ROWS * c`` to ``COPY_ROWS * c + 3`` are copy c's summed gradient,
-    parameters, and two optimizer states (``COPY_ROWS * MAX_SHARDS`` rows of
-    ``n_params``); without ``replicas`` it has no columns and
-    ``train_parallel`` shares one copy.
+    ``copies`` holds ``train_parallel``'s per-thread copies: row
+    ``COPY_ROWS * c + COPY_GRAD`` is copy c's summed gradient, ``+ COPY_PARAMS``
+    its parameters, ``+ COPY_STATE1`` and ``+ COPY_STATE2`` its optimizer
+    states (``COPY_ROWS * MAX_SHARDS`` rows of ``n_params``); without
+    ``replicas`` it has no columns and ``train_parallel`` shares one copy.
     """
     rows = shard_rows(batch_size)
     return (
@@ -254,11 +259,11 @@ def step_copy(
     s1 = state1
     s2 = state2
     if c > 0:
-        p = copies[COPY_ROWS * c + 1]
-        s1 = copies[COPY_ROWS * c + 2, : state1.size]
-        s2 = copies[COPY_ROWS * c + 3, : state2.size]
+        p = copies[COPY_ROWS * c + COPY_PARAMS]
+        s1 = copies[COPY_ROWS * c + COPY_STATE1, : state1.size]
+        s2 = copies[COPY_ROWS * c + COPY_STATE2, : state2.size]
     alpha = hyper[6]
-    total = grads[0] if n_copies == 1 else copies[COPY_ROWS * c]
+    total = grads[0] if n_copies == 1 else copies[COPY_ROWS * c + COPY_GRAD]
     scale = params.dtype.type(alpha / nb)
     squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
     if ok and np.isfinite(loss + 0.5 * alpha * squares / nb):
@@ -276,9 +281,9 @@ def start_copies(params, state1, state2, copies, n_copies):
     # copies 1 .. n_copies - 1 of the parameters and optimizer state start
     # as copies of the caller's arrays (copy 0)
     for c in range(1, n_copies):
-        p = copies[COPY_ROWS * c + 1]
-        s1 = copies[COPY_ROWS * c + 2]
-        s2 = copies[COPY_ROWS * c + 3]
+        p = copies[COPY_ROWS * c + COPY_PARAMS]
+        s1 = copies[COPY_ROWS * c + COPY_STATE1]
+        s2 = copies[COPY_ROWS * c + COPY_STATE2]
         for i in range(params.size):
             p[i] = params[i]
         for i in range(state1.size):
@@ -388,7 +393,7 @@ def sharded_epochs(
                     ys = Y[start + lo : start + hi]
                     ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
                 si = np.int64(s)
-                ps = copies[COPY_ROWS * si + 1] if 0 < si < n_copies else params
+                ps = copies[COPY_ROWS * si + COPY_PARAMS] if 0 < si < n_copies else params
                 shard_loss[s] = partial_loss_and_gradients(
                     xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
                     acts[s], deltas[s], grads[s],
