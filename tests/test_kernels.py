@@ -326,48 +326,85 @@ def test_adam_update(dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shards", [1, 2])
 @pytest.mark.parametrize("bias", [False, True])
-def test_combine_copy_sums_adds_l2_and_checks_finiteness(dtype, shards, bias, rng):
-    # the shards' gradient sum + scale * W on the weights only, the sum of
-    # W**2, and finiteness, against NumPy; into another buffer or in place
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "nesterov", "adam"])
+def test_step_copy_writes_one_step_to_the_other_set(dtype, shards, bias, optimizer, rng):
+    # the shards' gradient sum + alpha / nb * W on the weights only, one
+    # optimizer step from set `live` to the other set, the sum of W**2 and
+    # finiteness, against NumPy; for the caller's copy and a further copy,
+    # in both directions; the live set is left as it was
     m = _model([5, 7, 3], "relu", "softmax", "log_loss", bias, dtype)
-    params, layout = m._params, m._layout
-    grads = rng.standard_normal((kt.MAX_SHARDS, params.size)).astype(dtype)
-    scale = dtype(0.01)
-    expected = grads[0] + grads[1] if shards == 2 else grads[0].copy()
-    squares = 0.0
-    for fi, fo, wo, bo in layout:
-        w = params[wo : wo + fi * fo]
-        expected[wo : wo + fi * fo] += scale * w
-        squares += float(np.sum(w.astype(np.float64) ** 2))
-    total = np.full(params.size, np.nan, dtype)
-    got_squares, ok = kt.combine_copy(params, layout, grads, shards, scale, True, total, False)
-    assert ok
-    assert_close(total, expected, dtype)
-    assert_close(got_squares, squares, dtype)
-    in_place = grads.copy()
-    kt.combine_copy(params, layout, in_place, shards, scale, True, in_place[0], True)
-    np.testing.assert_array_equal(in_place[0], total)
-    in_place = grads.copy()
-    assert kt.combine_copy(params, layout, in_place, shards, scale, False, in_place[0], True)[1]
-    np.testing.assert_array_equal(in_place[0], grads[0] + grads[1] if shards == 2 else grads[0])
-    # no L2 term: the plain sum
-    assert kt.combine_copy(params, layout, grads, shards, scale, False, total, False) == (0.0, True)
-    assert_close(total, grads[0] + grads[1] if shards == 2 else grads[0], dtype)
-    # a non-finite gradient, or a sum of finite ones that overflows, is found
-    # in a weight block and in a bias block
-    big = np.finfo(dtype).max
-    for position in (1, params.size - 1):
-        for g0, g1 in ((np.nan, 0.0), (np.inf, 0.0), (big, big)):
-            if shards == 1 and g1 != 0.0:
-                continue
-            bad = grads.copy()
-            bad[0, position], bad[1, position] = g0, g1
-            with np.errstate(over="ignore", invalid="ignore"):
-                # into total; in place; in place without an L2 term (with one
-                # shard, a check only)
-                for with_l2, in_place in ((True, False), (True, True), (False, True)):
-                    args = (params, layout, bad.copy(), shards, scale, with_l2, total, in_place)
-                    assert not kt.combine_copy(*args)[1]
+    layout, size = m._layout, m._params.size
+    grads = rng.standard_normal((kt.MAX_SHARDS, size)).astype(dtype)
+    alpha, nb, t = 0.3, 20.0, 3
+    hyper = np.array([0.01, 0.9, float(optimizer == "nesterov"), 0.9, 0.999, 1e-8, alpha])
+    code = codes.OPTIMIZER_CODES["momentum" if optimizer == "nesterov" else optimizer]
+    state_size = 0 if optimizer == "gd" else size
+    sets = rng.standard_normal((2 * kt.MAX_SHARDS, 3, size)).astype(dtype)
+    sets[:, 2] = np.abs(sets[:, 2])  # Adam's second moment is not negative
+
+    def expected(params, state1, state2):
+        g = grads[0] + grads[1] if shards == 2 else grads[0].copy()
+        squares = 0.0
+        for fi, fo, wo, bo in layout:
+            w = params[wo : wo + fi * fo]
+            g[wo : wo + fi * fo] += dtype(alpha / nb) * w
+            squares += float(np.sum(w.astype(np.float64) ** 2))
+        p, s1, s2 = params.copy(), state1.copy(), state2.copy()
+        if optimizer == "gd":
+            ref.gd_update(p, g, hyper[0])
+        elif optimizer == "adam":
+            ref.adam_update(p, g, s1, s2, hyper[0], hyper[3], hyper[4], hyper[5], t)
+        else:
+            ref.momentum_update(p, g, s1, hyper[0], hyper[1], optimizer == "nesterov")
+        return p, s1, s2, squares
+
+    for c, live in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        params, state1, state2 = sets[0, 0].copy(), sets[0, 1].copy(), sets[0, 2].copy()
+        copies = np.full((kt.COPY_ROWS * (2 * kt.MAX_SHARDS - 1), size), np.nan, dtype)
+        copies[:, :] = sets[1:].reshape(-1, size)
+        before = (params.copy(), state1.copy(), state2.copy(), copies.copy())
+        args = (np.int64(c), np.int64(live), params, layout, grads, shards, nb, code, hyper,
+                state1[:state_size], state2[: size if optimizer == "adam" else 0], copies, t)  # fmt: skip
+
+        def rows(k):  # copy c's set k
+            if c == 0 and k == 0:
+                return params, state1, state2
+            first = kt.COPY_ROWS * (2 * c + k - 1)
+            return tuple(copies[first + i] for i in range(3))
+
+        src = [a.copy() for a in rows(live)]
+        got_squares, ok = kt.step_copy(*args)
+        assert ok
+        p, s1, s2, squares = expected(*src)
+        dst = rows(1 - live)
+        assert_close(dst[0], p, dtype)
+        if optimizer != "gd":
+            assert_close(dst[1], s1, dtype)
+        if optimizer == "adam":
+            assert_close(dst[2], s2, dtype)
+        assert_close(got_squares, squares, dtype)
+        for a, b in zip(rows(live), src):
+            np.testing.assert_array_equal(a, b)
+        # without an L2 term: the plain sum, and no squares
+        args[8][6] = 0.0
+        assert kt.step_copy(*args) == (0.0, True)
+        args[8][6] = alpha
+        # a non-finite gradient, or a sum of finite ones that overflows, is
+        # found in a weight block and in a bias block
+        big = np.finfo(dtype).max
+        for position in (1, size - 1):
+            for g0, g1 in ((np.nan, 0.0), (np.inf, 0.0), (big, big)):
+                if shards == 1 and g1 != 0.0:
+                    continue
+                saved = grads.copy()
+                grads[0, position], grads[1, position] = g0, g1
+                with np.errstate(over="ignore", invalid="ignore"):
+                    assert not kt.step_copy(*args)[1]
+                grads[...] = saved
+        # the caller's arrays are never written unless they are the target
+        if not (c == 0 and live == 1):
+            for a, b in zip((params, state1, state2), before[:3]):
+                np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------ fused training loop
@@ -466,17 +503,16 @@ def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n
     _assert_same_training(serial, parallel)
 
 
-# positions in _train_args of the gradient workspaces, which the twins fill
-# differently (the serial twin sums the shards into grads[0], the parallel
-# one into its per-thread copies)
-_GRADIENT_WORKSPACES = (19, 21)
+# position in _train_args of the `copies` workspace, which the twins fill
+# differently (the parallel twin keeps its further copies there)
+_DIFFERING_WORKSPACES = (21,)
 
 
 def _assert_same_training(serial, parallel):
     # parameters, optimizer state, step count, schedule state and history
     # are equal bit for bit
     for i, (a, b) in enumerate(zip(serial, parallel)):
-        if isinstance(a, np.ndarray) and i not in _GRADIENT_WORKSPACES:
+        if isinstance(a, np.ndarray) and i not in _DIFFERING_WORKSPACES:
             np.testing.assert_array_equal(a, b)
     history = serial[-3]
     assert np.isfinite(history).all() and history[-1] < history[0]
@@ -484,20 +520,33 @@ def _assert_same_training(serial, parallel):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,batch", [(150, 100), (40, 16)])
-def test_parallel_twin_without_copies_shares_the_parameters(dtype, n, batch, rng):
-    # with an empty `copies` workspace (shard_buffers(..., replicas=False))
-    # the parallel twin updates the one shared copy: the same results
+def test_parallel_twin_with_one_copy_shares_the_parameters(dtype, n, batch, rng):
+    # with room for one copy only (shard_buffers(..., replicas=False)) the
+    # parallel twin's shards read the one shared copy: the same results
     serial = _train_args(dtype, n, batch, True, "adam", rng)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
-    parallel[21] = np.empty((kt.COPY_ROWS * kt.MAX_SHARDS, 0), dtype)
+    one = kt.shard_buffers(batch, [9, 40, 3], serial[2].size, dtype, replicas=False)[4]
+    assert one.shape == (kt.COPY_ROWS, serial[2].size)
+    parallel[21] = one
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
-    # the serial twin never needs the copies either
+    # the serial twin never needs more
     again = _train_args(dtype, n, batch, True, "adam", np.random.default_rng(5))
     alone = [a.copy() if isinstance(a, np.ndarray) else a for a in again]
-    alone[21] = parallel[21]
+    alone[21] = one.copy()
     assert kt.train(*again) == kt.train(*alone) == 4
     _assert_same_training(again, alone)
+
+
+@pytest.mark.parametrize("twin", ["train", "train_parallel"])
+def test_train_refuses_a_copies_workspace_too_small(twin, rng):
+    args = _train_args(np.float64, 40, 16, True, "adam", rng)
+    before = args[2].copy()
+    for shape in ((kt.COPY_ROWS - 1, args[2].size), (kt.COPY_ROWS, args[2].size - 1)):
+        args[21] = np.empty(shape)
+        with pytest.raises(ValueError, match="copies"):
+            getattr(kt, twin)(*args)
+        np.testing.assert_array_equal(args[2], before)
 
 
 def test_shard_rule_and_buffers():
@@ -509,9 +558,11 @@ def test_shard_rule_and_buffers():
     # two more per row: room for the column-major softmax (kd.deltas_units)
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
     assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
-    # per thread: summed gradient, parameters, and the two optimizer states
-    assert copies.shape == (kt.COPY_ROWS * kt.MAX_SHARDS, 533) and copies.dtype == np.float32
-    assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False)[4].size == 0
+    # parameters and the two optimizer states: the caller's second set, and
+    # two sets for each further copy
+    assert kt.COPY_ROWS == 3
+    assert copies.shape == (3 * (2 * kt.MAX_SHARDS - 1), 533) and copies.dtype == np.float32
+    assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False)[4].shape == (3, 533)
 
 
 def test_train_kernel_stopping_rule(rng):

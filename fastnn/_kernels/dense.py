@@ -291,7 +291,7 @@ def sum_of_squares(x):
 def l2_penalty(params, layout, alpha, nb, grads):
     # adds alpha * W / nb to every weight (not bias) gradient; returns
     # 0.5 * alpha * sum(W**2) / nb. (The training kernels fuse the same
-    # terms into their gradient sum: train.combine_copy.)
+    # terms into their gradient sum: train.step_copy.)
     scale = params.dtype.type(alpha / nb)
     total = 0.0
     for layer in range(layout.shape[0]):

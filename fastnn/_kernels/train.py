@@ -23,6 +23,18 @@ update (twice the arithmetic) on data already in its cache. Digits step
 (64-100-10, batch 200, adam, 2 cores, the two kernels interleaved in one
 process): 91-108 us against 96-123 us (per-round ratio 1.08-1.14 in three
 runs, 1.38 in a run where the shared-copy kernel was slower than serial).
+
+Why two sets of buffers per copy: an optimizer step must not be taken when
+the loss or any gradient is not finite, which is known only at the end of
+the pass that sums the shards' gradients. With two sets, one pass sums,
+checks and writes the step into the other set, and the kernel switches sets
+only when everything was finite. A summing pass into a buffer followed by an
+update pass from it (the previous design) read and wrote the gradient once
+more and serialised the reads of the other core's gradient and Adam's
+divisions: digits step 92.6-94.3 us against 95.7-96.4 us (medians of 40
+interleaved rounds, per-round ratio 1.02-1.03; serial twin 1.01), parameters
+bit-identical. The price is three more vectors of the parameters' size per
+copy.
 """
 
 import numpy as np
@@ -31,6 +43,33 @@ from numba import prange
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
+
+
+@kernel(inline="always")
+def momentum_step(p, g, v, lr, mu, nesterov):
+    # one element of momentum_update: returns (new p, new v)
+    step = lr * g
+    v_new = mu * v - step
+    if nesterov:
+        return p + (mu * v_new - step), v_new
+    return p + v_new, v_new
+
+
+@kernel(inline="always")
+def adam_rate(params, learning_rate, beta_1, beta_2, epsilon, t):
+    # Adam's scalars in the parameters' dtype: (lr_t, b1, b2, 1 - b1, 1 - b2, eps)
+    dt = params.dtype.type
+    lr_t = dt(learning_rate * np.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t))
+    return lr_t, dt(beta_1), dt(beta_2), dt(1.0 - beta_1), dt(1.0 - beta_2), dt(epsilon)
+
+
+@kernel(inline="always")
+def adam_step(p, g, m, v, rate):
+    # one element of adam_update: returns (new p, new m, new v)
+    lr_t, b1, b2, c1, c2, eps = rate
+    m_new = b1 * m + c1 * g
+    v_new = b2 * v + c2 * (g * g)
+    return p - lr_t * m_new / (np.sqrt(v_new) + eps), m_new, v_new
 
 
 @kernel(inline="always")
@@ -47,33 +86,16 @@ def momentum_update(params, grads, velocity, learning_rate, momentum, nesterov):
     lr = params.dtype.type(learning_rate)
     mu = params.dtype.type(momentum)
     for i in range(params.size):
-        step = lr * grads[i]
-        v = mu * velocity[i] - step
-        velocity[i] = v
-        if nesterov:
-            params[i] += mu * v - step
-        else:
-            params[i] += v
+        params[i], velocity[i] = momentum_step(params[i], grads[i], velocity[i], lr, mu, nesterov)
 
 
 @kernel(inline="always")
 def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
     # m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     # params -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)   (t >= 1)
-    dt = params.dtype.type
-    lr_t = dt(learning_rate * np.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t))
-    b1 = dt(beta_1)
-    b2 = dt(beta_2)
-    c1 = dt(1.0 - beta_1)
-    c2 = dt(1.0 - beta_2)
-    eps = dt(epsilon)
+    rate = adam_rate(params, learning_rate, beta_1, beta_2, epsilon, t)
     for i in range(params.size):
-        g = grads[i]
-        mi = b1 * m[i] + c1 * g
-        vi = b2 * v[i] + c2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] -= lr_t * mi / (np.sqrt(vi) + eps)
+        params[i], m[i], v[i] = adam_step(params[i], grads[i], m[i], v[i], rate)
 
 
 # A batch is split into up to MAX_SHARDS shards of at least MIN_SHARD_ROWS
@@ -83,16 +105,17 @@ def adam_update(params, grads, m, v, learning_rate, beta_1, beta_2, epsilon, t):
 # `train` and `train_parallel` (which runs the shards on separate threads)
 # give bit-identical results. Measured on 2 cores (digits, 64-100-10, batch
 # 200): two 100-row shards 78 us each on one thread, 82 us for both on two.
-MAX_SHARDS = 2  # combine_range sums one or two shards
+MAX_SHARDS = 2  # update_range sums one or two shards
 MIN_SHARD_ROWS = 32
-# rows per copy in the `copies` workspace (see shard_buffers): a 2-D array
-# like grads, a type the kernels already use; row COPY_ROWS * c + COPY_*
-# holds copy c's summed gradient, parameters, and optimizer states
-COPY_ROWS = 4
-COPY_GRAD = 0
-COPY_PARAMS = 1
-COPY_STATE1 = 2
-COPY_STATE2 = 3
+# The `copies` workspace (see shard_buffers): sets of COPY_ROWS rows, each
+# one copy's parameters (row + COPY_PARAMS) and optimizer states (+
+# COPY_STATE1, + COPY_STATE2). Every copy c has two sets, the live one and
+# the one its next update writes (see step_copy); set 0 of copy 0 is the
+# caller's arrays, so copy c's set k is the rows from COPY_ROWS * (2c + k - 1).
+COPY_ROWS = 3
+COPY_PARAMS = 0
+COPY_STATE1 = 1
+COPY_STATE2 = 2
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
@@ -132,19 +155,20 @@ def shard_rows(batch_size):
 def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
 
-    ``copies`` holds ``train_parallel``'s per-thread copies: row
-    ``COPY_ROWS * c + COPY_GRAD`` is copy c's summed gradient, ``+ COPY_PARAMS``
-    its parameters, ``+ COPY_STATE1`` and ``+ COPY_STATE2`` its optimizer
-    states (``COPY_ROWS * MAX_SHARDS`` rows of ``n_params``); without
-    ``replicas`` it has no columns and ``train_parallel`` shares one copy.
+    ``copies`` holds the buffers the optimizer steps write (see `step_copy`):
+    ``COPY_ROWS`` rows of ``n_params`` for the second set of the caller's
+    copy, and with ``replicas`` two sets for each further copy, one per
+    thread of ``train_parallel`` (``COPY_ROWS * (2 * MAX_SHARDS - 1)`` rows).
+    Without ``replicas``, ``train_parallel`` shares the caller's copy.
     """
     rows = shard_rows(batch_size)
+    sets = 2 * MAX_SHARDS - 1 if replicas else 1
     return (
         np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((MAX_SHARDS, n_params), dtype=dtype),
         np.zeros(MAX_SHARDS, dtype=np.float64),
-        np.empty((COPY_ROWS * MAX_SHARDS, n_params if replicas else 0), dtype=dtype),
+        np.empty((COPY_ROWS * sets, n_params), dtype=dtype),
     )
 
 
@@ -174,72 +198,69 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
 
 
 @kernel(inline="always")
-def combine_range(grads, shards, total, lo, hi, scale, weights, in_place):
-    # total[lo:hi] = the shards' gradients summed in shard order, then
-    # + scale * weights (when weights is not empty), in one pass that also
-    # checks finiteness; returns True when all of total[lo:hi] is finite.
-    # One to MAX_SHARDS (2) shards; in_place: total is grads[0], written
-    # through grads[0] itself (through a second view of the same memory,
-    # LLVM's overlap check ran the loop unvectorised: the serial step was
-    # 4% slower). The check is an OR over `x - x == 0` (0 exactly for finite
-    # x), which vectorises; a floating-point sum of x * 0 (the first version)
-    # is one long dependency chain: 16x slower on 75k floats, which made
-    # small-batch, wide-layer steps slower than NumPy's.
-    g0 = grads[0, lo:hi]
-    g1 = grads[min(1, shards - 1), lo:hi]  # read only with two shards
-    out = total[lo:hi]
-    with_l2 = weights.size > 0
-    two = shards > 1
-    bad = False
-    if in_place and not (two or with_l2):
-        # nothing to add: the check only (a pass that wrote the values back
-        # made a 4 x 64 x 1024 full-batch step 33 us slower)
-        for i in range(hi - lo):
-            x = g0[i]
-            bad |= not (x - x == 0)
-    elif in_place:
-        for i in range(hi - lo):
-            x = g0[i] + g1[i] if two else g0[i]
-            if with_l2:
-                x += scale * weights[i]
-            g0[i] = x
-            bad |= not (x - x == 0)
-    else:
-        for i in range(hi - lo):
-            x = g0[i] + g1[i] if two else g0[i]
-            if with_l2:
-                x += scale * weights[i]
-            out[i] = x
-            bad |= not (x - x == 0)
-    return not bad
+def copy_set(c, k, params, state1, state2, copies):
+    # (parameters, state1, state2) of copy c's set k (see COPY_ROWS)
+    if c == 0 and k == 0:
+        return params, state1, state2
+    row = COPY_ROWS * (2 * c + k - 1)
+    return (
+        copies[row + COPY_PARAMS, : params.size],
+        copies[row + COPY_STATE1, : state1.size],
+        copies[row + COPY_STATE2, : state2.size],
+    )
 
 
 @kernel(inline="always")
-def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place):
-    # total = the sum of the shards' gradients (in shard order: the same
-    # numbers whether total is grads[0] itself or another buffer), + scale *
-    # W on the weights; returns (sum of W**2, whether total is all finite).
-    # in_place: total is grads[0].
-    # One pass per weight and bias block (the sum, the L2 term and the
-    # check fused: three passes over the vector before).
-    finite = True
-    squares = 0.0
-    empty = params[:0]
-    for layer in range(layout.shape[0]):
-        w_off = layout[layer, 2]
-        w_end = w_off + layout[layer, 0] * layout[layer, 1]
-        w = params[w_off:w_end]
-        if with_l2:
-            squares += sum_of_squares(w)
-        finite &= combine_range(
-            grads, shards, total, w_off, w_end, scale, w if with_l2 else empty, in_place
-        )
-        b_off = layout[layer, 3]
-        if b_off >= 0:
-            finite &= combine_range(
-                grads, shards, total, b_off, b_off + layout[layer, 1], scale, empty, in_place
-            )
-    return squares, finite
+def update_range(grads, shards, lo, hi, scale, with_l2, optimizer_code, rate, src, dst):
+    # One pass over [lo, hi): g = the shards' gradients summed in shard order
+    # (+ scale * W when with_l2), checked for finiteness, and the optimizer's
+    # step from the parameters and states `src` written to `dst` (three
+    # arrays each, never the same memory); returns True when every g is
+    # finite. rate: (lr, mu, nesterov) for momentum and plain descent, see
+    # adam_rate for Adam.
+    # The sum, the L2 term, the check and the step fused: as a summing pass
+    # (to a buffer) and an update pass (from it), a digits step's update took
+    # 12 us, against 9-10 us fused, where the reads of the other shard's
+    # gradient overlap Adam's divisions.
+    # The check is an OR over `x - x == 0` (0 exactly for finite x), which
+    # vectorises; a floating-point sum of x * 0 (the first version) is one
+    # long dependency chain: 16x slower on 75k floats.
+    g0 = grads[0, lo:hi]
+    g1 = grads[min(1, shards - 1), lo:hi]  # read only with two shards
+    two = shards > 1
+    p = src[0][lo:hi]
+    q = dst[0][lo:hi]
+    bad = False
+    if optimizer_code == OPT_ADAM:
+        m = src[1][lo:hi]
+        v = src[2][lo:hi]
+        m_out = dst[1][lo:hi]
+        v_out = dst[2][lo:hi]
+        for i in range(hi - lo):
+            g = g0[i] + g1[i] if two else g0[i]
+            if with_l2:
+                g += scale * p[i]
+            bad |= not (g - g == 0)
+            q[i], m_out[i], v_out[i] = adam_step(p[i], g, m[i], v[i], rate)
+    elif optimizer_code == OPT_MOMENTUM:
+        velocity = src[1][lo:hi]
+        v_out = dst[1][lo:hi]
+        lr, mu, nesterov = rate[0], rate[1], rate[2] != 0
+        for i in range(hi - lo):
+            g = g0[i] + g1[i] if two else g0[i]
+            if with_l2:
+                g += scale * p[i]
+            bad |= not (g - g == 0)
+            q[i], v_out[i] = momentum_step(p[i], g, velocity[i], lr, mu, nesterov)
+    else:
+        lr = rate[0]
+        for i in range(hi - lo):
+            g = g0[i] + g1[i] if two else g0[i]
+            if with_l2:
+                g += scale * p[i]
+            bad |= not (g - g == 0)
+            q[i] = p[i] - lr * g
+    return not bad
 
 
 # The work of a step after the shards for one copy, compiled on its own and
@@ -247,61 +268,64 @@ def combine_copy(params, layout, grads, shards, scale, with_l2, total, in_place)
 # parallel twin's cold compile short.
 @kernel
 def step_copy(
-    c, n_copies, params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2,
-    copies, loss, t,
+    c, live, params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2, copies, t,
 ):  # fmt: skip
-    # sums the shards' gradients for copy c (into grads[0] when there is one
-    # copy, else into its row of copies), adds the L2 term and, when the loss
-    # (loss + L2 term) and the gradient are finite, applies one optimizer
-    # step to copy c of the parameters and state (copy 0: the caller's
-    # arrays); returns (sum of W**2, whether the gradient is finite)
-    p = params
-    s1 = state1
-    s2 = state2
-    if c > 0:
-        p = copies[COPY_ROWS * c + COPY_PARAMS]
-        s1 = copies[COPY_ROWS * c + COPY_STATE1, : state1.size]
-        s2 = copies[COPY_ROWS * c + COPY_STATE2, : state2.size]
+    # One optimizer step of copy c, from its set `live` to its other set,
+    # with the sum of the shards' gradients + the L2 term; returns (sum of
+    # W**2 of the live weights, whether every gradient was finite). The live
+    # set is left as it was, so that the caller can keep it when the
+    # gradient or the loss turns out not finite.
+    src = copy_set(c, live, params, state1, state2, copies)
+    dst = copy_set(c, 1 - live, params, state1, state2, copies)
+    dt = params.dtype.type
     alpha = hyper[6]
-    total = grads[0] if n_copies == 1 else copies[COPY_ROWS * c + COPY_GRAD]
-    scale = params.dtype.type(alpha / nb)
-    squares, ok = combine_copy(p, layout, grads, shards, scale, alpha > 0, total, n_copies == 1)
-    if ok and np.isfinite(loss + 0.5 * alpha * squares / nb):
-        if optimizer_code == OPT_MOMENTUM:
-            momentum_update(p, total, s1, hyper[0], hyper[1], hyper[2] != 0)
-        elif optimizer_code == OPT_ADAM:
-            adam_update(p, total, s1, s2, hyper[0], hyper[3], hyper[4], hyper[5], t)
-        else:
-            gd_update(p, total, hyper[0])
-    return squares, ok
+    with_l2 = alpha > 0
+    scale = dt(alpha / nb)
+    if optimizer_code == OPT_ADAM:
+        rate = adam_rate(params, hyper[0], hyper[3], hyper[4], hyper[5], t)
+    else:
+        zero = dt(0.0)
+        rate = (dt(hyper[0]), dt(hyper[1]), dt(hyper[2]), zero, zero, zero)
+    squares = 0.0
+    finite = True
+    for layer in range(layout.shape[0]):
+        w_off = layout[layer, 2]
+        w_end = w_off + layout[layer, 0] * layout[layer, 1]
+        if with_l2:
+            squares += sum_of_squares(src[0][w_off:w_end])
+        finite &= update_range(
+            grads, shards, w_off, w_end, scale, with_l2, optimizer_code, rate, src, dst
+        )
+        b_off = layout[layer, 3]
+        if b_off >= 0:
+            b_end = b_off + layout[layer, 1]
+            finite &= update_range(
+                grads, shards, b_off, b_end, scale, False, optimizer_code, rate, src, dst
+            )
+    return squares, finite
 
 
 @kernel
-def start_copies(params, state1, state2, copies, n_copies):
-    # copies 1 .. n_copies - 1 of the parameters and optimizer state start
-    # as copies of the caller's arrays (copy 0)
-    for c in range(1, n_copies):
-        p = copies[COPY_ROWS * c + COPY_PARAMS]
-        s1 = copies[COPY_ROWS * c + COPY_STATE1]
-        s2 = copies[COPY_ROWS * c + COPY_STATE2]
-        for i in range(params.size):
-            p[i] = params[i]
-        for i in range(state1.size):
-            s1[i] = state1[i]
-        for i in range(state2.size):
-            s2[i] = state2[i]
+def copy_between(params, state1, state2, copies, c, k, d, j):
+    # copy d's set j = copy c's set k
+    src = copy_set(c, k, params, state1, state2, copies)
+    dst = copy_set(d, j, params, state1, state2, copies)
+    for a in range(3):
+        for i in range(src[a].size):
+            dst[a][i] = src[a][i]
 
 
 @kernel(inline="always")
 def combine_and_update(
     params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper, state1, state2,
-    step_count, copies, n_copies, copy_sums, copy_ok,
+    step_count, copies, n_copies, live, copy_sums, copy_ok,
 ):  # fmt: skip
-    # sums the shards' losses and gradients (in shard order), adds the L2
-    # term and, when the loss and every gradient are finite, applies one
-    # optimizer step to each of the n_copies copies of the parameters and
-    # optimizer state (prange: one thread per copy in train_parallel, each
-    # on the copy its shard read; see step_copy); returns (loss, finite).
+    # sums the shards' losses, and for each of the n_copies copies of the
+    # parameters and optimizer state writes one optimizer step from its set
+    # `live` to its other set (prange: one thread per copy in
+    # train_parallel, each on the copy its shard read; see step_copy);
+    # returns (loss with the L2 term, whether the loss and every gradient
+    # are finite: only then may the caller take the new sets).
     # Every copy does the same arithmetic, so they stay equal, bit for bit,
     # to the one copy of `train`.
     alpha = hyper[6]
@@ -313,8 +337,8 @@ def combine_and_update(
         # int64 casts: one compiled signature for both twins (the parallel
         # loop's index is unsigned, and n_copies a literal 1 in `train`)
         copy_sums[c], copy_ok[c] = step_copy(
-            np.int64(c), np.int64(n_copies), params, layout, grads, shards, nb, optimizer_code,
-            hyper, state1, state2, copies, value, t,
+            np.int64(c), np.int64(live), params, layout, grads, shards, nb, optimizer_code,
+            hyper, state1, state2, copies, t,
         )  # fmt: skip
     if alpha > 0:
         value += 0.5 * alpha * copy_sums[0] / nb
@@ -335,11 +359,13 @@ def sharded_epochs(
     # in the order order[epoch] when use_order, else in storage order; each
     # batch is split into shard_count(rows) shards (prange: threads in
     # train_parallel). acts, deltas and grads have one row per shard; the
-    # summed gradient goes to grads[0] (or to each copy's row of copies, see
-    # combine_and_update). replicated (train_parallel): with room in
-    # `copies`, the thread of shard c reads and updates copy c of the
-    # parameters and optimizer state (copy 0: the caller's arrays; the others
-    # start as copies of them). history[e] = the epoch's loss: sum
+    # optimizer steps alternate between two sets of buffers per copy of the
+    # parameters and optimizer state (see step_copy; a set is taken only
+    # when its step was finite), and the caller's arrays hold the result on
+    # return. replicated (train_parallel): with room in `copies` for
+    # MAX_SHARDS copies, the thread of shard c reads and updates copy c
+    # (copy 0: the caller's; the others start as copies of it), else all
+    # shards read copy 0 and one thread updates it. history[e] = the epoch's loss: sum
     # of batch losses for SSE, the size-weighted mean of batch losses
     # otherwise. Returns the number of epochs completed; on a non-finite loss
     # or gradient it stops before updating, stores that batch's loss in
@@ -351,10 +377,15 @@ def sharded_epochs(
     # by the sum of its weights, as scikit-learn does.
     n = X.shape[0]
     weighted = sample_weight.size > 0
+    if copies.shape[0] < COPY_ROWS or copies.shape[1] < params.size:
+        raise ValueError("copies: too small for the parameters (see shard_buffers)")
     n_copies = 1
-    if replicated and copies.shape[1] >= params.size:
-        n_copies = min(MAX_SHARDS, copies.shape[0] // COPY_ROWS)
-    start_copies(params, state1, state2, copies, n_copies)
+    if replicated and copies.shape[0] >= COPY_ROWS * (2 * MAX_SHARDS - 1):
+        n_copies = MAX_SHARDS
+    for c in range(1, n_copies):
+        copy_between(params, state1, state2, copies, 0, 0, c, 0)
+    live = 0  # the set of every copy that holds the current parameters
+    done = epochs
     copy_sums = np.zeros(MAX_SHARDS)
     copy_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
     for epoch in range(epochs):
@@ -393,27 +424,34 @@ def sharded_epochs(
                     ys = Y[start + lo : start + hi]
                     ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
                 si = np.int64(s)
-                ps = copies[COPY_ROWS * si + COPY_PARAMS] if 0 < si < n_copies else params
+                ps = copy_set(si if si < n_copies else 0, live, params, state1, state2, copies)[0]
                 shard_loss[s] = partial_loss_and_gradients(
                     xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
                     acts[s], deltas[s], grads[s],
                 )  # fmt: skip
             value, finite = combine_and_update(
                 params, layout, grads, shard_loss, shards, norm, optimizer_code, hyper,
-                state1, state2, step_count, copies, n_copies, copy_sums, copy_ok,
+                state1, state2, step_count, copies, n_copies, live, copy_sums, copy_ok,
             )  # fmt: skip
             if not finite:
                 history[epoch] = value
-                return epoch
+                done = epoch
+                break
+            live = 1 - live
             if loss_code == SSE:
                 total += value
             else:
                 total += value * nb
             start = stop
+        if done < epochs:
+            break
         history[epoch] = total if loss_code == SSE else total / n
         if control[C_RULE] != 0 and end_of_epoch(history[epoch], n, optimizer_code, hyper, control):
-            return epoch + 1
-    return epochs
+            done = epoch + 1
+            break
+    if live == 1:
+        copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+    return done
 
 
 @kernel
