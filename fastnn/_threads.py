@@ -13,11 +13,12 @@ on short probe chunks, runs the faster one, and probes again now and then;
 what it measured carries over to the next fit of the same kind.
 Because both twins give the same numbers, the choice changes speed only.
 
-The parallel twin is not used when Numba may use only one thread
-(``numba.set_num_threads(1)`` or ``NUMBA_NUM_THREADS=1``), while another
-thread of the process runs a parallel kernel (Numba's fallback threading
-layer is not thread-safe), in a child forked after the parent used it (GNU
-OpenMP is not fork-safe), or once it failed to start (no threading layer).
+The parallel twin runs one slot of the kernel on this thread and the other
+on a helper thread (``train_parallel``). It is not used when Numba may use
+only one thread (``numba.set_num_threads(1)`` or ``NUMBA_NUM_THREADS=1``,
+the setting fastnn honours for its own threads), while another thread of the
+process runs it (the two would wait for cores held by each other), or once it
+failed to start.
 """
 
 from __future__ import annotations
@@ -28,18 +29,16 @@ import threading
 import time
 
 _lock = threading.Lock()
-# what this process has learnt: pid and health of the parallel layer, the
-# twins already loaded, and per key the latest seconds per epoch of each twin
-# and the chunks run since the slower one was last probed (shared by the
-# fits of a process, so that loops of short fits choose well too)
-_state = {"pid": None, "broken": False, "calls": set(), "learned": {}}
+# what this process has learnt: whether the parallel twin failed to start,
+# the twins already loaded, and per key the latest seconds per epoch of each
+# twin and the chunks run since the slower one was last probed (shared by
+# the fits of a process, so that loops of short fits choose well too)
+_state = {"broken": False, "calls": set(), "learned": {}}
 
 
 def parallel_allowed():
     """Whether this process and thread may run a parallel kernel now."""
     if _state["broken"]:
-        return False
-    if _state["pid"] is not None and _state["pid"] != os.getpid():
         return False
     try:
         import numba
@@ -129,14 +128,13 @@ class TwinRunner:
         """
         if use_parallel and self.parallel_ok and _lock.acquire(blocking=False):
             try:
-                _state["pid"] = os.getpid()
                 start = time.perf_counter()
                 try:
                     done = self.parallel(*args)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception:
-                    # no threading layer could start: the kernel raised before
+                    # no helper thread could start: the twin raised before
                     # running, so the state is untouched; go on serially
                     _state["broken"] = True
                     self.parallel_ok = False

@@ -59,7 +59,7 @@ def test_warmup_prepares_both_training_twins(capsys):
     assert "tutorial" in out and "MLP float64" in out and "kernels ready" in out
     assert "scikit-learn" not in out and "float32" not in out
     assert TwinRunner.force is None
-    assert kt.train.signatures and kt.train_parallel.signatures
+    assert kt.run_slot.signatures
 
 
 def test_warmup_rejects_other_dtypes():

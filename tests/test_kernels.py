@@ -1,5 +1,7 @@
 """Every compiled kernel against its NumPy twin in fastnn.reference."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -539,14 +541,77 @@ def test_parallel_twin_with_one_copy_shares_the_parameters(dtype, n, batch, rng)
 
 
 @pytest.mark.parametrize("twin", ["train", "train_parallel"])
-def test_train_refuses_a_copies_workspace_too_small(twin, rng):
+def test_train_refuses_workspaces_too_small(twin, rng):
     args = _train_args(np.float64, 40, 16, True, "adam", rng)
     before = args[2].copy()
-    for shape in ((kt.COPY_ROWS - 1, args[2].size), (kt.COPY_ROWS, args[2].size - 1)):
-        args[21] = np.empty(shape)
-        with pytest.raises(ValueError, match="copies"):
-            getattr(kt, twin)(*args)
+    size = args[2].size
+    for position, shape, name in (
+        (21, (kt.COPY_ROWS - 1, size), "copies"),
+        (21, (kt.COPY_ROWS, size - 1), "copies"),
+        (19, (kt.MAX_SHARDS, size), "grads"),
+        (20, (kt.MAX_SHARDS,), "shard_loss"),
+    ):
+        bad = list(args)
+        bad[position] = np.empty(shape)
+        with pytest.raises(ValueError, match=name):
+            getattr(kt, twin)(*bad)
         np.testing.assert_array_equal(args[2], before)
+
+
+def _run_slot(slot, args, sync, threaded=1):
+    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded))
+
+
+@pytest.mark.requires_jit
+@pytest.mark.parametrize("first", [0, 1])
+def test_slots_that_do_not_meet_leave_the_work_to_slot_0(first, rng):
+    # a threading setup that runs the slots one after another: a slot gives
+    # up waiting after ARRIVE_SPINS; slot 0 then does all the work (the same
+    # numbers as `train`) and slot 1 returns without touching anything,
+    # whichever starts first
+    serial = _train_args(np.float64, 150, 100, True, "adam", rng)
+    alone = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    assert kt.train(*serial) == 4
+    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    untouched = [a.copy() if isinstance(a, np.ndarray) else a for a in alone]
+    if first == 1:
+        assert _run_slot(1, alone, sync) == 0
+        assert sync[kt.SYNC_MODE] == kt.MODE_ALONE
+        for a, b in zip(alone, untouched):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+    assert _run_slot(0, alone, sync) == 4
+    assert sync[kt.SYNC_MODE] == kt.MODE_ALONE and sync[kt.SYNC_RESULT] == 4
+    _assert_same_training(serial, alone)
+    if first == 0:
+        after = [a.copy() if isinstance(a, np.ndarray) else a for a in alone]
+        assert _run_slot(1, alone, sync) == 0
+        for a, b in zip(alone, after):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.requires_jit
+def test_slots_meet_and_split_the_work(rng):
+    # two slots on two threads: parallel mode, each slot ran its own shards
+    # (the counter of finished shards saw both), same numbers as `train`
+    import threading
+
+    serial = _train_args(np.float64, 150, 100, True, "momentum", rng)
+    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    assert kt.train(*serial) == 4
+    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    results = {}
+    other = threading.Thread(target=lambda: results.update(one=_run_slot(1, parallel, sync)))
+    other.start()
+    results["zero"] = _run_slot(0, parallel, sync)
+    other.join()
+    assert sync[kt.SYNC_MODE] == kt.MODE_PARALLEL and sync[kt.SYNC_ARRIVED] == 2
+    # 150 rows in batches of 100 and 50: two shards, then one, for 4 epochs
+    assert sync[kt.SYNC_SHARDS] == 4 * (2 + 1)
+    assert results == {"zero": 4, "one": 4} and sync[kt.SYNC_RESULT] == 4
+    assert sync[kt.SYNC_FINISHED] == 2  # slot 0 returned after both were done
+    _assert_same_training(serial, parallel)
 
 
 def test_shard_rule_and_buffers():
@@ -557,7 +622,9 @@ def test_shard_rule_and_buffers():
     assert acts.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
     # two more per row: room for the column-major softmax (kd.deltas_units)
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
-    assert grads.shape == (kt.MAX_SHARDS, 533) and loss.dtype == np.float64
+    # gradients and losses: a half for steps of even and of odd number
+    assert grads.shape == (2 * kt.MAX_SHARDS, 533) and loss.shape == (2 * kt.MAX_SHARDS,)
+    assert loss.dtype == np.float64
     # parameters and the two optimizer states: the caller's second set, and
     # two sets for each further copy
     assert kt.COPY_ROWS == 3
@@ -574,3 +641,54 @@ def test_train_kernel_stopping_rule(rng):
     assert control[kt.C_STOPPED] == 1 and control[kt.C_NO_IMPROVEMENT] == 2
     assert control[kt.C_TIME_STEP] == 3 * 150
     assert control[kt.C_BEST_LOSS] == args[-3][:3].min()
+
+
+def _forked_training(args, queue):
+    done = kt.train_parallel(*args)
+    queue.put((done, args[2], args[-3]))
+
+
+@pytest.mark.requires_jit
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_parallel_twin_runs_in_a_forked_child(rng):
+    # the helper threads do not survive a fork: the child starts its own
+    import multiprocessing
+
+    serial = _train_args(np.float64, 150, 100, True, "adam", rng)
+    parent = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    child = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    assert kt.train(*serial) == kt.train_parallel(*parent) == 4
+    queue = multiprocessing.get_context("fork").Queue()
+    process = multiprocessing.get_context("fork").Process(
+        target=_forked_training, args=(child, queue)
+    )
+    process.start()
+    done, params, history = queue.get(timeout=60)
+    process.join(timeout=60)
+    assert done == 4 and process.exitcode == 0
+    np.testing.assert_array_equal(params, serial[2])
+    np.testing.assert_array_equal(history, serial[-3])
+
+
+@pytest.mark.requires_jit
+def test_a_helper_that_fails_leaves_the_work_to_slot_0(monkeypatch, rng):
+    # slot 0 waits ARRIVE_SPINS for the helper, trains alone and its result
+    # stands; later calls run as `train`
+    import concurrent.futures
+
+    class FailingPool:
+        def submit(self, *args):
+            future = concurrent.futures.Future()
+            future.set_exception(RuntimeError("can't start new thread"))
+            return future
+
+    monkeypatch.setattr(kt, "_helper_pool", lambda: FailingPool())
+    monkeypatch.setitem(kt._helpers, "failed", False)
+    serial = _train_args(np.float64, 150, 100, True, "sgd", rng)
+    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
+    _assert_same_training(serial, parallel)
+    assert kt._helpers["failed"]
+    monkeypatch.setattr(kt, "run_slot", None)  # not called again with helpers
+    monkeypatch.setattr(kt, "train", lambda *args: "serial")
+    assert kt.train_parallel(*parallel) == "serial"

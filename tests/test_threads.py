@@ -1,7 +1,5 @@
 """TwinRunner: the choice between a training kernel's serial and parallel twin."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -21,7 +19,7 @@ def clock(monkeypatch):
     c = Clock()
     monkeypatch.setattr(_threads.time, "perf_counter", c)
     monkeypatch.setattr(
-        _threads, "_state", {"pid": None, "broken": False, "calls": set(), "learned": {}}
+        _threads, "_state", {"broken": False, "calls": set(), "learned": {}}
     )
     monkeypatch.setattr(_threads, "parallel_allowed", lambda: True)
     return c
@@ -149,15 +147,13 @@ def test_a_parallel_twin_that_cannot_start_falls_back_for_good(clock):
 def test_parallel_allowed_reads_the_state(monkeypatch):
     numba = pytest.importorskip("numba")
     monkeypatch.setattr(
-        _threads, "_state", {"pid": None, "broken": False, "calls": set(), "learned": {}}
+        _threads, "_state", {"broken": False, "calls": set(), "learned": {}}
     )
     threads = numba.get_num_threads()
     assert _threads.parallel_allowed() == (threads > 1)
     _threads._state["broken"] = True
     assert not _threads.parallel_allowed()
-    _threads._state.update(broken=False, pid=os.getpid() + 1)  # a forked child
-    assert not _threads.parallel_allowed()
-    _threads._state["pid"] = None
+    _threads._state["broken"] = False
     numba.set_num_threads(1)
     try:
         assert not _threads.parallel_allowed()

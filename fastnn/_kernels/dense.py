@@ -315,9 +315,9 @@ def deltas_units(layer_sizes):
     return int(sum(layer_sizes[1:])) + 2
 
 
-# compiled on its own (not inlined): the training kernels call it once per
-# shard, and inlining it into train_parallel's parallel loop made that
-# kernel's cold compile about 15 s
+# compiled on its own (not inlined): the training loop calls it once per
+# shard, and inlining it into the parallel loop of the training kernel of the
+# time (compiled with parallel=True) made that kernel's cold compile about 15 s
 @kernel
 def partial_loss_and_gradients(
     X, Y, w, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads

@@ -9,11 +9,22 @@ indices ``C_*``) switches on scikit-learn's stopping rule and learning-rate
 schedules and carries their state between calls. The per-shard workspaces
 come from :func:`shard_buffers`.
 
-``train`` and ``train_parallel`` are the same loop compiled without and with
-Numba's ``parallel=True``: the second runs the shards of a batch on separate
-threads, each thread keeping its own copy of the parameters and optimizer
-state and applying the summed gradient to it, with results bit-identical to
-the first (``fastnn._threads`` chooses between them).
+``train`` and ``train_parallel`` run the same compiled loop, `run_slot`: the
+first on the calling thread, the second in ``MAX_SHARDS`` slots on as many
+threads (the calling one and helper threads; the loop releases the GIL).
+Each slot runs one shard of every batch and keeps its own copy of the
+parameters and optimizer state, to which it applies the summed gradient;
+the slots wait for each other once per step, on an atomic counter
+(``fastnn._kernels.sync``). The results are bit-identical to ``train``'s
+(``fastnn._threads`` chooses between the two).
+
+Why slots and not Numba's parallel loops: ``train_parallel`` was the loop
+compiled with ``parallel=True``, which opened two parallel loops per step
+(the shards, then the copies' updates), each with a launch and a join of
+Numba's threads, and the parallel compile took about 9 s of an estimator's
+first fit in an empty cache. The slots meet once per step instead, and no
+kernel is compiled with ``parallel=True`` any more (see the CHANGELOG for the
+measurements).
 
 Why copies: when the threads shared one copy and each updated half of it,
 every step moved half the parameters and half the summed gradient between
@@ -37,12 +48,15 @@ bit-identical. The price is three more vectors of the parameters' size per
 copy.
 """
 
+import os
+
+import numba
 import numpy as np
-from numba import prange
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
+from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load
 
 
 @kernel(inline="always")
@@ -159,15 +173,17 @@ def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     ``COPY_ROWS`` rows of ``n_params`` for the second set of the caller's
     copy, and with ``replicas`` two sets for each further copy, one per
     thread of ``train_parallel`` (``COPY_ROWS * (2 * MAX_SHARDS - 1)`` rows).
-    Without ``replicas``, ``train_parallel`` shares the caller's copy.
+    Without ``replicas``, ``train_parallel`` runs on one thread, as ``train``.
+    ``grads`` and ``shard_loss`` have two halves of ``MAX_SHARDS`` rows, used
+    by steps of even and odd number (see `run_slot`).
     """
     rows = shard_rows(batch_size)
     sets = 2 * MAX_SHARDS - 1 if replicas else 1
     return (
         np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
-        np.empty((MAX_SHARDS, n_params), dtype=dtype),
-        np.zeros(MAX_SHARDS, dtype=np.float64),
+        np.empty((2 * MAX_SHARDS, n_params), dtype=dtype),
+        np.zeros(2 * MAX_SHARDS, dtype=np.float64),
         np.empty((COPY_ROWS * sets, n_params), dtype=dtype),
     )
 
@@ -315,79 +331,103 @@ def copy_between(params, state1, state2, copies, c, k, d, j):
             dst[a][i] = src[a][i]
 
 
-@kernel(inline="always")
-def combine_and_update(
-    params, layout, grads, shard_loss, shards, nb, optimizer_code, hyper, state1, state2,
-    step_count, copies, n_copies, live, copy_sums, copy_ok,
-):  # fmt: skip
-    # sums the shards' losses, and for each of the n_copies copies of the
-    # parameters and optimizer state writes one optimizer step from its set
-    # `live` to its other set (prange: one thread per copy in
-    # train_parallel, each on the copy its shard read; see step_copy);
-    # returns (loss with the L2 term, whether the loss and every gradient
-    # are finite: only then may the caller take the new sets).
-    # Every copy does the same arithmetic, so they stay equal, bit for bit,
-    # to the one copy of `train`.
-    alpha = hyper[6]
-    value = shard_loss[0]
-    for s in range(1, shards):
-        value += shard_loss[s]
-    t = step_count[0] + 1 if optimizer_code == OPT_ADAM else step_count[0]
-    for c in prange(n_copies):
-        # int64 casts: one compiled signature for both twins (the parallel
-        # loop's index is unsigned, and n_copies a literal 1 in `train`)
-        copy_sums[c], copy_ok[c] = step_copy(
-            np.int64(c), np.int64(live), params, layout, grads, shards, nb, optimizer_code,
-            hyper, state1, state2, copies, t,
-        )  # fmt: skip
-    if alpha > 0:
-        value += 0.5 * alpha * copy_sums[0] / nb
-    if not (copy_ok[0] and np.isfinite(value)):
-        return value, False
-    step_count[0] = t
-    return value, True
+# The `sync` workspace of the parallel twin (int64, SYNC_SIZE): counters the
+# slots (threads) update atomically, each on its own cache line
+SYNC_MODE = 0  # 0 until decided, then MODE_PARALLEL or MODE_ALONE
+SYNC_ARRIVED = 8  # slots that have started
+SYNC_SHARDS = 16  # shards finished by all slots since the call began
+SYNC_RESULT = 24  # epochs completed (added by the leading slot)
+SYNC_FINISHED = 32  # slots that have finished their work
+SYNC_SIZE = 40
+MODE_PARALLEL = 1
+MODE_ALONE = 2
+# How long a slot waits for the other slots to start (spins of an atomic
+# read, a few milliseconds) before slot 0 does every slot's work alone: a
+# helper thread may fail to start, or start only after slot 0 has returned,
+# and a slot that waited for a slot that cannot start would wait forever.
+ARRIVE_SPINS = 1 << 21
 
 
-@kernel(inline="always")
-def sharded_epochs(
-    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+@kernel(nogil=True)
+def run_slot(
+    slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-    replicated,
+    sync, threaded,
 ):  # fmt: skip
     # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
     # in the order order[epoch] when use_order, else in storage order; each
-    # batch is split into shard_count(rows) shards (prange: threads in
-    # train_parallel). acts, deltas and grads have one row per shard; the
-    # optimizer steps alternate between two sets of buffers per copy of the
-    # parameters and optimizer state (see step_copy; a set is taken only
-    # when its step was finite), and the caller's arrays hold the result on
-    # return. replicated (train_parallel): with room in `copies` for
-    # MAX_SHARDS copies, the thread of shard c reads and updates copy c
-    # (copy 0: the caller's; the others start as copies of it), else all
-    # shards read copy 0 and one thread updates it. history[e] = the epoch's loss: sum
-    # of batch losses for SSE, the size-weighted mean of batch losses
-    # otherwise. Returns the number of epochs completed; on a non-finite loss
-    # or gradient it stops before updating, stores that batch's loss in
+    # batch is split into shard_count(rows) shards. Returns the number of
+    # epochs completed (and, threaded, adds it to sync[SYNC_RESULT]).
+    #
+    # Slots: without `threaded` (the serial twin) this one call does all the
+    # work. Threaded (train_parallel: one call per slot, on MAX_SHARDS
+    # threads), slot s runs shard s of every batch and keeps copy s of the
+    # parameters and optimizer state (copy 0: the caller's arrays; the others
+    # start as copies of it), summing all shards' gradients into its own
+    # copy's step (see step_copy), so that the copies stay equal bit for bit.
+    # The one wait per step: all shards of the batch finished (a counter in
+    # `sync`). Gradients and shard losses alternate between two halves of
+    # `grads` and `shard_loss` by the step's parity, so that a slot may start
+    # the next step's shard while the other still reads this step's. Every
+    # slot makes the same decisions (stop, learning-rate schedule) from the
+    # same numbers; slot 0, the leader, writes history, control, hyper and
+    # step_count, and the other slots work on private copies of control and
+    # hyper. If the slots do not all start within ARRIVE_SPINS, slot 0 does
+    # all the work alone (one copy) and the others return at once: the work
+    # is done exactly when slot 0 runs, whatever the order the slots start in.
+    #
+    # history[e] = the epoch's loss: the sum of batch losses for SSE, the
+    # size-weighted mean of batch losses otherwise. On a non-finite loss or
+    # gradient it stops before updating, stores that batch's loss in
     # history[epoch] (finite when the gradient was the culprit) and returns
-    # the epoch. With control[C_RULE] set, stops after an epoch where
-    # scikit-learn's rule says so (control[C_STOPPED] = 1). sample_weight
-    # (n,) weighs the rows (empty: all 1; W_batch gathers them when use_order):
-    # a batch's losses are then weighted means, normalised with the L2 term
-    # by the sum of its weights, as scikit-learn does.
+    # the epoch: optimizer steps alternate between two sets of buffers per
+    # copy, and a set is taken only when its step was finite; the caller's
+    # arrays hold the result on return. With control[C_RULE] set, stops after
+    # an epoch where scikit-learn's rule says so (control[C_STOPPED] = 1).
+    # sample_weight (n,) weighs the rows (empty: all 1; W_batch gathers them
+    # when use_order): a batch's losses are then weighted means, normalised
+    # with the L2 term by the sum of its weights, as scikit-learn does.
+    # (slot and threaded are int64 in every call: one compiled signature)
+    n_slots = MAX_SHARDS
+    local = np.empty(CONTROL_SIZE + hyper.size)  # before the slots meet: nothing may fail after
+    alone = True
+    if threaded != 0:
+        atomic_add(sync, SYNC_ARRIVED, 1)
+        spins = 0
+        while atomic_load(sync, SYNC_ARRIVED) < n_slots and spins < ARRIVE_SPINS:
+            spins += 1
+        mode = MODE_PARALLEL if atomic_load(sync, SYNC_ARRIVED) >= n_slots else MODE_ALONE
+        before = atomic_cas(sync, SYNC_MODE, 0, mode)
+        if before != 0:
+            mode = before  # decided by another slot
+        if mode == MODE_ALONE and slot != 0:
+            return 0  # slot 0 does all the work (or, if it never starts, nobody)
+        alone = mode == MODE_ALONE
+    first, last, n_copies = slot, slot, n_slots
+    if alone:
+        first, last, n_copies = 0, n_slots - 1, 1
+    leader = slot == 0  # (alone, this is slot 0)
+    hyp = hyper
+    ctl = control
+    if not leader:
+        # the leader changes neither before all slots finished their first
+        # shard, which this slot has not yet started
+        for i in range(CONTROL_SIZE):
+            local[i] = control[i]
+        for i in range(hyper.size):
+            local[CONTROL_SIZE + i] = hyper[i]
+        ctl = local[:CONTROL_SIZE]
+        hyp = local[CONTROL_SIZE:]
+        copy_between(params, state1, state2, copies, 0, 0, slot, 0)
     n = X.shape[0]
     weighted = sample_weight.size > 0
-    if copies.shape[0] < COPY_ROWS or copies.shape[1] < params.size:
-        raise ValueError("copies: too small for the parameters (see shard_buffers)")
-    n_copies = 1
-    if replicated and copies.shape[0] >= COPY_ROWS * (2 * MAX_SHARDS - 1):
-        n_copies = MAX_SHARDS
-    for c in range(1, n_copies):
-        copy_between(params, state1, state2, copies, 0, 0, c, 0)
+    alpha = hyp[6]
+    t = step_count[0]
     live = 0  # the set of every copy that holds the current parameters
     done = epochs
-    copy_sums = np.zeros(MAX_SHARDS)
-    copy_ok = np.zeros(MAX_SHARDS, dtype=np.bool_)
+    step = 0
+    finished = 0  # shards of all steps so far
     for epoch in range(epochs):
         total = 0.0
         start = 0
@@ -401,7 +441,8 @@ def sharded_epochs(
                 norm = 0.0
                 for r in range(nb):
                     norm += sample_weight[order[epoch, start + r] if use_order else start + r]
-            for s in prange(shards):
+            half = (step % 2) * MAX_SHARDS
+            for s in range(first, min(last, shards - 1) + 1):
                 lo = (s * nb) // shards
                 hi = ((s + 1) * nb) // shards
                 if use_order:
@@ -423,21 +464,38 @@ def sharded_epochs(
                     xs = X[start + lo : start + hi]
                     ys = Y[start + lo : start + hi]
                     ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
-                si = np.int64(s)
-                ps = copy_set(si if si < n_copies else 0, live, params, state1, state2, copies)[0]
-                shard_loss[s] = partial_loss_and_gradients(
+                ps = copy_set(s if s < n_copies else 0, live, params, state1, state2, copies)[0]
+                shard_loss[half + s] = partial_loss_and_gradients(
                     xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
-                    acts[s], deltas[s], grads[s],
+                    acts[s], deltas[s], grads[half + s],
                 )  # fmt: skip
-            value, finite = combine_and_update(
-                params, layout, grads, shard_loss, shards, norm, optimizer_code, hyper,
-                state1, state2, step_count, copies, n_copies, live, copy_sums, copy_ok,
-            )  # fmt: skip
-            if not finite:
-                history[epoch] = value
+                if not alone:
+                    atomic_add(sync, SYNC_SHARDS, 1)
+            finished += shards
+            if not alone:
+                while atomic_load(sync, SYNC_SHARDS) < finished:
+                    pass
+            value = shard_loss[half]
+            for s in range(1, shards):
+                value += shard_loss[half + s]
+            t_next = t + 1 if optimizer_code == OPT_ADAM else t
+            squares = 0.0
+            finite = True
+            for c in range(first, min(last, n_copies - 1) + 1):
+                squares, finite = step_copy(
+                    np.int64(c), np.int64(live), params, layout, grads[half : half + MAX_SHARDS],
+                    shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
+                )  # fmt: skip
+            if alpha > 0:
+                value += 0.5 * alpha * squares / norm
+            step += 1
+            if not (finite and np.isfinite(value)):
+                if leader:
+                    history[epoch] = value
                 done = epoch
                 break
             live = 1 - live
+            t = t_next
             if loss_code == SSE:
                 total += value
             else:
@@ -445,40 +503,108 @@ def sharded_epochs(
             start = stop
         if done < epochs:
             break
-        history[epoch] = total if loss_code == SSE else total / n
-        if control[C_RULE] != 0 and end_of_epoch(history[epoch], n, optimizer_code, hyper, control):
+        loss = total if loss_code == SSE else total / n
+        if leader:
+            history[epoch] = loss
+        if ctl[C_RULE] != 0 and end_of_epoch(loss, n, optimizer_code, hyp, ctl):
             done = epoch + 1
             break
-    if live == 1:
-        copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+    if leader:
+        if live == 1:
+            copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+        step_count[0] = t
+        if threaded != 0:
+            atomic_add(sync, SYNC_RESULT, done)
+    if not alone:
+        # the leader returns once every slot is done with the arrays, so that
+        # the caller need not wait for the helper threads to get back to
+        # Python (a wait on their futures took about 50 us more per call)
+        atomic_add(sync, SYNC_FINISHED, 1)
+        if leader:
+            while atomic_load(sync, SYNC_FINISHED) < n_slots:
+                pass
     return done
 
 
-@kernel
+def _check_workspaces(params, grads, shard_loss, copies):
+    if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 2 * MAX_SHARDS:
+        raise ValueError(
+            f"grads and shard_loss need {2 * MAX_SHARDS} rows (see shard_buffers), "
+            f"got {grads.shape[0]} and {shard_loss.size}"
+        )
+    if copies.shape[0] < COPY_ROWS or copies.shape[1] < params.size:
+        raise ValueError(
+            f"copies needs at least {COPY_ROWS} rows of {params.size} (see shard_buffers), "
+            f"got shape {copies.shape}"
+        )
+
+
 def train(
     X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
-    # many epochs of mini-batch training in one call: see sharded_epochs
-    return sharded_epochs(
-        X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
-        control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-        False,
-    )  # fmt: skip
+    """Many epochs of mini-batch training in one compiled call, on this thread.
+
+    See `run_slot` for the arguments and the result (epochs completed); the
+    workspaces come from `shard_buffers`.
+    """
+    _check_workspaces(params, grads, shard_loss, copies)
+    sync = np.zeros(SYNC_SIZE, dtype=np.int64)
+    return int(run_slot(
+        np.int64(0), X, Y, params, layout, activation_code, output_code, loss_code,
+        optimizer_code, hyper, control, epochs, batch_size, order, use_order, state1, state2,
+        step_count, acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history,
+        sample_weight, W_batch, sync, np.int64(0),
+    ))  # fmt: skip
 
 
-@kernel(parallel=True)
-def train_parallel(
-    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
-    control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-):  # fmt: skip
-    # `train` with each batch's shards on separate threads: same results
-    return sharded_epochs(
-        X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
-        control, epochs, batch_size, order, use_order, state1, state2, step_count,
-        acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-        True,
-    )  # fmt: skip
+_helpers = {"pid": None, "pool": None, "failed": False, "pending": []}
+
+
+def _helper_pool():
+    # the threads that run slots 1 .. MAX_SHARDS - 1 (a new pool in a forked child)
+    import concurrent.futures
+
+    if _helpers["pid"] != os.getpid():
+        _helpers["pool"] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=MAX_SHARDS - 1, thread_name_prefix="fastnn-slot"
+        )
+        _helpers["pid"] = os.getpid()
+        _helpers["pending"] = []
+    return _helpers["pool"]
+
+
+def train_parallel(*args):
+    """`train` with its slots on ``MAX_SHARDS`` threads: the same results.
+
+    Slot 0 runs on this thread and the others on helper threads (`run_slot`
+    releases the GIL). Without room in ``copies`` for a copy per slot
+    (``shard_buffers(..., replicas=False)``), or with ``NUMBA_DISABLE_JIT=1``,
+    it runs as `train`.
+    """
+    params, grads, shard_loss, copies = args[2], args[19], args[20], args[21]
+    _check_workspaces(params, grads, shard_loss, copies)
+    if copies.shape[0] < COPY_ROWS * (2 * MAX_SHARDS - 1) or numba.config.DISABLE_JIT:
+        # (as Python, the slots' waits would hold the GIL: one thread is faster)
+        return train(*args)
+    if _helpers["failed"]:
+        return train(*args)
+    sync = np.zeros(SYNC_SIZE, dtype=np.int64)
+    pool = _helper_pool()
+    pending = _helpers["pending"]
+    pending.extend(
+        pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1))
+        for slot in range(1, MAX_SHARDS)
+    )
+    run_slot(np.int64(0), *args, sync, np.int64(1))
+    # slot 0 returns when every slot is done with the arrays (or, alone,
+    # when it has done all the work); the helpers' futures complete a little
+    # later and are looked at now or in a later call
+    for other in [f for f in pending if f.done()]:
+        pending.remove(other)
+        if other.exception() is not None:
+            # slot 0 did the work alone: keep its result, and run as
+            # `train` from now on
+            _helpers["failed"] = True
+    return int(sync[SYNC_RESULT])
