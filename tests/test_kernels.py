@@ -1,5 +1,6 @@
 """Every compiled kernel against its NumPy twin in fastnn.reference."""
 
+import itertools
 import os
 
 import numpy as np
@@ -329,11 +330,13 @@ def test_adam_update(dtype, rng):
 @pytest.mark.parametrize("shards", [1, 2])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "nesterov", "adam"])
-def test_step_copy_writes_one_step_to_the_other_set(dtype, shards, bias, optimizer, rng):
+def test_step_part_writes_one_step_to_the_other_set(dtype, shards, bias, optimizer, rng):
     # the shards' gradient sum + alpha / nb * W on the weights only, one
     # optimizer step from set `live` to the other set, the sum of W**2 and
-    # finiteness, against NumPy; for the caller's copy and a further copy,
-    # in both directions; the live set is left as it was
+    # finiteness, against NumPy, for a part of the parameters (the whole, or
+    # a part that cuts a weight block, handed to the other copy too); for
+    # the caller's copy and a further copy, in both directions; the live
+    # sets, and everything outside the part, are left as they were
     m = _model([5, 7, 3], "relu", "softmax", "log_loss", bias, dtype)
     layout, size = m._layout, m._params.size
     grads = rng.standard_normal((kt.MAX_SHARDS, size)).astype(dtype)
@@ -343,14 +346,13 @@ def test_step_copy_writes_one_step_to_the_other_set(dtype, shards, bias, optimiz
     state_size = 0 if optimizer == "gd" else size
     sets = rng.standard_normal((2 * kt.MAX_SHARDS, 3, size)).astype(dtype)
     sets[:, 2] = np.abs(sets[:, 2])  # Adam's second moment is not negative
+    weights = np.zeros(size, bool)
+    for fi, fo, wo, bo in layout:
+        weights[wo : wo + fi * fo] = True
 
     def expected(params, state1, state2):
         g = grads[0] + grads[1] if shards == 2 else grads[0].copy()
-        squares = 0.0
-        for fi, fo, wo, bo in layout:
-            w = params[wo : wo + fi * fo]
-            g[wo : wo + fi * fo] += dtype(alpha / nb) * w
-            squares += float(np.sum(w.astype(np.float64) ** 2))
+        g[weights] += dtype(alpha / nb) * params[weights]
         p, s1, s2 = params.copy(), state1.copy(), state2.copy()
         if optimizer == "gd":
             ref.gd_update(p, g, hyper[0])
@@ -358,55 +360,69 @@ def test_step_copy_writes_one_step_to_the_other_set(dtype, shards, bias, optimiz
             ref.adam_update(p, g, s1, s2, hyper[0], hyper[3], hyper[4], hyper[5], t)
         else:
             ref.momentum_update(p, g, s1, hyper[0], hyper[1], optimizer == "nesterov")
-        return p, s1, s2, squares
+        return p, s1, s2
 
-    for c, live in ((0, 0), (0, 1), (1, 0), (1, 1)):
+    cut = int(kt.part_bound(size, 1, 2))
+    assert 0 < cut < layout[0, 0] * layout[0, 1]  # inside the first weight block
+    for (lo, hi, n_copies), c, live in itertools.product(
+        ((0, size, 1), (0, cut, 2), (cut, size, 2)), (0, 1), (0, 1)
+    ):
         params, state1, state2 = sets[0, 0].copy(), sets[0, 1].copy(), sets[0, 2].copy()
-        copies = np.full((kt.COPY_ROWS * (2 * kt.MAX_SHARDS - 1), size), np.nan, dtype)
-        copies[:, :] = sets[1:].reshape(-1, size)
-        before = (params.copy(), state1.copy(), state2.copy(), copies.copy())
-        args = (np.int64(c), np.int64(live), params, layout, grads, shards, nb, code, hyper,
-                state1[:state_size], state2[: size if optimizer == "adam" else 0], copies, t)  # fmt: skip
+        copies = sets[1:].reshape(-1, size).copy()
+        s1_view, s2_view = state1[:state_size], state2[: size if optimizer == "adam" else 0]
+        args = (np.int64(c), np.int64(live), lo, hi, np.int64(n_copies), params, layout, grads,
+                shards, nb, code, hyper, s1_view, s2_view, copies, t)  # fmt: skip
 
-        def rows(k):  # copy c's set k
-            if c == 0 and k == 0:
+        def rows(d, k):  # copy d's set k
+            if d == 0 and k == 0:
                 return params, state1, state2
-            first = kt.COPY_ROWS * (2 * c + k - 1)
+            first = kt.COPY_ROWS * (2 * d + k - 1)
             return tuple(copies[first + i] for i in range(3))
 
-        src = [a.copy() for a in rows(live)]
-        got_squares, ok = kt.step_copy(*args)
+        before = {(d, k): [a.copy() for a in rows(d, k)] for d in (0, 1) for k in (0, 1)}
+        got_squares, ok = kt.step_part(*args)
         assert ok
-        p, s1, s2, squares = expected(*src)
-        dst = rows(1 - live)
-        assert_close(dst[0], p, dtype)
+        p, s1, s2 = expected(*before[c, live])
+        inside = np.zeros(size, bool)
+        inside[lo:hi] = True
+        dst = rows(c, 1 - live)
+        assert_close(dst[0][inside], p[inside], dtype)
         if optimizer != "gd":
-            assert_close(dst[1], s1, dtype)
+            assert_close(dst[1][inside], s1[inside], dtype)
         if optimizer == "adam":
-            assert_close(dst[2], s2, dtype)
+            assert_close(dst[2][inside], s2[inside], dtype)
+        squares = float(np.sum(before[c, live][0][weights & inside].astype(np.float64) ** 2))
         assert_close(got_squares, squares, dtype)
-        for a, b in zip(rows(live), src):
-            np.testing.assert_array_equal(a, b)
-        # without an L2 term: the plain sum, and no squares
-        args[8][6] = 0.0
-        assert kt.step_copy(*args) == (0.0, True)
-        args[8][6] = alpha
+        # the other copy's other set gets the new parameters of the part,
+        # when it is below n_copies
+        mirrored = 1 - c < n_copies
+        if mirrored:
+            np.testing.assert_array_equal(rows(1 - c, 1 - live)[0][inside], dst[0][inside])
+        states = {"gd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer]
+        for d, k in before:
+            for i, (now, was) in enumerate(zip(rows(d, k), before[d, k])):
+                written = (d, k) == (c, 1 - live) and i <= states
+                written |= (d, k, i) == (1 - c, 1 - live, 0) and mirrored
+                if written:
+                    np.testing.assert_array_equal(now[~inside], was[~inside])
+                else:
+                    np.testing.assert_array_equal(now, was)
+        # without an L2 term: no squares
+        hyper[6] = 0.0
+        assert kt.step_part(*args) == (0.0, True)
+        hyper[6] = alpha
         # a non-finite gradient, or a sum of finite ones that overflows, is
-        # found in a weight block and in a bias block
+        # found in a weight block and in a bias block, inside the part only
         big = np.finfo(dtype).max
-        for position in (1, size - 1):
+        for position in (1, cut + 1, size - 1):
             for g0, g1 in ((np.nan, 0.0), (np.inf, 0.0), (big, big)):
                 if shards == 1 and g1 != 0.0:
                     continue
                 saved = grads.copy()
                 grads[0, position], grads[1, position] = g0, g1
                 with np.errstate(over="ignore", invalid="ignore"):
-                    assert not kt.step_copy(*args)[1]
+                    assert kt.step_part(*args)[1] == (not lo <= position < hi)
                 grads[...] = saved
-        # the caller's arrays are never written unless they are the target
-        if not (c == 0 and live == 1):
-            for a, b in zip((params, state1, state2), before[:3]):
-                np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------ fused training loop
@@ -622,8 +638,9 @@ def test_shard_rule_and_buffers():
     assert acts.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
     # two more per row: room for the column-major softmax (kd.deltas_units)
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
-    # gradients and losses: a half for steps of even and of odd number
-    assert grads.shape == (2 * kt.MAX_SHARDS, 533) and loss.shape == (2 * kt.MAX_SHARDS,)
+    # gradients and losses: a half for steps of even and of odd number; then
+    # the sum of squares and the finiteness of each part of the update
+    assert grads.shape == (2 * kt.MAX_SHARDS, 533) and loss.shape == (4 * kt.MAX_SHARDS,)
     assert loss.dtype == np.float64
     # parameters and the two optimizer states: the caller's second set, and
     # two sets for each further copy

@@ -13,18 +13,28 @@ come from :func:`shard_buffers`.
 first on the calling thread, the second in ``MAX_SHARDS`` slots on as many
 threads (the calling one and helper threads; the loop releases the GIL).
 Each slot runs one shard of every batch and keeps its own copy of the
-parameters and optimizer state, to which it applies the summed gradient;
-the slots wait for each other once per step, on an atomic counter
-(``fastnn._kernels.sync``). The results are bit-identical to ``train``'s
+parameters; after the shards, it applies the summed gradient to its part of
+the parameters (it keeps the optimizer state of that part only) and writes
+the new values into every copy. The slots wait for each other twice per
+step, on atomic counters (``fastnn._kernels.sync``): once all shards are
+done, and once all parts are. The results are bit-identical to ``train``'s
 (``fastnn._threads`` chooses between the two).
 
 Why slots and not Numba's parallel loops: ``train_parallel`` was the loop
 compiled with ``parallel=True``, which opened two parallel loops per step
 (the shards, then the copies' updates), each with a launch and a join of
 Numba's threads, and the parallel compile took about 9 s of an estimator's
-first fit in an empty cache. The slots meet once per step instead, and no
+first fit in an empty cache. The slots meet on counters instead, and no
 kernel is compiled with ``parallel=True`` any more (see the CHANGELOG for the
 measurements).
+
+Why parts: with a copy each (below), every slot applied the whole optimizer
+step to its own copy, so each step's update ran twice, once per core
+(Adam's square roots and divisions dominate it). Each slot now updates one
+part and hands the new parameters to the others through their copies, at
+the price of the second wait: digits step (adam, float64, 2 cores, medians
+of 40 calls, processes taking turns) 84.4-86.4 us against 89.4-98.8 us with
+whole-copy updates.
 
 Why copies: when the threads shared one copy and each updated half of it,
 every step moved half the parameters and half the summed gradient between
@@ -124,7 +134,7 @@ MIN_SHARD_ROWS = 32
 # The `copies` workspace (see shard_buffers): sets of COPY_ROWS rows, each
 # one copy's parameters (row + COPY_PARAMS) and optimizer states (+
 # COPY_STATE1, + COPY_STATE2). Every copy c has two sets, the live one and
-# the one its next update writes (see step_copy); set 0 of copy 0 is the
+# the one its next update writes (see step_part); set 0 of copy 0 is the
 # caller's arrays, so copy c's set k is the rows from COPY_ROWS * (2c + k - 1).
 COPY_ROWS = 3
 COPY_PARAMS = 0
@@ -169,13 +179,14 @@ def shard_rows(batch_size):
 def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
 
-    ``copies`` holds the buffers the optimizer steps write (see `step_copy`):
+    ``copies`` holds the buffers the optimizer steps write (see `step_part`):
     ``COPY_ROWS`` rows of ``n_params`` for the second set of the caller's
     copy, and with ``replicas`` two sets for each further copy, one per
     thread of ``train_parallel`` (``COPY_ROWS * (2 * MAX_SHARDS - 1)`` rows).
     Without ``replicas``, ``train_parallel`` runs on one thread, as ``train``.
     ``grads`` and ``shard_loss`` have two halves of ``MAX_SHARDS`` rows, used
-    by steps of even and odd number (see `run_slot`).
+    by steps of even and odd number, and ``shard_loss`` ``2 * MAX_SHARDS``
+    more elements for the parts of the update (see `run_slot`).
     """
     rows = shard_rows(batch_size)
     sets = 2 * MAX_SHARDS - 1 if replicas else 1
@@ -183,7 +194,7 @@ def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
         np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((2 * MAX_SHARDS, n_params), dtype=dtype),
-        np.zeros(2 * MAX_SHARDS, dtype=np.float64),
+        np.zeros(4 * MAX_SHARDS, dtype=np.float64),
         np.empty((COPY_ROWS * sets, n_params), dtype=dtype),
     )
 
@@ -279,18 +290,31 @@ def update_range(grads, shards, lo, hi, scale, with_l2, optimizer_code, rate, sr
     return not bad
 
 
-# The work of a step after the shards for one copy, compiled on its own and
-# called from the parallel loop: a loop body that is one call keeps the
-# parallel twin's cold compile short.
+@kernel(inline="always")
+def part_bound(size, part, parts):
+    # start of part `part` of `parts` of a vector of `size` elements (a
+    # multiple of 8, so that every part starts on a 64-byte boundary of
+    # float64 buffers); part_bound(size, parts, parts) = size
+    if part >= parts:
+        return size
+    return (part * size // parts) // 8 * 8
+
+
+# An optimizer step of one part of the parameters, compiled on its own and
+# called once per step and slot.
 @kernel
-def step_copy(
-    c, live, params, layout, grads, shards, nb, optimizer_code, hyper, state1, state2, copies, t,
+def step_part(
+    c, live, lo, hi, n_copies, params, layout, grads, shards, nb, optimizer_code, hyper,
+    state1, state2, copies, t,
 ):  # fmt: skip
-    # One optimizer step of copy c, from its set `live` to its other set,
-    # with the sum of the shards' gradients + the L2 term; returns (sum of
-    # W**2 of the live weights, whether every gradient was finite). The live
-    # set is left as it was, so that the caller can keep it when the
-    # gradient or the loss turns out not finite.
+    # One optimizer step of elements [lo, hi) of copy c, from its set `live`
+    # to its other set, with the sum of the shards' gradients + the L2 term;
+    # the new parameters [lo, hi) are also written to the other set of the
+    # other copies below n_copies (each slot updates one part and hands it to
+    # the others). Returns (sum of W**2 of the live weights in [lo, hi),
+    # whether every gradient there was finite). The live sets are left as
+    # they were, so that the caller can keep them when a gradient or the
+    # loss turns out not finite.
     src = copy_set(c, live, params, state1, state2, copies)
     dst = copy_set(c, 1 - live, params, state1, state2, copies)
     dt = params.dtype.type
@@ -306,18 +330,27 @@ def step_copy(
     finite = True
     for layer in range(layout.shape[0]):
         w_off = layout[layer, 2]
-        w_end = w_off + layout[layer, 0] * layout[layer, 1]
-        if with_l2:
-            squares += sum_of_squares(src[0][w_off:w_end])
-        finite &= update_range(
-            grads, shards, w_off, w_end, scale, with_l2, optimizer_code, rate, src, dst
-        )
-        b_off = layout[layer, 3]
-        if b_off >= 0:
-            b_end = b_off + layout[layer, 1]
+        w_lo = max(lo, w_off)
+        w_hi = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
+        if w_lo < w_hi:
+            if with_l2:
+                squares += sum_of_squares(src[0][w_lo:w_hi])
             finite &= update_range(
-                grads, shards, b_off, b_end, scale, False, optimizer_code, rate, src, dst
+                grads, shards, w_lo, w_hi, scale, with_l2, optimizer_code, rate, src, dst
             )
+        b_off = layout[layer, 3]
+        b_lo = max(lo, b_off)
+        b_hi = min(hi, b_off + layout[layer, 1])
+        if b_off >= 0 and b_lo < b_hi:
+            finite &= update_range(
+                grads, shards, b_lo, b_hi, scale, False, optimizer_code, rate, src, dst
+            )
+    new = dst[0][lo:hi]
+    for d in range(n_copies):
+        if d != c:
+            out = copy_set(d, 1 - live, params, state1, state2, copies)[0][lo:hi]
+            for i in range(hi - lo):
+                out[i] = new[i]
     return squares, finite
 
 
@@ -338,7 +371,8 @@ SYNC_ARRIVED = 8  # slots that have started
 SYNC_SHARDS = 16  # shards finished by all slots since the call began
 SYNC_RESULT = 24  # epochs completed (added by the leading slot)
 SYNC_FINISHED = 32  # slots that have finished their work
-SYNC_SIZE = 40
+SYNC_PARTS = 40  # parts of the parameters updated by all slots since the call began
+SYNC_SIZE = 48
 MODE_PARALLEL = 1
 MODE_ALONE = 2
 # How long a slot waits for the other slots to start (spins of an atomic
@@ -362,14 +396,19 @@ def run_slot(
     #
     # Slots: without `threaded` (the serial twin) this one call does all the
     # work. Threaded (train_parallel: one call per slot, on MAX_SHARDS
-    # threads), slot s runs shard s of every batch and keeps copy s of the
-    # parameters and optimizer state (copy 0: the caller's arrays; the others
-    # start as copies of it), summing all shards' gradients into its own
-    # copy's step (see step_copy), so that the copies stay equal bit for bit.
-    # The one wait per step: all shards of the batch finished (a counter in
-    # `sync`). Gradients and shard losses alternate between two halves of
-    # `grads` and `shard_loss` by the step's parity, so that a slot may start
-    # the next step's shard while the other still reads this step's. Every
+    # threads), slot s runs shard s of every batch on copy s of the
+    # parameters (copy 0: the caller's arrays; the others start as copies of
+    # it), then takes the optimizer step of part s of the parameters (see
+    # part_bound, step_part) from the sum of all shards' gradients, writes
+    # the new part into every copy, and keeps the optimizer state of part s
+    # (merged into the caller's arrays at the end). The copies stay equal
+    # bit for bit. Two waits per step, on counters in `sync`: all shards
+    # done, all parts done. Gradients and shard losses alternate between two
+    # halves of `grads` and `shard_loss` by the step's parity, so that a
+    # slot may start the next step's shard while the other still reads this
+    # step's; shard_loss[2 * MAX_SHARDS:] holds each part's sum of squares
+    # and finiteness. The sum of squares is taken part by part, in part
+    # order, alone as in slots, so that the losses are the same too. Every
     # slot makes the same decisions (stop, learning-rate schedule) from the
     # same numbers; slot 0, the leader, writes history, control, hyper and
     # step_count, and the other slots work on private copies of control and
@@ -428,6 +467,8 @@ def run_slot(
     done = epochs
     step = 0
     finished = 0  # shards of all steps so far
+    updated = 0  # parts of all steps so far
+    size = params.size
     for epoch in range(epochs):
         total = 0.0
         start = 0
@@ -479,13 +520,29 @@ def run_slot(
             for s in range(1, shards):
                 value += shard_loss[half + s]
             t_next = t + 1 if optimizer_code == OPT_ADAM else t
+            g = grads[half : half + MAX_SHARDS]
+            for part in range(first, last + 1):
+                # alone: every part into copy 0; else this slot's part into
+                # its copy and the others'
+                c = 0 if alone else part
+                sq, ok = step_part(
+                    np.int64(c), np.int64(live), part_bound(size, part, n_slots),
+                    part_bound(size, part + 1, n_slots), np.int64(n_copies), params, layout,
+                    g, shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
+                )  # fmt: skip
+                shard_loss[2 * MAX_SHARDS + part] = sq
+                shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
+            if not alone:
+                atomic_add(sync, SYNC_PARTS, 1)
+                updated += n_slots
+                while atomic_load(sync, SYNC_PARTS) < updated:
+                    pass
+            # the same sum, in the same order, in every slot and alone
             squares = 0.0
             finite = True
-            for c in range(first, min(last, n_copies - 1) + 1):
-                squares, finite = step_copy(
-                    np.int64(c), np.int64(live), params, layout, grads[half : half + MAX_SHARDS],
-                    shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
-                )  # fmt: skip
+            for part in range(n_slots):
+                squares += shard_loss[2 * MAX_SHARDS + part]
+                finite &= shard_loss[3 * MAX_SHARDS + part] != 0
             if alpha > 0:
                 value += 0.5 * alpha * squares / norm
             step += 1
@@ -509,28 +566,37 @@ def run_slot(
         if ctl[C_RULE] != 0 and end_of_epoch(loss, n, optimizer_code, hyp, ctl):
             done = epoch + 1
             break
-    if leader:
-        if live == 1:
-            copy_between(params, state1, state2, copies, 0, 1, 0, 0)
-        step_count[0] = t
-        if threaded != 0:
-            atomic_add(sync, SYNC_RESULT, done)
     if not alone:
-        # the leader returns once every slot is done with the arrays, so that
+        # the leader goes on once every slot is done with the arrays, so that
         # the caller need not wait for the helper threads to get back to
         # Python (a wait on their futures took about 50 us more per call)
         atomic_add(sync, SYNC_FINISHED, 1)
         if leader:
             while atomic_load(sync, SYNC_FINISHED) < n_slots:
                 pass
+            # each slot kept the optimizer state of its own part
+            for part in range(1, n_slots):
+                src = copy_set(part, live, params, state1, state2, copies)
+                dst = copy_set(0, live, params, state1, state2, copies)
+                lo = part_bound(size, part, n_slots)
+                hi = part_bound(size, part + 1, n_slots)
+                for a in range(1, 3):
+                    for i in range(lo, min(hi, src[a].size)):
+                        dst[a][i] = src[a][i]
+    if leader:
+        if live == 1:
+            copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+        step_count[0] = t
+        if threaded != 0:
+            atomic_add(sync, SYNC_RESULT, done)
     return done
 
 
 def _check_workspaces(params, grads, shard_loss, copies):
-    if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 2 * MAX_SHARDS:
+    if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 4 * MAX_SHARDS:
         raise ValueError(
-            f"grads and shard_loss need {2 * MAX_SHARDS} rows (see shard_buffers), "
-            f"got {grads.shape[0]} and {shard_loss.size}"
+            f"grads and shard_loss need {2 * MAX_SHARDS} and {4 * MAX_SHARDS} rows (see "
+            f"shard_buffers), got {grads.shape[0]} and {shard_loss.size}"
         )
     if copies.shape[0] < COPY_ROWS or copies.shape[1] < params.size:
         raise ValueError(
