@@ -359,6 +359,8 @@ class _FastnnMLPMixin:
         X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
         sample_idx = np.arange(n_samples, dtype=int)
+        identity = np.arange(n_samples, dtype=int)
+        perm = np.empty(n_samples, dtype=int)
         act, out, loss_code = self._fastnn_codes()
 
         # scikit-learn's stopping rule and learning-rate schedule run inside
@@ -403,10 +405,15 @@ class _FastnnMLPMixin:
                     # scikit-learn's per-epoch `sample_idx = shuffle(sample_idx,
                     # random_state=...)`, which draws `random_state.shuffle` of
                     # arange(n_samples), for each epoch of the chunk
+                    # (into reused buffers: the same draws, without two new
+                    # arrays per epoch)
                     rng_state = self._random_state.get_state()
                     for e in range(count):
-                        sample_idx = sample_idx[_draw_permutation(self._random_state, n_samples)]
-                        order[e] = sample_idx
+                        perm[...] = identity
+                        self._random_state.shuffle(perm)
+                        np.take(sample_idx, perm, out=order[e])
+                        sample_idx = order[e]
+                    sample_idx = sample_idx.copy()  # order is rewritten by the next chunk
                 if not is_adam:
                     hyper[0] = optimizer.learning_rate
                 control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
