@@ -85,8 +85,10 @@ class TwinRunner:
         self.key = key
         self.parallel_ok = bool(parallel_ok) and parallel_allowed()
         self._learned = _state["learned"].setdefault(
-            key, {"per_epoch": {}, "since_probe": 0, "warm": False, "wide": 0}
-        )
+            key,
+            {"per_epoch": {}, "since_probe": 0, "warm": False, "wide": 0, "best": None,
+             "probed": False},
+        )  # fmt: skip
         # True (parallel) / False (serial) -> latest seconds per epoch
         self.per_epoch = self._learned["per_epoch"]
         # the first chunk touches fresh buffers and wakes sleeping worker
@@ -113,6 +115,16 @@ class TwinRunner:
             if mode not in self.per_epoch:
                 return mode, min(remaining, self.PROBE)
         best = self.per_epoch[True] < self.per_epoch[False]
+        last, self._learned["best"] = self._learned["best"], best
+        if last is not None and best != last and not self._learned["probed"]:
+            # A chunk of the faster twin was slower than the other twin's
+            # last time: time it again at once. A single slow chunk (the
+            # machine had a noisy moment) would otherwise hold the choice for
+            # REPROBE chunks or more (a digits fit then ran 120 of its 200
+            # epochs serially, in 0.22 s instead of 0.13 s).
+            self._learned["wide"] = 0
+            self._learned["since_probe"] = 0
+            return last, min(remaining, self.PROBE)
         every = self.REPROBE_WIDE if self._learned["wide"] >= self.WIDE_PROBES else self.REPROBE
         if self._learned["since_probe"] >= every:
             self._learned["since_probe"] = 0
@@ -156,6 +168,7 @@ class TwinRunner:
         self._learned["warm"] = True
         if not untimed and done > 0:
             self.per_epoch[mode] = seconds / done
+            self._learned["probed"] = self._probe
             if self._probe and len(self.per_epoch) == 2:
                 # a probe, with both twins measured: count the wide gaps in a row
                 fast, slow = sorted(self.per_epoch.values())

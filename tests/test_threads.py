@@ -95,6 +95,42 @@ def test_one_wide_probe_is_not_enough(clock):
     assert log == expected
 
 
+@pytest.mark.parametrize("spike", ["once", "lasting"])
+def test_a_slow_chunk_of_the_faster_twin_is_timed_again_at_once(clock, spike):
+    # parallel 1.0, serial 1.5 per epoch; the third chunk of the parallel
+    # twin takes 3.0 per epoch (a noisy moment, or for good): the runner
+    # probes the parallel twin again at once instead of running the serial
+    # one for REPROBE_WIDE chunks, and keeps the serial one only if the
+    # parallel one stays slow
+    log = []
+    chunks = {"parallel": 0}
+
+    def serial(epochs):
+        log.append(("serial", epochs))
+        clock.now += 1.5 * epochs
+        return epochs
+
+    def parallel(epochs):
+        log.append(("parallel", epochs))
+        chunks["parallel"] += 1
+        slow = chunks["parallel"] == 5 or (spike == "lasting" and chunks["parallel"] > 5)
+        clock.now += (3.0 if slow else 1.0) * epochs
+        return epochs
+
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    P, C = runner.PROBE, runner.CHUNK
+    drive(runner, 1 + 3 * P + 3 * C + P + 2 * C)
+    # warm-up, parallel probe, serial load and probe, two parallel chunks,
+    # the slow one, the parallel twin again at once (a probe), then chunks
+    expected = [("parallel", 1), ("parallel", P), ("serial", P), ("serial", P)]
+    expected += [("parallel", C)] * 3 + [("parallel", P)]
+    if spike == "once":
+        expected += [("parallel", C)] * 2
+    else:
+        expected += [("serial", C)] * 2
+    assert log == expected
+
+
 def test_a_later_runner_starts_from_what_was_learnt(clock):
     log = []
     serial, parallel = twins(clock, 2.0, 1.0, log)
