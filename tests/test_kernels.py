@@ -574,8 +574,9 @@ def test_train_refuses_workspaces_too_small(twin, rng):
         np.testing.assert_array_equal(args[2], before)
 
 
-def _run_slot(slot, args, sync, threaded=1):
-    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded))
+def _run_slot(slot, args, sync, threaded=1, job=None):
+    job = np.zeros(0, np.int64) if job is None else job
+    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded), job)
 
 
 @pytest.mark.requires_jit
@@ -709,3 +710,73 @@ def test_a_helper_that_fails_leaves_the_work_to_slot_0(monkeypatch, rng):
     monkeypatch.setattr(kt, "run_slot", None)  # not called again with helpers
     monkeypatch.setattr(kt, "train", lambda *args: "serial")
     assert kt.train_parallel(*parallel) == "serial"
+
+
+@pytest.mark.requires_jit
+def test_a_standing_helper_runs_the_jobs_posted_until_told_to_quit(rng):
+    # slot 1 as a helper's standing call: it runs the job it was started
+    # with, then each job post_job hands it, on the same arrays; two calls
+    # of 2 epochs equal `train` in two calls of 2 epochs
+    import threading
+
+    serial = _train_args(np.float64, 150, 100, True, "adam", rng)
+    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    for args in (serial, parallel):
+        args[10] = 2  # epochs per call
+        args[12] = args[12][:2]  # the order of 2 epochs, used by both calls
+    assert kt.train(*serial) == kt.train(*serial) == 2
+    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    job = np.zeros(kt.JOB_SIZE, np.int64)
+    job[kt.JOB_STATE], job[kt.JOB_EPOCHS] = kt.JOB_POSTED, 2
+    helper = threading.Thread(target=_run_slot, args=(1, parallel, sync, 1, job))
+    helper.start()
+    assert _run_slot(0, parallel, sync) == 2
+    assert sync[kt.SYNC_MODE] == kt.MODE_PARALLEL
+    assert kt.post_job(job, sync, 2)  # waits while the helper leaves the first job
+    assert sync[kt.SYNC_ARRIVED] in (0, 1)  # cleared for the new job
+    assert _run_slot(0, parallel, sync) == 2
+    assert sync[kt.SYNC_MODE] == kt.MODE_PARALLEL and sync[kt.SYNC_FINISHED] == 2
+    _assert_same_training(serial, parallel)
+    kt.quit_job(job)
+    helper.join(timeout=10)
+    assert not helper.is_alive() and job[kt.JOB_STATE] == kt.JOB_EXITED
+    # a helper that has returned takes no job
+    before = sync.copy()
+    assert not kt.post_job(job, sync, 2)
+    np.testing.assert_array_equal(sync, before)
+
+
+@pytest.mark.requires_jit
+def test_train_parallel_keeps_its_helper_for_the_same_arrays_only(rng):
+    # consecutive calls on the same arrays hand their jobs to the same
+    # standing helper; other arrays get a new one (the old one quits); a
+    # helper left alone returns by itself; the results are `train`'s
+    import time
+
+    first = _train_args(np.float64, 150, 100, True, "momentum", rng)
+    other = _train_args(np.float64, 201, 64, True, "adam", rng)
+    runs = {}
+    for name, args in (("first", first), ("other", other)):
+        serial = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        assert kt.train(*serial) == kt.train(*serial) == 4
+        runs[name] = (serial, parallel)
+    serial, parallel = runs["first"]
+    assert kt.train_parallel(*parallel) == 4
+    server = kt._helpers["server"]
+    assert kt.train_parallel(*parallel) == 4
+    assert kt._helpers["server"] is server
+    _assert_same_training(serial, parallel)
+    def exits(job):
+        deadline = time.monotonic() + 30
+        while job[kt.JOB_STATE] != kt.JOB_EXITED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return job[kt.JOB_STATE] == kt.JOB_EXITED
+
+    serial, parallel = runs["other"]
+    assert kt.train_parallel(*parallel) == 4
+    assert kt._helpers["server"] is not server
+    assert exits(server["jobs"][0])  # told to quit
+    assert kt.train_parallel(*parallel) == 4
+    _assert_same_training(serial, parallel)
+    assert exits(kt._helpers["server"]["jobs"][0])  # after SERVE_SPINS without a job

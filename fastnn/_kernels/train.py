@@ -379,11 +379,11 @@ MODE_ALONE = 2
 # read, a few milliseconds) before slot 0 does every slot's work alone: a
 # helper thread may fail to start, or start only after slot 0 has returned,
 # and a slot that waited for a slot that cannot start would wait forever.
-ARRIVE_SPINS = 1 << 21
+ARRIVE_SPINS = 1 << 25
 
 
-@kernel(nogil=True)
-def run_slot(
+@kernel(inline="always")
+def slot_epochs(
     slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
@@ -592,6 +592,97 @@ def run_slot(
     return done
 
 
+# The `job` array of a helper's standing call of run_slot (int64, JOB_SIZE)
+JOB_STATE = 0  # JOB_* below
+JOB_EPOCHS = 8  # epochs of the job posted
+JOB_SIZE = 16
+JOB_IDLE = 0  # the helper waits for a job
+JOB_POSTED = 1  # a job is there (train_parallel's post_job)
+JOB_BUSY = 2  # the helper runs it
+JOB_EXITED = 3  # the helper has returned (no job for SERVE_SPINS spins, or told to)
+JOB_QUIT = 4  # return now (quit_job)
+# How long a helper waits for the next job (spins of an atomic read, about
+# 2 ms): long enough to span the Python work between two calls of a fit (the
+# next chunk's shuffles), so that it is still awake when the job comes. A
+# helper that had returned took 0.1 ms to start again after 0.4 ms of
+# Python, and 1.8 ms (up to 10 ms) after 10 ms of sleep.
+SERVE_SPINS = 1 << 23
+
+
+@kernel(inline="always")
+def wait_for_job(job):
+    # JOB_POSTED (and the job is now the caller's: JOB_BUSY) or JOB_EXITED
+    spins = 0
+    while True:
+        state = atomic_load(job, JOB_STATE)
+        if state == JOB_POSTED:
+            atomic_cas(job, JOB_STATE, JOB_POSTED, JOB_BUSY)
+            return JOB_POSTED
+        if state == JOB_QUIT:
+            atomic_cas(job, JOB_STATE, JOB_QUIT, JOB_EXITED)
+            return JOB_EXITED
+        spins += 1
+        if spins >= SERVE_SPINS and atomic_cas(job, JOB_STATE, JOB_IDLE, JOB_EXITED) == JOB_IDLE:
+            return JOB_EXITED
+
+
+@kernel(nogil=True)
+def run_slot(
+    slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    control, epochs, batch_size, order, use_order, state1, state2, step_count,
+    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
+    sync, threaded, job,
+):  # fmt: skip
+    # Slot `slot` of `epochs` epochs of training (see slot_epochs); returns
+    # the epochs completed. With a non-empty `job` (a helper thread's
+    # standing call, train_parallel), it runs the jobs posted there instead,
+    # one after another on the same arrays (each for job[JOB_EPOCHS] epochs,
+    # with `sync` cleared by post_job), until none comes for SERVE_SPINS
+    # spins or it is told to quit; the helper thus stays awake between the
+    # calls of a fit.
+    serving = job.size > 0
+    done = 0
+    while True:
+        n_epochs = epochs
+        if serving:
+            if wait_for_job(job) != JOB_POSTED:
+                return done
+            n_epochs = job[JOB_EPOCHS]
+        done = slot_epochs(
+            slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code,
+            hyper, control, n_epochs, batch_size, order, use_order, state1, state2, step_count,
+            acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight,
+            W_batch, sync, threaded,
+        )  # fmt: skip
+        if not serving:
+            return done
+        atomic_cas(job, JOB_STATE, JOB_BUSY, JOB_IDLE)
+
+
+@kernel
+def post_job(job, sync, epochs):
+    # hands a job of `epochs` epochs to the helper waiting on `job`, with
+    # `sync` cleared; False when that helper has returned (or is returning)
+    state = atomic_load(job, JOB_STATE)
+    while state == JOB_BUSY:  # the helper is leaving the last job
+        state = atomic_load(job, JOB_STATE)
+    if state != JOB_IDLE:
+        return False
+    for i in range(sync.size):
+        sync[i] = 0
+    job[JOB_EPOCHS] = epochs
+    return atomic_cas(job, JOB_STATE, JOB_IDLE, JOB_POSTED) == JOB_IDLE
+
+
+@kernel
+def quit_job(job):
+    # tells the helper waiting on `job`, if any, to return
+    state = atomic_load(job, JOB_STATE)
+    while state == JOB_BUSY:
+        state = atomic_load(job, JOB_STATE)
+    atomic_cas(job, JOB_STATE, JOB_IDLE, JOB_QUIT)
+
+
 def _check_workspaces(params, grads, shard_loss, copies):
     if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 4 * MAX_SHARDS:
         raise ValueError(
@@ -621,11 +712,12 @@ def train(
         np.int64(0), X, Y, params, layout, activation_code, output_code, loss_code,
         optimizer_code, hyper, control, epochs, batch_size, order, use_order, state1, state2,
         step_count, acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history,
-        sample_weight, W_batch, sync, np.int64(0),
+        sample_weight, W_batch, sync, np.int64(0), _NO_JOB,
     ))  # fmt: skip
 
 
-_helpers = {"pid": None, "pool": None, "failed": False, "pending": []}
+_NO_JOB = np.zeros(0, dtype=np.int64)
+_helpers = {"pid": None, "pool": None, "failed": False, "pending": [], "server": None}
 
 
 def _helper_pool():
@@ -633,19 +725,58 @@ def _helper_pool():
     import concurrent.futures
 
     if _helpers["pid"] != os.getpid():
+        # (one more worker than helpers: a new helper need not queue behind
+        # one that is returning)
         _helpers["pool"] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=MAX_SHARDS - 1, thread_name_prefix="fastnn-slot"
+            max_workers=MAX_SHARDS, thread_name_prefix="fastnn-slot"
         )
         _helpers["pid"] = os.getpid()
         _helpers["pending"] = []
+        _helpers["server"] = None
     return _helpers["pool"]
+
+
+def _job_key(args):
+    # what a helper's standing call was made with, but the epochs: the same
+    # objects (alive, held by that call, so their ids are theirs) and values
+    return tuple(id(a) if isinstance(a, np.ndarray) else a for i, a in enumerate(args) if i != 10)
+
+
+def _post(args):
+    # the `sync` of a job of args[10] epochs, posted to standing helpers
+    # (started now if those of the last call have returned or were called
+    # with other arrays)
+    epochs = args[10]
+    key = _job_key(args)
+    server = _helpers["server"]
+    if server is not None:
+        if server["key"] == key and all(post_job(job, server["sync"], epochs) for job in server["jobs"]):
+            return server["sync"]
+        for job in server["jobs"]:
+            quit_job(job)
+        _helpers["server"] = None
+    pool = _helper_pool()
+    sync = np.zeros(SYNC_SIZE, dtype=np.int64)
+    jobs = []
+    for slot in range(1, MAX_SHARDS):
+        job = np.zeros(JOB_SIZE, dtype=np.int64)
+        job[JOB_STATE] = JOB_POSTED
+        job[JOB_EPOCHS] = epochs
+        jobs.append(job)
+        _helpers["pending"].append(
+            pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1), job)
+        )
+    _helpers["server"] = {"key": key, "sync": sync, "jobs": jobs}
+    return sync
 
 
 def train_parallel(*args):
     """`train` with its slots on ``MAX_SHARDS`` threads: the same results.
 
     Slot 0 runs on this thread and the others on helper threads (`run_slot`
-    releases the GIL). Without room in ``copies`` for a copy per slot
+    releases the GIL), which wait about 2 ms for the next call with the same
+    arrays before they return (the next chunk of a fit finds them awake).
+    Without room in ``copies`` for a copy per slot
     (``shard_buffers(..., replicas=False)``), or with ``NUMBA_DISABLE_JIT=1``,
     it runs as `train`.
     """
@@ -656,17 +787,12 @@ def train_parallel(*args):
         return train(*args)
     if _helpers["failed"]:
         return train(*args)
-    sync = np.zeros(SYNC_SIZE, dtype=np.int64)
-    pool = _helper_pool()
-    pending = _helpers["pending"]
-    pending.extend(
-        pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1))
-        for slot in range(1, MAX_SHARDS)
-    )
-    run_slot(np.int64(0), *args, sync, np.int64(1))
+    sync = _post(args)
+    run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB)
     # slot 0 returns when every slot is done with the arrays (or, alone,
-    # when it has done all the work); the helpers' futures complete a little
-    # later and are looked at now or in a later call
+    # when it has done all the work); the helpers' standing calls return
+    # later, and are looked at now or in a later call
+    pending = _helpers["pending"]
     for other in [f for f in pending if f.done()]:
         pending.remove(other)
         if other.exception() is not None:
