@@ -382,216 +382,6 @@ MODE_ALONE = 2
 ARRIVE_SPINS = 1 << 25
 
 
-@kernel(inline="always")
-def slot_epochs(
-    slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
-    control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-    sync, threaded,
-):  # fmt: skip
-    # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
-    # in the order order[epoch] when use_order, else in storage order; each
-    # batch is split into shard_count(rows) shards. Returns the number of
-    # epochs completed (and, threaded, adds it to sync[SYNC_RESULT]).
-    #
-    # Slots: without `threaded` (the serial twin) this one call does all the
-    # work. Threaded (train_parallel: one call per slot, on MAX_SHARDS
-    # threads), slot s runs shard s of every batch on copy s of the
-    # parameters (copy 0: the caller's arrays; the others start as copies of
-    # it), then takes the optimizer step of part s of the parameters (see
-    # part_bound, step_part) from the sum of all shards' gradients, writes
-    # the new part into every copy, and keeps the optimizer state of part s
-    # (merged into the caller's arrays at the end). The copies stay equal
-    # bit for bit. Two waits per step, on counters in `sync`: all shards
-    # done, all parts done. Gradients and shard losses alternate between two
-    # halves of `grads` and `shard_loss` by the step's parity, so that a
-    # slot may start the next step's shard while the other still reads this
-    # step's; shard_loss[2 * MAX_SHARDS:] holds each part's sum of squares
-    # and finiteness. The sum of squares is taken part by part, in part
-    # order, alone as in slots, so that the losses are the same too. Every
-    # slot makes the same decisions (stop, learning-rate schedule) from the
-    # same numbers; slot 0, the leader, writes history, control, hyper and
-    # step_count, and the other slots work on private copies of control and
-    # hyper. If the slots do not all start within ARRIVE_SPINS, slot 0 does
-    # all the work alone (one copy) and the others return at once: the work
-    # is done exactly when slot 0 runs, whatever the order the slots start in.
-    #
-    # history[e] = the epoch's loss: the sum of batch losses for SSE, the
-    # size-weighted mean of batch losses otherwise. On a non-finite loss or
-    # gradient it stops before updating, stores that batch's loss in
-    # history[epoch] (finite when the gradient was the culprit) and returns
-    # the epoch: optimizer steps alternate between two sets of buffers per
-    # copy, and a set is taken only when its step was finite; the caller's
-    # arrays hold the result on return. With control[C_RULE] set, stops after
-    # an epoch where scikit-learn's rule says so (control[C_STOPPED] = 1).
-    # sample_weight (n,) weighs the rows (empty: all 1; W_batch gathers them
-    # when use_order): a batch's losses are then weighted means, normalised
-    # with the L2 term by the sum of its weights, as scikit-learn does.
-    # (slot and threaded are int64 in every call: one compiled signature)
-    n_slots = MAX_SHARDS
-    local = np.empty(CONTROL_SIZE + hyper.size)  # before the slots meet: nothing may fail after
-    alone = True
-    if threaded != 0:
-        atomic_add(sync, SYNC_ARRIVED, 1)
-        spins = 0
-        while atomic_load(sync, SYNC_ARRIVED) < n_slots and spins < ARRIVE_SPINS:
-            spins += 1
-        mode = MODE_PARALLEL if atomic_load(sync, SYNC_ARRIVED) >= n_slots else MODE_ALONE
-        before = atomic_cas(sync, SYNC_MODE, 0, mode)
-        if before != 0:
-            mode = before  # decided by another slot
-        if mode == MODE_ALONE and slot != 0:
-            return 0  # slot 0 does all the work (or, if it never starts, nobody)
-        alone = mode == MODE_ALONE
-    first, last, n_copies = slot, slot, n_slots
-    if alone:
-        first, last, n_copies = 0, n_slots - 1, 1
-    leader = slot == 0  # (alone, this is slot 0)
-    hyp = hyper
-    ctl = control
-    if not leader:
-        # the leader changes neither before all slots finished their first
-        # shard, which this slot has not yet started
-        for i in range(CONTROL_SIZE):
-            local[i] = control[i]
-        for i in range(hyper.size):
-            local[CONTROL_SIZE + i] = hyper[i]
-        ctl = local[:CONTROL_SIZE]
-        hyp = local[CONTROL_SIZE:]
-        copy_between(params, state1, state2, copies, 0, 0, slot, 0)
-    n = X.shape[0]
-    weighted = sample_weight.size > 0
-    alpha = hyp[6]
-    t = step_count[0]
-    live = 0  # the set of every copy that holds the current parameters
-    done = epochs
-    step = 0
-    finished = 0  # shards of all steps so far
-    updated = 0  # parts of all steps so far
-    size = params.size
-    for epoch in range(epochs):
-        total = 0.0
-        start = 0
-        while start < n:
-            stop = min(start + batch_size, n)
-            nb = stop - start
-            shards = shard_count(nb)
-            # the batch's normaliser: its rows, or the sum of its weights
-            norm = float(nb)
-            if weighted:
-                norm = 0.0
-                for r in range(nb):
-                    norm += sample_weight[order[epoch, start + r] if use_order else start + r]
-            half = (step % 2) * MAX_SHARDS
-            for s in range(first, min(last, shards - 1) + 1):
-                lo = (s * nb) // shards
-                hi = ((s + 1) * nb) // shards
-                if use_order:
-                    # element loops rather than `X_batch[r, :] = X[src]`, whose
-                    # shape check compiles a formatted error message (seconds
-                    # of cold compile)
-                    for r in range(lo, hi):
-                        src = order[epoch, start + r]
-                        for c in range(X.shape[1]):
-                            X_batch[r, c] = X[src, c]
-                        for c in range(Y.shape[1]):
-                            Y_batch[r, c] = Y[src, c]
-                        if weighted:
-                            W_batch[r] = sample_weight[src]
-                    xs = X_batch[lo:hi]
-                    ys = Y_batch[lo:hi]
-                    ws = W_batch[lo:hi] if weighted else W_batch[0:0]
-                else:
-                    xs = X[start + lo : start + hi]
-                    ys = Y[start + lo : start + hi]
-                    ws = sample_weight[start + lo : start + hi] if weighted else W_batch[0:0]
-                ps = copy_set(s if s < n_copies else 0, live, params, state1, state2, copies)[0]
-                shard_loss[half + s] = partial_loss_and_gradients(
-                    xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
-                    acts[s], deltas[s], grads[half + s],
-                )  # fmt: skip
-                if not alone:
-                    atomic_add(sync, SYNC_SHARDS, 1)
-            finished += shards
-            if not alone:
-                while atomic_load(sync, SYNC_SHARDS) < finished:
-                    pass
-            value = shard_loss[half]
-            for s in range(1, shards):
-                value += shard_loss[half + s]
-            t_next = t + 1 if optimizer_code == OPT_ADAM else t
-            g = grads[half : half + MAX_SHARDS]
-            for part in range(first, last + 1):
-                # alone: every part into copy 0; else this slot's part into
-                # its copy and the others'
-                c = 0 if alone else part
-                sq, ok = step_part(
-                    np.int64(c), np.int64(live), part_bound(size, part, n_slots),
-                    part_bound(size, part + 1, n_slots), np.int64(n_copies), params, layout,
-                    g, shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
-                )  # fmt: skip
-                shard_loss[2 * MAX_SHARDS + part] = sq
-                shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
-            if not alone:
-                atomic_add(sync, SYNC_PARTS, 1)
-                updated += n_slots
-                while atomic_load(sync, SYNC_PARTS) < updated:
-                    pass
-            # the same sum, in the same order, in every slot and alone
-            squares = 0.0
-            finite = True
-            for part in range(n_slots):
-                squares += shard_loss[2 * MAX_SHARDS + part]
-                finite &= shard_loss[3 * MAX_SHARDS + part] != 0
-            if alpha > 0:
-                value += 0.5 * alpha * squares / norm
-            step += 1
-            if not (finite and np.isfinite(value)):
-                if leader:
-                    history[epoch] = value
-                done = epoch
-                break
-            live = 1 - live
-            t = t_next
-            if loss_code == SSE:
-                total += value
-            else:
-                total += value * nb
-            start = stop
-        if done < epochs:
-            break
-        loss = total if loss_code == SSE else total / n
-        if leader:
-            history[epoch] = loss
-        if ctl[C_RULE] != 0 and end_of_epoch(loss, n, optimizer_code, hyp, ctl):
-            done = epoch + 1
-            break
-    if not alone:
-        # the leader goes on once every slot is done with the arrays, so that
-        # the caller need not wait for the helper threads to get back to
-        # Python (a wait on their futures took about 50 us more per call)
-        atomic_add(sync, SYNC_FINISHED, 1)
-        if leader:
-            while atomic_load(sync, SYNC_FINISHED) < n_slots:
-                pass
-            # each slot kept the optimizer state of its own part
-            for part in range(1, n_slots):
-                src = copy_set(part, live, params, state1, state2, copies)
-                dst = copy_set(0, live, params, state1, state2, copies)
-                lo = part_bound(size, part, n_slots)
-                hi = part_bound(size, part + 1, n_slots)
-                for a in range(1, 3):
-                    for i in range(lo, min(hi, src[a].size)):
-                        dst[a][i] = src[a][i]
-    if leader:
-        if live == 1:
-            copy_between(params, state1, state2, copies, 0, 1, 0, 0)
-        step_count[0] = t
-        if threaded != 0:
-            atomic_add(sync, SYNC_RESULT, done)
-    return done
-
-
 # The `job` array of a helper's standing call of run_slot (int64, JOB_SIZE)
 JOB_STATE = 0  # JOB_* below
 JOB_EPOCHS = 8  # epochs of the job posted
@@ -626,6 +416,15 @@ def wait_for_job(job):
             return JOB_EXITED
 
 
+@kernel
+def next_job(job):
+    # after a job: whether another was posted (False without a job array)
+    if job.size == 0:
+        return False
+    atomic_cas(job, JOB_STATE, JOB_BUSY, JOB_IDLE)
+    return wait_for_job(job) == JOB_POSTED
+
+
 @kernel(nogil=True)
 def run_slot(
     slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
@@ -633,30 +432,234 @@ def run_slot(
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
     sync, threaded, job,
 ):  # fmt: skip
-    # Slot `slot` of `epochs` epochs of training (see slot_epochs); returns
-    # the epochs completed. With a non-empty `job` (a helper thread's
-    # standing call, train_parallel), it runs the jobs posted there instead,
-    # one after another on the same arrays (each for job[JOB_EPOCHS] epochs,
-    # with `sync` cleared by post_job), until none comes for SERVE_SPINS
-    # spins or it is told to quit; the helper thus stays awake between the
-    # calls of a fit.
-    serving = job.size > 0
+    # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
+    # in the order order[epoch] when use_order, else in storage order; each
+    # batch is split into shard_count(rows) shards. Returns the number of
+    # epochs completed (and, threaded, the leader adds it to
+    # sync[SYNC_RESULT]).
+    #
+    # With a non-empty `job` (a helper thread's standing call, see
+    # train_parallel) it runs the jobs posted there instead, one after
+    # another on the same arrays (each for job[JOB_EPOCHS] epochs, with
+    # `sync` cleared by post_job), until none comes for SERVE_SPINS spins or
+    # it is told to quit: the helper stays awake between the calls of a fit.
+    #
+    # Slots: without `threaded` (the serial twin) this one call does all the
+    # work. Threaded (train_parallel: one call per slot, on MAX_SHARDS
+    # threads), slot s runs shard s of every batch on copy s of the
+    # parameters (copy 0: the caller's arrays; the others start as copies of
+    # it), then takes the optimizer step of part s of the parameters (see
+    # part_bound, step_part) from the sum of all shards' gradients, writes
+    # the new part into every copy, and keeps the optimizer state of part s
+    # (merged into the caller's arrays at the end). The copies stay equal
+    # bit for bit. Two waits per step, on counters in `sync`: all shards
+    # done, all parts done. Gradients and shard losses alternate between two
+    # halves of `grads` and `shard_loss` by the step's parity, so that a
+    # slot may start the next step's shard while the other still reads this
+    # step's; shard_loss[2 * MAX_SHARDS:] holds each part's sum of squares
+    # and finiteness. The sum of squares is taken part by part, in part
+    # order, alone as in slots, so that the losses are the same too. Every
+    # slot makes the same decisions (stop, learning-rate schedule) from the
+    # same numbers; slot 0, the leader, writes history, control, hyper and
+    # step_count, and the other slots work on private copies of control and
+    # hyper. If the slots do not all start within ARRIVE_SPINS, slot 0 does
+    # all the work alone (one copy) and the others skip the job at once: the
+    # work is done exactly when slot 0 runs, whatever order they start in.
+    #
+    # history[e] = the epoch's loss: the sum of batch losses for SSE, the
+    # size-weighted mean of batch losses otherwise. On a non-finite loss or
+    # gradient it stops before updating, stores that batch's loss in
+    # history[epoch] (finite when the gradient was the culprit) and returns
+    # the epoch: optimizer steps alternate between two sets of buffers per
+    # copy, and a set is taken only when its step was finite; the caller's
+    # arrays hold the result on return. With control[C_RULE] set, stops after
+    # an epoch where scikit-learn's rule says so (control[C_STOPPED] = 1).
+    # sample_weight (n,) weighs the rows (empty: all 1; W_batch gathers them
+    # when use_order): a batch's losses are then weighted means, normalised
+    # with the L2 term by the sum of its weights, as scikit-learn does.
+    # (slot and threaded are int64 in every call: one compiled signature.
+    # The job loop's body is written out here: as an inlined kernel of its
+    # own, the same code took 6.4 s to compile instead of 4.8 s.)
+    n_epochs = epochs
+    if job.size > 0:
+        if wait_for_job(job) != JOB_POSTED:
+            return 0
+        n_epochs = job[JOB_EPOCHS]
     done = 0
-    while True:
-        n_epochs = epochs
-        if serving:
-            if wait_for_job(job) != JOB_POSTED:
-                return done
-            n_epochs = job[JOB_EPOCHS]
-        done = slot_epochs(
-            slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code,
-            hyper, control, n_epochs, batch_size, order, use_order, state1, state2, step_count,
-            acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight,
-            W_batch, sync, threaded,
-        )  # fmt: skip
-        if not serving:
-            return done
-        atomic_cas(job, JOB_STATE, JOB_BUSY, JOB_IDLE)
+    more = True
+    while more:
+        done = 0
+        n_slots = MAX_SHARDS
+        local = np.empty(CONTROL_SIZE + hyper.size)  # before the slots meet: nothing may fail after
+        alone = True
+        skip = False
+        if threaded != 0:
+            atomic_add(sync, SYNC_ARRIVED, 1)
+            spins = 0
+            while atomic_load(sync, SYNC_ARRIVED) < n_slots and spins < ARRIVE_SPINS:
+                spins += 1
+            mode = MODE_PARALLEL if atomic_load(sync, SYNC_ARRIVED) >= n_slots else MODE_ALONE
+            before = atomic_cas(sync, SYNC_MODE, 0, mode)
+            if before != 0:
+                mode = before  # decided by another slot
+            # slot 0 does all the work alone (or, if it never starts, nobody)
+            skip = mode == MODE_ALONE and slot != 0
+            alone = mode == MODE_ALONE
+        if not skip:
+            first, last, n_copies = slot, slot, n_slots
+            if alone:
+                first, last, n_copies = 0, n_slots - 1, 1
+            leader = slot == 0  # (alone, this is slot 0)
+            hyp = hyper
+            ctl = control
+            if not leader:
+                # the leader changes neither before all slots finished their
+                # first shard, which this slot has not yet started
+                for i in range(CONTROL_SIZE):
+                    local[i] = control[i]
+                for i in range(hyper.size):
+                    local[CONTROL_SIZE + i] = hyper[i]
+                ctl = local[:CONTROL_SIZE]
+                hyp = local[CONTROL_SIZE:]
+                copy_between(params, state1, state2, copies, 0, 0, slot, 0)
+            n = X.shape[0]
+            weighted = sample_weight.size > 0
+            alpha = hyp[6]
+            t = step_count[0]
+            live = 0  # the set of every copy that holds the current parameters
+            done = n_epochs
+            step = 0
+            finished = 0  # shards of all steps so far
+            updated = 0  # parts of all steps so far
+            size = params.size
+            for epoch in range(n_epochs):
+                total = 0.0
+                start = 0
+                while start < n:
+                    stop = min(start + batch_size, n)
+                    nb = stop - start
+                    shards = shard_count(nb)
+                    # the batch's normaliser: its rows, or the sum of its weights
+                    norm = float(nb)
+                    if weighted:
+                        norm = 0.0
+                        for r in range(nb):
+                            row = order[epoch, start + r] if use_order else start + r
+                            norm += sample_weight[row]
+                    half = (step % 2) * MAX_SHARDS
+                    for s in range(first, min(last, shards - 1) + 1):
+                        lo = (s * nb) // shards
+                        hi = ((s + 1) * nb) // shards
+                        if use_order:
+                            # element loops rather than `X_batch[r, :] = X[src]`,
+                            # whose shape check compiles a formatted error
+                            # message (seconds of cold compile)
+                            for r in range(lo, hi):
+                                src = order[epoch, start + r]
+                                for c in range(X.shape[1]):
+                                    X_batch[r, c] = X[src, c]
+                                for c in range(Y.shape[1]):
+                                    Y_batch[r, c] = Y[src, c]
+                                if weighted:
+                                    W_batch[r] = sample_weight[src]
+                            xs = X_batch[lo:hi]
+                            ys = Y_batch[lo:hi]
+                            ws = W_batch[lo:hi] if weighted else W_batch[0:0]
+                        else:
+                            xs = X[start + lo : start + hi]
+                            ys = Y[start + lo : start + hi]
+                            ws = W_batch[0:0]
+                            if weighted:
+                                ws = sample_weight[start + lo : start + hi]
+                        own = s if s < n_copies else 0
+                        ps = copy_set(own, live, params, state1, state2, copies)[0]
+                        shard_loss[half + s] = partial_loss_and_gradients(
+                            xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
+                            acts[s], deltas[s], grads[half + s],
+                        )  # fmt: skip
+                        if not alone:
+                            atomic_add(sync, SYNC_SHARDS, 1)
+                    finished += shards
+                    if not alone:
+                        while atomic_load(sync, SYNC_SHARDS) < finished:
+                            pass
+                    value = shard_loss[half]
+                    for s in range(1, shards):
+                        value += shard_loss[half + s]
+                    t_next = t + 1 if optimizer_code == OPT_ADAM else t
+                    g = grads[half : half + MAX_SHARDS]
+                    for part in range(first, last + 1):
+                        # alone: every part into copy 0; else this slot's part
+                        # into its copy and the others'
+                        c = 0 if alone else part
+                        sq, ok = step_part(
+                            np.int64(c), np.int64(live), part_bound(size, part, n_slots),
+                            part_bound(size, part + 1, n_slots), np.int64(n_copies), params, layout,
+                            g, shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
+                        )  # fmt: skip
+                        shard_loss[2 * MAX_SHARDS + part] = sq
+                        shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
+                    if not alone:
+                        atomic_add(sync, SYNC_PARTS, 1)
+                        updated += n_slots
+                        while atomic_load(sync, SYNC_PARTS) < updated:
+                            pass
+                    # the same sum, in the same order, in every slot and alone
+                    squares = 0.0
+                    finite = True
+                    for part in range(n_slots):
+                        squares += shard_loss[2 * MAX_SHARDS + part]
+                        finite &= shard_loss[3 * MAX_SHARDS + part] != 0
+                    if alpha > 0:
+                        value += 0.5 * alpha * squares / norm
+                    step += 1
+                    if not (finite and np.isfinite(value)):
+                        if leader:
+                            history[epoch] = value
+                        done = epoch
+                        break
+                    live = 1 - live
+                    t = t_next
+                    if loss_code == SSE:
+                        total += value
+                    else:
+                        total += value * nb
+                    start = stop
+                if done < n_epochs:
+                    break
+                loss = total if loss_code == SSE else total / n
+                if leader:
+                    history[epoch] = loss
+                if ctl[C_RULE] != 0 and end_of_epoch(loss, n, optimizer_code, hyp, ctl):
+                    done = epoch + 1
+                    break
+            if not alone:
+                # the leader goes on once every slot is done with the arrays,
+                # so that the caller need not wait for the helper threads to
+                # get back to Python (a wait on their futures took about 50 us
+                # more per call)
+                atomic_add(sync, SYNC_FINISHED, 1)
+                if leader:
+                    while atomic_load(sync, SYNC_FINISHED) < n_slots:
+                        pass
+                    # each slot kept the optimizer state of its own part
+                    for part in range(1, n_slots):
+                        src = copy_set(part, live, params, state1, state2, copies)
+                        dst = copy_set(0, live, params, state1, state2, copies)
+                        lo = part_bound(size, part, n_slots)
+                        hi = part_bound(size, part + 1, n_slots)
+                        for a in range(1, 3):
+                            for i in range(lo, min(hi, src[a].size)):
+                                dst[a][i] = src[a][i]
+            if leader:
+                if live == 1:
+                    copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+                step_count[0] = t
+                if threaded != 0:
+                    atomic_add(sync, SYNC_RESULT, done)
+        more = next_job(job)
+        n_epochs = job[JOB_EPOCHS] if more else n_epochs
+    return done
 
 
 @kernel
@@ -750,8 +753,9 @@ def _post(args):
     key = _job_key(args)
     server = _helpers["server"]
     if server is not None:
-        if server["key"] == key and all(post_job(job, server["sync"], epochs) for job in server["jobs"]):
-            return server["sync"]
+        sync = server["sync"]
+        if server["key"] == key and all(post_job(job, sync, epochs) for job in server["jobs"]):
+            return sync
         for job in server["jobs"]:
             quit_job(job)
         _helpers["server"] = None
