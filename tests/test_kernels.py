@@ -690,8 +690,8 @@ def test_parallel_twin_runs_in_a_forked_child(rng):
 
 @pytest.mark.requires_jit
 def test_a_helper_that_fails_leaves_the_work_to_slot_0(monkeypatch, rng):
-    # slot 0 waits ARRIVE_SPINS for the helper, trains alone and its result
-    # stands; later calls run as `train`
+    # slot 0 waits ARRIVE_SPINS for the helper on an empty job, then trains
+    # as `train`, and so do later calls
     import concurrent.futures
 
     class FailingPool:

@@ -131,6 +131,24 @@ def test_a_slow_chunk_of_the_faster_twin_is_timed_again_at_once(clock, spike):
     assert log == expected
 
 
+def test_the_parallel_twins_startup_is_not_timed(clock):
+    # a parallel twin that spent 2.5 of its 3.0 seconds starting its threads
+    # (train_parallel.last_startup_s) is timed at 0.5 / 3 epochs
+    log = []
+    serial, parallel = twins(clock, 1.0, 1.0, log)
+
+    def starting(epochs):
+        done = parallel(epochs)
+        clock.now += 2.5
+        starting.last_startup_s = 2.5
+        return done
+
+    runner = _threads.TwinRunner(serial, starting, "k", parallel_ok=True)
+    runner.run(True, 1, (1,))  # the first call of a twin is not timed
+    runner.run(True, 3, (3,))
+    assert runner.per_epoch[True] == pytest.approx(1.0)
+
+
 def test_a_later_runner_starts_from_what_was_learnt(clock):
     log = []
     serial, parallel = twins(clock, 2.0, 1.0, log)

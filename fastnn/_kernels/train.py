@@ -59,6 +59,7 @@ copy.
 """
 
 import os
+import time
 
 import numba
 import numpy as np
@@ -746,9 +747,9 @@ def _job_key(args):
 
 
 def _post(args):
-    # the `sync` of a job of args[10] epochs, posted to standing helpers
-    # (started now if those of the last call have returned or were called
-    # with other arrays)
+    # the `sync` of a job of args[10] epochs, posted to standing helpers, or
+    # None when none is posted: the helpers of the last call have returned
+    # or were called with other arrays, and new ones could not be met
     epochs = args[10]
     key = _job_key(args)
     server = _helpers["server"]
@@ -759,19 +760,26 @@ def _post(args):
         for job in server["jobs"]:
             quit_job(job)
         _helpers["server"] = None
+    # new helpers, met first on an empty job: a thread of the pool took from
+    # 0.1 to 10 ms to start on the development machine, which would count
+    # as time of the first epochs (see last_startup_s)
     pool = _helper_pool()
     sync = np.zeros(SYNC_SIZE, dtype=np.int64)
     jobs = []
     for slot in range(1, MAX_SHARDS):
         job = np.zeros(JOB_SIZE, dtype=np.int64)
         job[JOB_STATE] = JOB_POSTED
-        job[JOB_EPOCHS] = epochs
         jobs.append(job)
         _helpers["pending"].append(
             pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1), job)
         )
     _helpers["server"] = {"key": key, "sync": sync, "jobs": jobs}
-    return sync
+    empty = list(args)
+    empty[10] = 0
+    run_slot(np.int64(0), *empty, sync, np.int64(1), _NO_JOB)
+    if sync[SYNC_MODE] == MODE_PARALLEL and all(post_job(job, sync, epochs) for job in jobs):
+        return sync
+    return None
 
 
 def train_parallel(*args):
@@ -782,7 +790,9 @@ def train_parallel(*args):
     arrays before they return (the next chunk of a fit finds them awake).
     Without room in ``copies`` for a copy per slot
     (``shard_buffers(..., replicas=False)``), or with ``NUMBA_DISABLE_JIT=1``,
-    it runs as `train`.
+    it runs as `train`. ``train_parallel.last_startup_s`` is the time the
+    last call spent starting helpers before the work (0 when they were
+    waiting), which ``fastnn._threads.TwinRunner`` leaves out of its timing.
     """
     params, grads, shard_loss, copies = args[2], args[19], args[20], args[21]
     _check_workspaces(params, grads, shard_loss, copies)
@@ -791,8 +801,14 @@ def train_parallel(*args):
         return train(*args)
     if _helpers["failed"]:
         return train(*args)
+    start = time.perf_counter()
     sync = _post(args)
-    run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB)
+    train_parallel.last_startup_s = time.perf_counter() - start
+    if sync is None:  # the helpers did not come: this thread alone
+        done = train(*args)
+    else:
+        run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB)
+        done = int(sync[SYNC_RESULT])
     # slot 0 returns when every slot is done with the arrays (or, alone,
     # when it has done all the work); the helpers' standing calls return
     # later, and are looked at now or in a later call
@@ -800,7 +816,9 @@ def train_parallel(*args):
     for other in [f for f in pending if f.done()]:
         pending.remove(other)
         if other.exception() is not None:
-            # slot 0 did the work alone: keep its result, and run as
-            # `train` from now on
+            # a helper could not run: run as `train` from now on
             _helpers["failed"] = True
-    return int(sync[SYNC_RESULT])
+    return done
+
+
+train_parallel.last_startup_s = 0.0
