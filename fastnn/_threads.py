@@ -24,7 +24,6 @@ failed to start.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 
