@@ -780,3 +780,32 @@ def test_train_parallel_keeps_its_helper_for_the_same_arrays_only(rng):
     assert kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
     assert exits(kt._helpers["server"]["jobs"][0])  # after SERVE_SPINS without a job
+
+
+@pytest.mark.requires_jit
+def test_a_long_wait_for_another_slot_yields_and_ends(rng):
+    # wait_until spins, then lets other threads run between its reads (the
+    # compiled pause, sched_yield where there is one), and returns once the
+    # other thread has counted
+    import threading
+    import time
+
+    from numba import njit
+
+    @njit(nogil=True)
+    def wait(sync, target):
+        kt.wait_until(sync, kt.SYNC_SHARDS, target)
+
+    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    wait(sync, 0)  # already there: returns at once (and compiles)
+
+    def count_later():
+        time.sleep(0.05)
+        sync[kt.SYNC_SHARDS] = 1
+
+    other = threading.Thread(target=count_later)
+    start = time.perf_counter()
+    other.start()
+    wait(sync, 1)
+    other.join()
+    assert time.perf_counter() - start >= 0.05 and sync[kt.SYNC_SHARDS] == 1

@@ -13,13 +13,18 @@ Each takes the array and an index (no bounds check, no negative indices).
 The Python stand-ins (for ``NUMBA_DISABLE_JIT=1``) hold a lock instead.
 """
 
+import os
 import threading
+import time
 
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 _lock = threading.Lock()
+# the C library's sched_yield, where there is one (POSIX): compiled code
+# calls it by name, so a cached kernel does not hold its address
+_sched_yield = types.ExternalFunction("sched_yield", types.intc()) if os.name == "posix" else None
 
 
 def _pointer(context, builder, array_type, array, index):
@@ -114,3 +119,19 @@ def _atomic_load_impl(a, index):
 @overload(atomic_cas)
 def _atomic_cas_impl(a, index, expected, new):
     return lambda a, index, expected, new: _atomic_cas(a, index, expected, new)
+
+
+def pause():
+    """Let another thread run on this core (``sched_yield``; a no-op without it)."""
+    time.sleep(0)
+
+
+@overload(pause)
+def _pause_impl():
+    if _sched_yield is None:
+        return lambda: None
+
+    def impl():
+        _sched_yield()
+
+    return impl
