@@ -809,3 +809,23 @@ def test_a_long_wait_for_another_slot_yields_and_ends(rng):
     wait(sync, 1)
     other.join()
     assert time.perf_counter() - start >= 0.05 and sync[kt.SYNC_SHARDS] == 1
+
+
+def test_atomics_add_load_and_compare_and_swap():
+    # compiled (LLVM atomics), or the locked Python stand-ins without JIT
+    from numba import njit
+
+    from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause
+
+    @njit
+    def run(a):
+        first = atomic_add(a, 3, 5)  # 2 -> 7, returns 2
+        seen = atomic_load(a, 3)
+        kept = atomic_cas(a, 3, 6, 100)  # 7 != 6: unchanged, returns 7
+        swapped = atomic_cas(a, 3, 7, 100)  # 7 == 7: 100, returns 7
+        pause()
+        return first, seen, kept, swapped
+
+    a = np.array([0, 0, 0, 2, 0], dtype=np.int64)
+    assert run(a) == (2, 7, 7, 7)
+    assert a.tolist() == [0, 0, 0, 100, 0]

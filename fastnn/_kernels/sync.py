@@ -1,9 +1,9 @@
-"""Atomic operations on int64 array elements, for threads of one parallel kernel.
+"""Atomic operations on int64 array elements, for the threads of the training kernel.
 
-``train_parallel`` runs each thread's whole share of training in one
-parallel loop and lets the threads wait for each other through counters in
-an int64 array, instead of opening two parallel loops per step (see
-``fastnn._kernels.train``). Numba compiles plain array accesses as ordinary
+``train_parallel`` runs the slots of the training loop on separate threads
+(the calling one and helpers), which wait for each other through counters in
+an int64 array (see ``fastnn._kernels.train``); `pause` lets other threads
+run during a long wait. Numba compiles plain array accesses as ordinary
 loads and stores, which the compiler may keep in registers or reorder; these
 compile to LLVM's atomic instructions with sequential consistency, so that a
 thread that reads a counter sees everything the other thread wrote before
