@@ -53,6 +53,19 @@ def bias_activate(Z, b, has_bias, code):
     one = Z.dtype.type(1.0)
     for i in range(n):
         row = Z[i]
+        if code == RELU:
+            # the bias and the rectifier in one pass, as a select (NaN stays
+            # NaN): a digits step (64-100-10, float64) took about 1 us less
+            # than with a bias loop and a conditional store
+            if has_bias:
+                for j in range(m):
+                    z = row[j] + b[j]
+                    row[j] = zero if z < zero else z
+            else:
+                for j in range(m):
+                    z = row[j]
+                    row[j] = zero if z < zero else z
+            continue
         if has_bias:
             for j in range(m):
                 row[j] += b[j]
@@ -62,10 +75,6 @@ def bias_activate(Z, b, has_bias, code):
         elif code == TANH:
             for j in range(m):
                 row[j] = np.tanh(row[j])
-        elif code == RELU:
-            for j in range(m):
-                if row[j] < zero:
-                    row[j] = zero
         elif code == EXP:
             for j in range(m):
                 row[j] = np.exp(row[j])
@@ -161,6 +170,16 @@ def multiply_derivative_sum_rows(delta, A, code, sums):
     zero = A.dtype.type(0.0)
     for j in range(m):
         sums[j] = zero
+    if code == RELU:
+        # (the default activation: its loop without the per-row dispatch)
+        for i in range(n):
+            d = delta[i]
+            a = A[i]
+            for j in range(m):
+                x = zero if a[j] <= zero else d[j]
+                d[j] = x
+                sums[j] += x
+        return delta
     for i in range(n):
         d = delta[i]
         a = A[i]
