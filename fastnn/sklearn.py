@@ -125,11 +125,38 @@ def _weights(sample_weight, dtype):
     return np.ascontiguousarray(sample_weight, dtype=dtype)
 
 
-def _draw_permutation(random_state, n):
-    """The permutation ``sklearn.utils.shuffle`` draws for ``n`` samples."""
-    perm = np.arange(n)
-    random_state.shuffle(perm)
-    return perm
+def _draw_orders(random_state, sample_idx, perm, order, count):
+    """scikit-learn's epoch orders for ``count`` epochs, drawn into ``order``.
+
+    Each epoch, scikit-learn's loop draws ``sample_idx = shuffle(sample_idx,
+    random_state=...)``: ``random_state.shuffle(arange(n))`` composed with
+    the previous order. order[e] gets the e-th epoch's order (order[0] from
+    ``sample_idx``), and ``random_state`` is left where those draws leave it.
+    Returns the state from before the draws (``set_state`` it and draw again
+    to rewind to an earlier epoch). ``perm``: n int64 of workspace. With an
+    MT19937 generator (every ``RandomState`` that scikit-learn makes), the
+    draws are compiled (`fastnn._kernels.shuffle`); otherwise, or with
+    ``NUMBA_DISABLE_JIT=1``, NumPy makes them.
+    """
+    import numba
+
+    from fastnn._kernels.shuffle import draw_orders
+
+    state = random_state.get_state(legacy=False)
+    n = sample_idx.size
+    if state["bit_generator"] == "MT19937" and n < 2**32 and not numba.config.DISABLE_JIT:
+        mt = state["state"]
+        key = mt["key"].copy()
+        pos = draw_orders(key, np.int64(mt["pos"]), sample_idx, perm, order, count)
+        random_state.set_state(dict(state, state={"key": key, "pos": int(pos)}))
+        return state
+    previous = sample_idx
+    for e in range(count):
+        perm[...] = np.arange(n)
+        random_state.shuffle(perm)
+        np.take(previous, perm, out=order[e])
+        previous = order[e]
+    return state
 
 
 def _progress(total, verbose):
@@ -358,9 +385,8 @@ class _FastnnMLPMixin:
         W_batch = np.empty(batch_size if (self.shuffle and weights.size) else 0, dtype=dtype)
         X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
-        sample_idx = np.arange(n_samples, dtype=int)
-        identity = np.arange(n_samples, dtype=int)
-        perm = np.empty(n_samples, dtype=int)
+        sample_idx = np.arange(n_samples, dtype=np.int64)
+        perm = np.empty(n_samples, dtype=np.int64)
         act, out, loss_code = self._fastnn_codes()
 
         # scikit-learn's stopping rule and learning-rate schedule run inside
@@ -402,18 +428,8 @@ class _FastnnMLPMixin:
             while self.n_iter_ < self.max_iter:
                 use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
                 if self.shuffle:
-                    # scikit-learn's per-epoch `sample_idx = shuffle(sample_idx,
-                    # random_state=...)`, which draws `random_state.shuffle` of
-                    # arange(n_samples), for each epoch of the chunk
-                    # (into reused buffers: the same draws, without two new
-                    # arrays per epoch)
-                    rng_state = self._random_state.get_state()
-                    for e in range(count):
-                        perm[...] = identity
-                        self._random_state.shuffle(perm)
-                        np.take(sample_idx, perm, out=order[e])
-                        sample_idx = order[e]
-                    sample_idx = sample_idx.copy()  # order is rewritten by the next chunk
+                    # scikit-learn's per-epoch shuffles, for each epoch of the chunk
+                    rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
                 if not is_adam:
                     hyper[0] = optimizer.learning_rate
                 control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
@@ -432,8 +448,9 @@ class _FastnnMLPMixin:
                     # leave the random stream where scikit-learn's would be:
                     # one shuffle per epoch started
                     self._random_state.set_state(rng_state)
-                    for e in range(started):
-                        _draw_permutation(self._random_state, n_samples)
+                    _draw_orders(self._random_state, sample_idx, perm, order, started)
+                if self.shuffle and count > 0:
+                    sample_idx[...] = order[count - 1]  # (order is rewritten by the next chunk)
                 for e in range(done):
                     self.n_iter_ += 1
                     self.loss_ = float(history[e])

@@ -829,3 +829,46 @@ def test_atomics_add_load_and_compare_and_swap():
     a = np.array([0, 0, 0, 2, 0], dtype=np.int64)
     assert run(a) == (2, 7, 7, 7)
     assert a.tolist() == [0, 0, 0, 100, 0]
+
+
+# ---------------------------------------------------------------- shuffles
+def _numpy_orders(random_state, sample_idx, count):
+    # scikit-learn's per-epoch `sample_idx = shuffle(sample_idx, random_state=...)`
+    orders = []
+    for _ in range(count):
+        perm = np.arange(sample_idx.size)
+        random_state.shuffle(perm)
+        sample_idx = sample_idx[perm]
+        orders.append(sample_idx)
+    return np.array(orders)
+
+
+@pytest.mark.parametrize(
+    "n, seed, skip, count",
+    [
+        *itertools.product([1, 2, 3, 5, 64, 1000], [0, 1, 12345], [0, 1, 600], [4]),
+        # i = 2**16 first: its mask needs the last of the mask's shifts
+        *((65_537, seed, 0, 1) for seed in range(4)),
+    ],
+)
+def test_draw_orders_makes_numpys_shuffles_and_leaves_its_state(n, seed, skip, count):
+    from fastnn._kernels.shuffle import draw_orders
+
+    ours, theirs = np.random.RandomState(seed), np.random.RandomState(seed)
+    for rs in (ours, theirs):
+        rs.randint(2**31 - 1, size=skip)  # start inside the state, or just before a refresh
+    sample_idx = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    expected = _numpy_orders(theirs, sample_idx, count)
+    state = ours.get_state(legacy=False)
+    key = state["state"]["key"].copy()
+    order = np.full((count + 1, n), -1, dtype=np.int64)
+    perm = np.empty(n, dtype=np.int64)
+    pos = draw_orders(key, np.int64(state["state"]["pos"]), sample_idx, perm, order, count)
+    np.testing.assert_array_equal(order[:count], expected)
+    assert (order[count] == -1).all()  # only `count` rows written
+    after = theirs.get_state(legacy=False)["state"]
+    np.testing.assert_array_equal(key, after["key"])
+    assert pos == after["pos"]
+    # a drawer that skipped the rejections or the refresh would now diverge
+    ours.set_state(dict(state, state={"key": key, "pos": int(pos)}))
+    assert ours.randint(2**31 - 1) == theirs.randint(2**31 - 1)

@@ -147,6 +147,37 @@ def test_sharded_batches_and_in_kernel_stopping_match_sklearn(solver, shuffle):
     assert ours._random_state.randint(2**31 - 1) == theirs._random_state.randint(2**31 - 1)
 
 
+def test_compiled_shuffles_draw_numpys_orders(monkeypatch):
+    import numba
+
+    sample_idx = np.random.RandomState(5).permutation(150).astype(np.int64)
+    results = []
+    for numpy_draws in (False, True):  # the compiled drawer, then NumPy's shuffles
+        monkeypatch.setattr(numba.config, "DISABLE_JIT", numpy_draws)
+        rs = np.random.RandomState(3)
+        order = np.zeros((6, 150), dtype=np.int64)
+        before = fsk._draw_orders(rs, sample_idx, np.empty(150, dtype=np.int64), order, 5)
+        results.append((order, rs.randint(2**31 - 1), before["state"]["pos"]))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert (results[0][0][5] == 0).all()
+    assert results[0][1:] == results[1][1:]
+
+
+def test_shuffles_from_a_random_state_on_another_generator_match_sklearn():
+    # RandomState(PCG64): not MT19937, so NumPy draws the shuffles; no
+    # warning about the legacy state
+    kind, y = TARGETS["multiclass"]
+    params = dict(BASE, max_iter=15, n_iter_no_change=100, shuffle=True)
+    params["random_state"] = np.random.RandomState(np.random.PCG64(4))
+    theirs = sknn.MLPClassifier(**params).fit(X, y)
+    params["random_state"] = np.random.RandomState(np.random.PCG64(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ours = fsk.MLPClassifier(**params).fit(X, y)
+    assert_same_fit(ours, theirs)
+    assert ours._random_state.randint(2**31 - 1) == theirs._random_state.randint(2**31 - 1)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_serial_and_parallel_twins_fit_identically(parallel, monkeypatch):
     from fastnn import _threads
