@@ -13,9 +13,11 @@ scikit-learn's own classes, so that parameters, defaults, input validation,
 ``classes_`` handling, ``partial_fit``, ``warm_start``, scoring and every
 fitted attribute behave exactly as scikit-learn's. What is replaced is the
 work: the mini-batch epochs of the ``"sgd"`` and ``"adam"`` solvers run in
-one compiled call per epoch, the loss and gradient that SciPy's L-BFGS-B
-minimises for ``"lbfgs"`` are computed by one compiled call, and prediction
-is a compiled forward pass.
+compiled calls of up to 20 epochs each (one per epoch when something must
+happen in Python between epochs: ``verbose``, ``early_stopping``,
+``partial_fit``), with their shuffles drawn by a compiled copy of NumPy's;
+the loss and gradient that SciPy's L-BFGS-B minimises for ``"lbfgs"`` are
+computed by one compiled call, and prediction is a compiled forward pass.
 
 Parameters are drawn from the same random stream, the loss (with its L2
 term), the optimizer updates, the learning-rate schedules, the shuffles, the
