@@ -65,8 +65,10 @@ def draw_orders(key, pos, sample_idx, perm, order, count):
 
     previous is ``sample_idx`` for e = 0, then order[e - 1]; perm_e is the
     e-th ``RandomState.shuffle`` of arange(n), drawn from the MT19937 state
-    (key: 624 uint32, advanced in place; pos: its position). ``perm`` is n
-    int64 of workspace. Returns the new position. n < 2**32.
+    (key: 624 uint32, advanced in place; pos: its position). sample_idx,
+    perm (workspace) and the rows of order (at least ``count`` of them) are
+    int64 of n = sample_idx.size < 2**32 elements; like every kernel, it
+    checks none of this. Returns the new position.
     """
     n = sample_idx.size
     p = pos
