@@ -34,9 +34,9 @@ Engines
     differs slightly, and each call re-validates its input. Shown for scale.
 
 The library functions :func:`time_point`, :func:`run_named`,
-:func:`run_sweep`, :func:`startup_times`, :func:`allocation_check` and
-:func:`thread_check` return plain dicts (JSON-serialisable); ``fastnn bench``
-prints them as tables.
+:func:`run_sweep`, :func:`startup_times`, :func:`allocation_check`,
+:func:`thread_check` and :func:`thread_handoff` return plain dicts
+(JSON-serialisable); ``fastnn bench`` prints them as tables.
 """
 
 from __future__ import annotations
@@ -622,6 +622,57 @@ def thread_check(workloads=("B", "C"), dtype="float64", repeats=3, target_s=0.05
     return out
 
 
+def thread_handoff(rounds=20000, size=7510, repeats=3):
+    """How fast two threads hand work to each other, as the parallel twin's do.
+
+    Two threads take turns on an atomic counter (``train.ping_pong``), each
+    turn adding 1 to every element of one shared float64 buffer. Returns
+    seconds per round (one turn of each thread), medians of ``repeats``:
+    ``round_trip_s`` with an empty buffer, ``exchange_s`` with ``size``
+    elements (7,510: the parameters of scikit-learn's default network on
+    digits, about the data each thread of a digits step reads from the
+    other), and ``local_s`` for the same two turns on one thread. The gap
+    between the last two is the price of moving the buffer between the
+    cores. On the development machine: 0.07-0.10 us and 2.3-3.3 us when the
+    host ran its two virtual CPUs near each other, 0.33-0.36 us and
+    6.8-8.4 us in spells when it ran them far apart. Empty under
+    ``NUMBA_DISABLE_JIT=1`` (the turns would hold the GIL) and on one CPU.
+    """
+    import threading
+
+    import numba
+
+    from fastnn._kernels.train import SYNC_SIZE, ping_pong
+
+    if numba.config.DISABLE_JIT or (os.cpu_count() or 1) < 2:
+        return {}
+    rounds = int(rounds)
+
+    def pair(buf):
+        sync = np.zeros(SYNC_SIZE, dtype=np.int64)
+        other = threading.Thread(target=ping_pong, args=(sync, 1, 2, rounds, buf))
+        other.start()  # it waits for the first turn, taken below
+        start = time.perf_counter()
+        ping_pong(sync, 0, 2, rounds, buf)
+        other.join()
+        return (time.perf_counter() - start) / rounds
+
+    def alone(buf):
+        sync = np.zeros(SYNC_SIZE, dtype=np.int64)
+        start = time.perf_counter()
+        ping_pong(sync, 0, 1, 2 * rounds, buf)
+        return (time.perf_counter() - start) / rounds
+
+    empty, full = np.zeros(0), np.zeros(int(size))
+    ping_pong(np.zeros(SYNC_SIZE, dtype=np.int64), 0, 1, 1, full)  # load or compile
+    _settle()  # BLAS threads of earlier measurements spin for a while, holding a core
+    out = {"rounds": rounds, "size": int(size)}
+    for key, run, buf in (("round_trip_s", pair, empty), ("exchange_s", pair, full),
+                          ("local_s", alone, full)):
+        out[key] = statistics.median(run(buf) for _ in range(repeats))
+    return out
+
+
 # ---------------------------------------------------------------- formatting
 def _fmt_time(seconds):
     if seconds is None:
@@ -725,6 +776,13 @@ def format_report(report):
         for name, row in th.items():
             out.append(f"BLAS threads, workload {name}: 1 thread {_fmt_time(row['1'])}, all "
                        f"{_fmt_time(row['all'])} ({row['1'] / row['all']:.2f}x)")
+    ho = report.get("handoff")
+    if ho:
+        out.append(
+            f"hand-off between two threads: round trip {_fmt_time(ho['round_trip_s'])}; "
+            f"{ho['size'] * 8 / 1000:.0f} KB updated by each in turn {_fmt_time(ho['exchange_s'])} "
+            f"a round ({_fmt_time(ho['local_s'])} on one thread)"
+        )
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -854,6 +912,7 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
         limit.__exit__(None, None, None)
         if threads:
             report["thread_check"] = thread_check(("B",) if quick else ("B", "C"), repeats=repeats, target_s=target)
+            report["handoff"] = thread_handoff(rounds=2000 if quick else 20000, repeats=repeats)
         if startup:
             report["startup"] = startup_times(repeats=1 if quick else 3, cold=not quick)
         if allocations:

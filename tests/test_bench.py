@@ -116,6 +116,44 @@ def test_format_report_and_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.requires_jit
+def test_ping_pong_takes_turns():
+    # the two threads' turns never overlap: no increment of the shared,
+    # non-atomic buffer is lost
+    import threading
+
+    from fastnn._kernels import train as kt
+
+    import time
+
+    buf = np.zeros(4000)
+    sync = np.zeros(kt.SYNC_SIZE, dtype=np.int64)
+    other = threading.Thread(target=kt.ping_pong, args=(sync, 1, 2, 1000, buf))
+    other.start()
+    time.sleep(0.05)
+    assert (buf == 0).all()  # thread 1 waits for thread 0's first turn
+    assert kt.ping_pong(sync, 0, 2, 1000, buf) == 1000
+    other.join()
+    assert (buf == 2000).all() and sync[kt.SYNC_SHARDS] == 2000
+    kt.ping_pong(sync, 0, 1, 5, buf)  # one thread alone: every turn is its own
+    assert (buf == 2005).all()
+
+
+@pytest.mark.requires_jit
+def test_thread_handoff_reports_and_prints():
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPUs")
+    out = bench.thread_handoff(rounds=300, size=100, repeats=1)
+    assert out["rounds"] == 300 and out["size"] == 100
+    for key in ("round_trip_s", "exchange_s", "local_s"):
+        assert 0 < out[key] < 1
+    report = {"repeats": 1, "engines": ["reference"], "machine": {"platform": "x", "cpu_count": 2},
+              "threads": {}, "handoff": out}
+    assert "hand-off between two threads: round trip" in bench.format_report(report)
+
+
 def test_cli_quick_json_exits_0(tmp_path, capsys):
     path = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--json", str(path), "--dtype", "float32", "--workloads", "tutorial",

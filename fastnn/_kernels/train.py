@@ -683,6 +683,21 @@ def run_slot(
     return done
 
 
+@kernel(nogil=True)
+def ping_pong(sync, me, parties, rounds, buf):
+    # `rounds` turns of thread `me` of `parties` (1 or 2) taking turns on
+    # the counter sync[SYNC_SHARDS]: a turn adds 1 to every element of buf,
+    # then passes the turn on. fastnn bench's measure of how fast the
+    # parallel twin's threads hand work to each other.
+    one = buf.dtype.type(1.0)
+    for k in range(rounds):
+        wait_until(sync, SYNC_SHARDS, parties * k + me)
+        for i in range(buf.size):
+            buf[i] += one
+        atomic_add(sync, SYNC_SHARDS, 1)
+    return rounds
+
+
 @kernel(inline="always")
 def settled_state(job):
     # the helper's state once it has left its last job (not JOB_BUSY)
