@@ -633,7 +633,7 @@ def thread_handoff(rounds=20000, size=7510, repeats=3):
     digits, about the data each thread of a digits step reads from the
     other), and ``local_s`` for the same two turns on one thread. The gap
     between the last two is the price of moving the buffer between the
-    cores. On the development machine: 0.07-0.10 us and 2.3-3.3 us when the
+    cores. On the development machine: 0.06-0.10 us and 1.8-3.3 us when the
     host ran its two virtual CPUs near each other, 0.33-0.36 us and
     6.8-8.4 us in spells when it ran them far apart. Empty under
     ``NUMBA_DISABLE_JIT=1`` (the turns would hold the GIL) and on one CPU.

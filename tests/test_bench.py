@@ -121,10 +121,9 @@ def test_ping_pong_takes_turns():
     # the two threads' turns never overlap: no increment of the shared,
     # non-atomic buffer is lost
     import threading
+    import time
 
     from fastnn._kernels import train as kt
-
-    import time
 
     buf = np.zeros(4000)
     sync = np.zeros(kt.SYNC_SIZE, dtype=np.int64)
