@@ -3,11 +3,12 @@
 ``train`` and ``train_parallel`` (``fastnn._kernels.train``) give
 bit-identical results; the parallel twin runs the shards of each batch on
 separate threads. Whether that is faster depends on the machine and on what
-else it is doing: on 2 idle cores it is about 1.7x faster on scikit-learn's
-digits with default settings (89 against 153 us per step), but while another
+else it is doing: on 2 idle cores it is about 1.8x faster on scikit-learn's
+digits with default settings (84-86 against 152 us per step; 120-150 us in
+spells when the host ran the two virtual CPUs far apart), but while another
 process keeps one core busy the parallel twin waits for that core and is
 slower than the serial one (185 us against 170 us per step with a busy loop
-on the other core).
+on the other core, measured on earlier code).
 So :class:`TwinRunner` runs training in chunks of epochs, times both twins
 on short probe chunks, runs the faster one, and probes again now and then;
 what it measured carries over to the next fit of the same kind.
