@@ -1,11 +1,13 @@
 """``fastnn warmup``: compile fastnn's kernels into the on-disk cache ahead of time.
 
 The kernels are compiled on first use and cached on disk (Numba's
-``cache=True``). In a fresh environment the first ``MLP.fit`` or fit of a
-scikit-learn estimator therefore waits about 11 s (the training loop, which
-serves both twins, and what it calls; 2-core development machine); later
-processes load the cache in well under a second. ``fastnn warmup`` pays that cost ahead of time, for
-instance while a container image is built, by running small fits through
+``cache=True``). In a fresh environment the first ``MLP.fit`` therefore
+waits about 12 s (the training loop, which serves both twins, and what it
+calls; 2-core development machine), and the first fit of a scikit-learn
+estimator about 1 s more (its shuffle drawer); later processes load the
+cache in well under a second. ``fastnn warmup`` pays that cost ahead of
+time, for instance while a container image is built, by running small fits
+through
 every path: the tutorial network, ``MLP`` (both training twins, shuffled and
 in order, prediction, loss and gradients) and, when scikit-learn is
 installed, the estimators (every solver, both losses of the regressor).
