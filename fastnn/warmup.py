@@ -7,10 +7,10 @@ calls; 2-core development machine), and the first fit of a scikit-learn
 estimator about 1 s more (its shuffle drawer); later processes load the
 cache in well under a second. ``fastnn warmup`` pays that cost ahead of
 time, for instance while a container image is built, by running small fits
-through
-every path: the tutorial network, ``MLP`` (both training twins, shuffled and
-in order, prediction, loss and gradients) and, when scikit-learn is
-installed, the estimators (every solver, both losses of the regressor).
+through every path: the tutorial network, ``MLP`` (both training twins,
+shuffled and in order, prediction, loss and gradients) and, when
+scikit-learn is installed, the estimators (every solver, both losses of the
+regressor).
 """
 
 from __future__ import annotations
