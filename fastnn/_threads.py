@@ -189,18 +189,33 @@ SINGLE_THREAD_MACS = 1 << 22
 _blas = {"lock": threading.Lock(), "depth": 0, "limiter": None, "controller": None}
 
 
+def large_products(layer_units, rows):
+    """Whether the largest matrix product of a step has ``SINGLE_THREAD_MACS`` multiply-adds or more."""
+    return rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:])) >= SINGLE_THREAD_MACS
+
+
 @contextlib.contextmanager
 def blas_single_thread_for(layer_units, rows):
     """Run the block with one BLAS thread when the matrix products are small.
 
-    Nested and concurrent fits in one process share a single limit, set by the
-    first to enter and restored by the last to leave. Yields True when BLAS
-    is limited to one thread (so that the kernels' own threads may be used).
+    Yields True when BLAS is limited to one thread (so that the kernels' own
+    threads may be used), False for large products, left to BLAS's threads.
     """
-    macs = rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
-    if macs >= SINGLE_THREAD_MACS:
+    if large_products(layer_units, rows):
         yield False
         return
+    with blas_single_thread() as limited:
+        yield limited
+
+
+@contextlib.contextmanager
+def blas_single_thread():
+    """Run the block with one BLAS thread.
+
+    Nested and concurrent calls in one process share a single limit, set by the
+    first to enter and restored by the last to leave. Yields True when BLAS
+    is limited to one thread (False when threadpoolctl could not limit it).
+    """
     state = _blas
     with state["lock"]:
         if state["depth"] == 0:
