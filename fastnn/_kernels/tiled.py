@@ -86,7 +86,7 @@ TASK_BITS = 32
 YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
-def make_plan(layer_sizes, batch_size, itemsize, rows=128, cols=256, out_rows=None, groups=16,
+def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=None, groups=16,
               chunk=1 << 15):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
