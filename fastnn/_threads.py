@@ -208,6 +208,22 @@ def blas_single_thread_for(layer_units, rows):
         yield limited
 
 
+def _free_openblas():
+    # threadpoolctl (3.8) lets only one thread, the first to set a limit,
+    # change OpenBLAS's process-wide thread count, and silently ignores the
+    # others: a fit called from any other thread then ran its products on
+    # BLAS's default threads (other rounding, and every worker's products
+    # competing for the cores). fastnn's limit is one per process, taken and
+    # given back under _blas["lock"], so it frees the control around it.
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # pragma: no cover - older threadpoolctl: no such rule
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
 @contextlib.contextmanager
 def blas_single_thread():
     """Run the block with one BLAS thread.
@@ -225,6 +241,7 @@ def blas_single_thread():
                     from threadpoolctl import ThreadpoolController
 
                     state["controller"] = ThreadpoolController()
+                _free_openblas()
                 state["limiter"] = state["controller"].limit(limits=1, user_api="blas")
             except Exception:  # threadpoolctl missing or unable: leave BLAS as it is
                 state["limiter"] = None
@@ -236,5 +253,7 @@ def blas_single_thread():
         with state["lock"]:
             state["depth"] -= 1
             if state["depth"] == 0 and state["limiter"] is not None:
+                _free_openblas()
                 state["limiter"].restore_original_limits()
                 state["limiter"] = None
+                _free_openblas()

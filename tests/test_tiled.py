@@ -22,6 +22,8 @@ from fastnn._kernels.blas import _block, gemm
 from fastnn._runtime import TiledTrainer
 
 SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7)
+# ... and batches of more than 5 rows in blocks of 5 (the gradients accumulate over blocks)
+BLOCKS = dict(SMALL, block=5)
 
 
 @kernel
@@ -127,21 +129,22 @@ CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}")
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_tiled_training_matches_a_numpy_loop(case, shuffle, dtype, rng):
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
+def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
     sizes, n, batch, act, out, loss, optimizer, bias = case
     model, X, Y = _problem(rng, sizes, n, act, out, loss, bias, dtype)
     epochs = 4
     order = np.stack([rng.permutation(n) for _ in range(epochs)]) if shuffle else np.empty((0, 0), np.int64)
     lr = 0.05 if optimizer != "adam" else 0.01
     expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2)
-    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2)
+    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, plan=plan)
     assert done == epochs
     assert_close(history, expected, dtype)
     for got, want in zip(model.weights + (model.biases or []), weights + (biases or [])):
         assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("plan", [SMALL, None], ids=["small-tiles", "default-tiles"])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS, None], ids=["small-tiles", "blocks", "default-tiles"])
 def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
     runs = []
     for workers in (1, 2, 3, 4, 8):
@@ -230,3 +233,12 @@ def test_a_forked_child_trains_like_its_parent():
     params = queue.get(timeout=120)
     child.join(timeout=60)
     np.testing.assert_array_equal(params, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_memory_does_not_grow_with_the_batch(dtype):
+    sizes = [64, 4096, 10]
+    small, large = (tiled.workspace(sizes, rows, 300_000, dtype, 2, False) for rows in (1024, 65536))
+    assert large.acts.nbytes <= tiled.BLOCK_BYTES
+    assert large.acts.nbytes == tiled.workspace(sizes, 8192, 300_000, dtype, 2, False).acts.nbytes
+    assert small.acts.size == 1024 * sum(sizes[1:])  # a batch that fits runs as one block

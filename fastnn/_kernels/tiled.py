@@ -64,7 +64,8 @@ P_CHUNK = 4  # parameters per REDUCE / UPDATE task
 P_MAX_TILES = 5  # OUTPUT tiles of a full batch (loss parts)
 P_MAX_CHUNKS = 6
 P_SCRATCH = 7  # elements of each worker's scratch
-PLAN_SIZE = 8
+P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
+PLAN_SIZE = 9
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -76,25 +77,32 @@ S_QUIT = 24  # 1: helpers return
 S_KIND = 32  # the phase's fields, written before S_SEQ moves
 S_LAYER = 33
 S_TASKS = 34
-S_START = 35  # first row of the batch
-S_ROWS = 36  # rows of the batch
-S_EPOCH = 37
-S_T = 38  # Adam's step number of this update
-S_NORM = 39  # the batch's normaliser (its rows)
+S_START = 35  # first row of the batch (in X, or in the epoch's order)
+S_BLOCK = 36  # first row of the block, in the batch
+S_ROWS = 37  # rows of the block (GATHER: of the batch)
+S_NORM = 38  # rows of the batch: the normaliser of its loss
+S_EPOCH = 39
+S_T = 40  # Adam's step number of this update
 SYNC_SIZE = 48
 TASK_BITS = 32
+# Activations are kept for a block of rows at a time: a batch of more rows
+# runs forward and backward block after block, the weight gradients
+# accumulating, so that memory does not grow with the batch
+BLOCK_BYTES = 64 << 20
 YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=None, groups=16,
-              chunk=1 << 15):  # fmt: skip
+              chunk=1 << 15, block=None):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers; OUTPUT tiles of
     ``out_rows`` rows (by default as many as keep a tile of the last hidden
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
-    groups; ``chunk`` parameters per REDUCE / UPDATE task. The keywords are
-    for tests, which use small tiles on small networks.
+    groups; ``chunk`` parameters per REDUCE / UPDATE task; blocks of
+    ``block`` rows (by default as many as keep the activations of a block
+    within ``BLOCK_BYTES``). The keywords are for tests, which use small
+    tiles on small networks.
     """
     fan_in = layer_sizes[-2]
     if out_rows is None:
@@ -106,7 +114,12 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=No
     plan[P_OUT_ROWS] = out_rows
     plan[P_GROUPS] = groups
     plan[P_CHUNK] = chunk
-    plan[P_MAX_TILES] = -(-batch_size // out_rows)
+    # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
+    width = int(sum(layer_sizes[1:])) * itemsize
+    if block is None:
+        block = max(rows, BLOCK_BYTES // width // rows * rows)
+    plan[P_BLOCK] = min(block, batch_size)
+    plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
     plan[P_MAX_CHUNKS] = -(-n_params // chunk)
     plan[P_SCRATCH] = max(out_rows * fan_in, rows * cols)
     return plan
@@ -120,7 +133,7 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
     rows = batch_size if use_order else 0
     return Work(
         plan,
-        np.empty(batch_size * int(sum(layer_sizes[1:])), dtype=dtype),
+        np.empty(plan[P_BLOCK] * int(sum(layer_sizes[1:])), dtype=dtype),
         np.empty(n_params, dtype=dtype),
         np.empty(plan[P_GROUPS] * (fan_in * fan_out + fan_out), dtype=dtype),
         np.zeros(plan[P_MAX_TILES] + 2 * plan[P_MAX_CHUNKS], dtype=np.float64),
@@ -137,46 +150,48 @@ def ceil_div(a, b):
 
 
 @kernel(inline="always")
-def act_offset(layout, layer, batch_size):
-    # start of layer `layer`'s activations in acts (rows of batch_size)
+def act_offset(layout, layer, block_rows):
+    # start of layer `layer`'s activations in acts (blocks of block_rows rows)
     off = 0
     for i in range(layer):
-        off += batch_size * layout[i, 1]
+        off += block_rows * layout[i, 1]
     return off
 
 
 @kernel(inline="always")
-def input_block(net, data, work, layer, start):
-    # (buffer, offset, ld) of the input rows of layer `layer` for the batch
-    # starting at `start`: the batch's rows of X, or the previous activations
+def input_block(net, data, work, layer, start, b0):
+    # (buffer, offset, ld) of the input rows of layer `layer` for the block at
+    # row b0 of the batch at `start`: rows of X, or the previous activations
     if layer > 0:
-        fan_in = net.layout[layer, 0]
-        return work.acts, act_offset(net.layout, layer - 1, data.batch_size), fan_in
+        return work.acts, act_offset(net.layout, layer - 1, work.plan[P_BLOCK]), net.layout[layer, 0]
     d = data.X.shape[1]
     if data.use_order:
-        return flat(work.X_batch), 0, d
-    return flat(data.X), start * d, d
+        return flat(work.X_batch), b0 * d, d
+    return flat(data.X), (start + b0) * d, d
 
 
 @kernel(inline="always")
-def tile_count(net, data, work, kind, layer, nb):
-    # tasks of a phase
+def tile_count(net, work, kind, layer, rows):
+    # tasks of a phase over `rows` rows
     plan = work.plan
     if kind == GATHER:
-        return ceil_div(nb, plan[P_ROWS])
+        return ceil_div(rows, plan[P_ROWS])
     if kind == FORWARD:
-        return ceil_div(nb, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+        return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == OUTPUT:
-        return min(plan[P_GROUPS], ceil_div(nb, plan[P_OUT_ROWS]))
+        return min(plan[P_GROUPS], ceil_div(rows, plan[P_OUT_ROWS]))
     if kind == GRADIENT:
         cols = plan[P_COLS]
         return ceil_div(net.layout[layer, 0], cols) * ceil_div(net.layout[layer, 1], cols)
     if kind == DELTA:  # into layer `layer` from layer + 1
-        return ceil_div(nb, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+        return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
 
 
 # ------------------------------------------------------------------ tasks
+# `at` is (start, b0, rows, nb, epoch, t): the batch's first row, the
+# block's first row in the batch and its rows, the batch's rows, the epoch,
+# Adam's step number
 @kernel(inline="always")
 def scratch_of(work, worker):
     # worker's own scratch block (P_SCRATCH elements)
@@ -185,11 +200,11 @@ def scratch_of(work, worker):
 
 
 @kernel
-def gather_task(data, work, task, start, nb, epoch):
+def gather_task(data, work, task, at):
     # rows of the batch, in the epoch's order, into X_batch / Y_batch
+    start, _, nb, _, epoch, _ = at
     rows_t = work.plan[P_ROWS]
-    r0 = task * rows_t
-    for r in range(r0, min(r0 + rows_t, nb)):
+    for r in range(task * rows_t, min((task + 1) * rows_t, nb)):
         src = data.order[epoch, start + r]
         for c in range(data.X.shape[1]):
             work.X_batch[r, c] = data.X[src, c]
@@ -198,17 +213,18 @@ def gather_task(data, work, task, start, nb, epoch):
 
 
 @kernel
-def forward_task(net, data, work, layer, task, start, nb):
+def forward_task(net, data, work, layer, task, at):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
+    start, b0, nr = at[0], at[1], at[2]
     rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
     fan_in, fan_out, w_off, b_off = net.layout[layer]
     ct = ceil_div(fan_out, cols_t)
     r0 = (task // ct) * rows_t
     c0 = (task % ct) * cols_t
-    rows = min(rows_t, nb - r0)
+    rows = min(rows_t, nr - r0)
     cols = min(cols_t, fan_out - c0)
-    src, src_off, ld = input_block(net, data, work, layer, start)
-    off = act_offset(net.layout, layer, data.batch_size) + r0 * fan_out + c0
+    src, src_off, ld = input_block(net, data, work, layer, start, b0)
+    off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
          (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
     has_bias = b_off >= 0
@@ -217,53 +233,64 @@ def forward_task(net, data, work, layer, task, start, nb):
         activate_row(work.acts[off + i * fan_out : off + i * fan_out + cols], b, has_bias, net.activation)
 
 
-@kernel
-def output_task(net, data, work, group, start, nb, worker):
-    # for each row tile of the group: output rows, loss part and delta (in
-    # place), the group's output-layer gradient, and the delta of the last
-    # hidden layer (in place over its activations)
+@kernel(inline="always")
+def output_tile(net, data, work, t, at, x, first, acc, scratch):
+    # output tile t: rows, loss part and delta (in place), the group's
+    # gradient at `acc`, and the delta of the last hidden layer (in place)
+    start, b0, nr, nb = at[0], at[1], at[2], at[3]
     last = net.layout.shape[0] - 1
     fan_in, o, w_off, b_off = net.layout[last]
-    out_rows = work.plan[P_OUT_ROWS]
-    tiles = ceil_div(nb, out_rows)
-    groups = min(work.plan[P_GROUPS], tiles)
-    src, src_off, ld = input_block(net, data, work, last, start)
-    acc = group * (fan_in * o + o)
-    gb = work.groups[acc + fan_in * o : acc + fan_in * o + o]
+    r0 = t * work.plan[P_OUT_ROWS]
+    rows = min(work.plan[P_OUT_ROWS], nr - r0)
+    a_off = act_offset(net.layout, last, work.plan[P_BLOCK]) + r0 * o
+    src, src_off, ld = x[0], x[1] + r0 * x[2], x[2]
+    gemm(rows, o, fan_in, (src, src_off, ld), False, (net.params, w_off, o), False, (work.acts, a_off, o), False)
+    A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
-    scratch = scratch_of(work, worker)
-    for t in range(group * tiles // groups, (group + 1) * tiles // groups):
-        r0 = t * out_rows
-        rows = min(out_rows, nb - r0)
-        a_off = act_offset(net.layout, last, data.batch_size) + r0 * o
-        x = (src, src_off + r0 * ld, ld)
-        gemm(rows, o, fan_in, x, False, (net.params, w_off, o), False, (work.acts, a_off, o), False)
-        A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
+    for i in range(rows):
+        activate_row(A[i], b, has_bias, net.output)
+    y0 = b0 + r0 if data.use_order else start + b0 + r0
+    Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
+    work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
+    gemm(fan_in, o, rows, (src, src_off, ld), True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
+    if has_bias:
+        gb = work.groups[acc + fan_in * o : acc + fan_in * o + o]
+        for j in range(o):
+            s = A[0, j]
+            for i in range(1, rows):
+                s += A[i, j]
+            gb[j] = s if first else gb[j] + s
+    if last > 0:
+        gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
+             (scratch, 0, fan_in), False)  # fmt: skip
         for i in range(rows):
-            activate_row(A[i], b, has_bias, net.output)
-        Y = work.Y_batch[r0 : r0 + rows] if data.use_order else data.Y[start + r0 : start + r0 + rows]
-        work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
-        first = t == group * tiles // groups
-        gemm(fan_in, o, rows, x, True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
-        if has_bias:
-            for j in range(o):
-                s = A[0, j]
-                for i in range(1, rows):
-                    s += A[i, j]
-                gb[j] = s if first else gb[j] + s
-        if last > 0:
-            gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
-                 (scratch, 0, fan_in), False)  # fmt: skip
-            for i in range(rows):
-                a = src[src_off + (r0 + i) * ld : src_off + (r0 + i) * ld + fan_in]
-                derivative_row(scratch[i * fan_in : (i + 1) * fan_in], a, a, net.activation)
+            a = src[src_off + i * ld : src_off + i * ld + fan_in]
+            derivative_row(scratch[i * fan_in : (i + 1) * fan_in], a, a, net.activation)
 
 
 @kernel
-def gradient_task(net, data, work, layer, task, start, nb):
-    # a block dW[P, J] = A_prev[:, P].T @ D[:, J] of a hidden layer (all rows
-    # in one product), and db[J] = the column sums of D[:, J] with the first P
+def output_task(net, data, work, group, at, worker):
+    # the row tiles of one group, in order (see output_tile); the group's
+    # accumulators start at the first tile of the batch's first block
+    last = net.layout.shape[0] - 1
+    fan_in, o = net.layout[last, 0], net.layout[last, 1]
+    tiles = ceil_div(at[2], work.plan[P_OUT_ROWS])
+    groups = min(work.plan[P_GROUPS], tiles)
+    x = input_block(net, data, work, last, at[0], at[1])
+    acc = group * (fan_in * o + o)
+    scratch = scratch_of(work, worker)
+    first_tile = group * tiles // groups
+    for t in range(first_tile, (group + 1) * tiles // groups):
+        output_tile(net, data, work, t, at, x, t == first_tile and at[1] == 0, acc, scratch)
+
+
+@kernel
+def gradient_task(net, data, work, layer, task, at):
+    # a block dW[P, J] (+)= A_prev[:, P].T @ D[:, J] of a hidden layer (the
+    # block's rows in one product), and db[J] (+)= column sums of D[:, J];
+    # accumulated over the blocks of the batch
+    start, b0, nr = at[0], at[1], at[2]
     cols_t = work.plan[P_COLS]
     fan_in, fan_out, w_off, b_off = net.layout[layer]
     ct = ceil_div(fan_out, cols_t)
@@ -271,22 +298,20 @@ def gradient_task(net, data, work, layer, task, start, nb):
     c0 = (task % ct) * cols_t
     pc = min(cols_t, fan_in - p0)
     cc = min(cols_t, fan_out - c0)
-    src, src_off, ld = input_block(net, data, work, layer, start)
-    d_off = act_offset(net.layout, layer, data.batch_size) + c0
-    gemm(pc, cc, nb, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
-         (work.grads, w_off + p0 * fan_out + c0, fan_out), False)  # fmt: skip
+    src, src_off, ld = input_block(net, data, work, layer, start, b0)
+    d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
+    gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
+         (work.grads, w_off + p0 * fan_out + c0, fan_out), b0 > 0)  # fmt: skip
     if b_off >= 0 and p0 == 0:
         gb = work.grads[b_off + c0 : b_off + c0 + cc]
-        for j in range(cc):
-            gb[j] = work.acts[d_off + j]
-        for i in range(1, nb):
+        for i in range(nr):
             row = work.acts[d_off + i * fan_out : d_off + i * fan_out + cc]
             for j in range(cc):
-                gb[j] += row[j]
+                gb[j] = row[j] if i == 0 and b0 == 0 else gb[j] + row[j]
 
 
 @kernel
-def delta_task(net, data, work, layer, task, nb, worker):
+def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
     rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
@@ -294,10 +319,10 @@ def delta_task(net, data, work, layer, task, nb, worker):
     ct = ceil_div(fan_in, cols_t)
     r0 = (task // ct) * rows_t
     p0 = (task % ct) * cols_t
-    rows = min(rows_t, nb - r0)
+    rows = min(rows_t, at[2] - r0)
     pc = min(cols_t, fan_in - p0)
-    d_off = act_offset(net.layout, layer + 1, data.batch_size) + r0 * fan_out
-    a_off = act_offset(net.layout, layer, data.batch_size) + r0 * fan_in + p0
+    d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
+    a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
     gemm(rows, pc, fan_out, (work.acts, d_off, fan_out), False,
          (net.params, w_off + p0 * fan_out, fan_out), True, (scratch, 0, pc), False)  # fmt: skip
@@ -324,9 +349,10 @@ def reduce_task(net, opt, work, chunk, nb):
     lo = chunk * work.plan[P_CHUNK]
     hi = min(lo + work.plan[P_CHUNK], net.params.size)
     last = net.layout.shape[0] - 1
-    fan_in_l, o, _, _ = net.layout[last]
-    stride = fan_in_l * o + o
-    groups = min(work.plan[P_GROUPS], ceil_div(nb, work.plan[P_OUT_ROWS]))
+    o = net.layout[last, 1]
+    stride = net.layout[last, 0] * o + o
+    # the first block of a batch has the most groups
+    groups = min(work.plan[P_GROUPS], ceil_div(min(nb, work.plan[P_BLOCK]), work.plan[P_OUT_ROWS]))
     alpha = opt.hyper[6]
     scale = net.params.dtype.type(alpha / nb)
     squares = 0.0
@@ -383,21 +409,21 @@ def update_task(net, opt, work, chunk, t):
 def run_task(net, data, opt, work, kind, layer, task, worker):
     # task `task` of the phase published in work.sync
     sync = work.sync
-    start, nb = sync[S_START], sync[S_ROWS]
+    at = (sync[S_START], sync[S_BLOCK], sync[S_ROWS], sync[S_NORM], sync[S_EPOCH], sync[S_T])
     if kind == GATHER:
-        gather_task(data, work, task, start, nb, sync[S_EPOCH])
+        gather_task(data, work, task, at)
     elif kind == FORWARD:
-        forward_task(net, data, work, layer, task, start, nb)
+        forward_task(net, data, work, layer, task, at)
     elif kind == OUTPUT:
-        output_task(net, data, work, task, start, nb, worker)
+        output_task(net, data, work, task, at, worker)
     elif kind == GRADIENT:
-        gradient_task(net, data, work, layer, task, start, nb)
+        gradient_task(net, data, work, layer, task, at)
     elif kind == DELTA:
-        delta_task(net, data, work, layer, task, nb, worker)
+        delta_task(net, work, layer, task, at, worker)
     elif kind == REDUCE:
-        reduce_task(net, opt, work, task, nb)
+        reduce_task(net, opt, work, task, at[3])
     else:
-        update_task(net, opt, work, task, sync[S_T])
+        update_task(net, opt, work, task, at[5])
 
 
 # ----------------------------------------------------------------- phases
@@ -427,19 +453,17 @@ def take_tasks(net, data, opt, work, seq, worker):
 
 
 @kernel(inline="always")
-def run_phase(net, data, opt, work, kind, layer, start, nb, epoch, t):
+def run_phase(net, data, opt, work, kind, layer, at):
     # the driver publishes a phase, takes tasks with the helpers, and waits
     # until every task of it is finished
     sync = work.sync
-    tasks = tile_count(net, data, work, kind, layer, nb)
+    tasks = tile_count(net, work, kind, layer, at[2])
     seq = sync[S_SEQ] + 1
     sync[S_KIND] = kind
     sync[S_LAYER] = layer
     sync[S_TASKS] = tasks
-    sync[S_START] = start
-    sync[S_ROWS] = nb
-    sync[S_EPOCH] = epoch
-    sync[S_T] = t
+    sync[S_START], sync[S_BLOCK], sync[S_ROWS] = at[0], at[1], at[2]
+    sync[S_NORM], sync[S_EPOCH], sync[S_T] = at[3], at[4], at[5]
     sync[S_DONE] = 0
     old = atomic_load(sync, S_CLAIM)
     while atomic_cas(sync, S_CLAIM, old, seq << TASK_BITS) != old:
@@ -450,22 +474,35 @@ def run_phase(net, data, opt, work, kind, layer, start, nb, epoch, t):
 
 
 @kernel(inline="always")
-def batch_step(net, data, opt, work, start, nb, epoch, t):
-    # forward, loss, backward and reduction of one batch; returns (loss, finite)
+def block_pass(net, data, opt, work, at):
+    # forward, loss and backward of one block of rows; returns its loss
     last = net.layout.shape[0] - 1
-    if data.use_order:
-        run_phase(net, data, opt, work, GATHER, 0, start, nb, epoch, t)
     for layer in range(last):
-        run_phase(net, data, opt, work, FORWARD, layer, start, nb, epoch, t)
-    run_phase(net, data, opt, work, OUTPUT, last, start, nb, epoch, t)
+        run_phase(net, data, opt, work, FORWARD, layer, at)
+    run_phase(net, data, opt, work, OUTPUT, last, at)
     value = 0.0
-    for i in range(ceil_div(nb, work.plan[P_OUT_ROWS])):
+    for i in range(ceil_div(at[2], work.plan[P_OUT_ROWS])):
         value += work.parts[i]
     for layer in range(last - 1, -1, -1):
-        run_phase(net, data, opt, work, GRADIENT, layer, start, nb, epoch, t)
+        run_phase(net, data, opt, work, GRADIENT, layer, at)
         if layer > 0:
-            run_phase(net, data, opt, work, DELTA, layer - 1, start, nb, epoch, t)
-    run_phase(net, data, opt, work, REDUCE, 0, start, nb, epoch, t)
+            run_phase(net, data, opt, work, DELTA, layer - 1, at)
+    return value
+
+
+@kernel(inline="always")
+def batch_step(net, data, opt, work, start, nb, epoch, t):
+    # the batch's loss and gradient, block by block, then their reduction;
+    # returns (loss, finite)
+    if data.use_order:
+        run_phase(net, data, opt, work, GATHER, 0, (start, 0, nb, nb, epoch, t))
+    value = 0.0
+    b0 = 0
+    while b0 < nb:
+        rows = min(work.plan[P_BLOCK], nb - b0)
+        value += block_pass(net, data, opt, work, (start, b0, rows, nb, epoch, t))
+        b0 += rows
+    run_phase(net, data, opt, work, REDUCE, 0, (start, 0, nb, nb, epoch, t))
     squares = 0.0
     finite = True
     base = work.plan[P_MAX_TILES]
@@ -497,7 +534,7 @@ def drive(net, data, opt, work, epochs, history):
                 opt.step_count[0] = t
                 return epoch
             t_next = t + 1 if opt.code == OPT_ADAM else t
-            run_phase(net, data, opt, work, UPDATE, 0, start, nb, epoch, t_next)
+            run_phase(net, data, opt, work, UPDATE, 0, (start, 0, nb, nb, epoch, t_next))
             t = t_next
             total += value if net.loss == SSE else value * nb
             start += nb
