@@ -189,6 +189,21 @@ def tile_count(net, work, kind, layer, rows):
 
 
 # ------------------------------------------------------------------ tasks
+@kernel
+def activate_rows(buf, off, ld, rows, cols, b, has_bias, code):
+    # the block (buf, off, ld) of rows x cols = act(block + b), in place
+    for i in range(rows):
+        activate_row(buf[off + i * ld : off + i * ld + cols], b, has_bias, code)
+
+
+@kernel
+def derivative_rows(delta, buf, off, ld, rows, cols, code):
+    # the block (buf, off, ld) = delta (rows x cols, contiguous) * act'(block), in place
+    for i in range(rows):
+        a = buf[off + i * ld : off + i * ld + cols]
+        derivative_row(delta[i * cols : (i + 1) * cols], a, a, code)
+
+
 # `at` is (start, b0, rows, nb, epoch, t): the batch's first row, the
 # block's first row in the batch and its rows, the batch's rows, the epoch,
 # Adam's step number
@@ -229,11 +244,10 @@ def forward_task(net, data, work, layer, task, at):
          (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
     has_bias = b_off >= 0
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
-    for i in range(rows):
-        activate_row(work.acts[off + i * fan_out : off + i * fan_out + cols], b, has_bias, net.activation)
+    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, net.activation)
 
 
-@kernel(inline="always")
+@kernel
 def output_tile(net, data, work, t, at, x, first, acc, scratch):
     # output tile t: rows, loss part and delta (in place), the group's
     # gradient at `acc`, and the delta of the last hidden layer (in place)
@@ -248,8 +262,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
-    for i in range(rows):
-        activate_row(A[i], b, has_bias, net.output)
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
@@ -264,9 +277,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     if last > 0:
         gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
              (scratch, 0, fan_in), False)  # fmt: skip
-        for i in range(rows):
-            a = src[src_off + i * ld : src_off + i * ld + fan_in]
-            derivative_row(scratch[i * fan_in : (i + 1) * fan_in], a, a, net.activation)
+        derivative_rows(scratch, src, src_off, ld, rows, fan_in, net.activation)
 
 
 @kernel
@@ -326,9 +337,7 @@ def delta_task(net, work, layer, task, at, worker):
     scratch = scratch_of(work, worker)
     gemm(rows, pc, fan_out, (work.acts, d_off, fan_out), False,
          (net.params, w_off + p0 * fan_out, fan_out), True, (scratch, 0, pc), False)  # fmt: skip
-    for i in range(rows):
-        a = work.acts[a_off + i * fan_in : a_off + i * fan_in + pc]
-        derivative_row(scratch[i * pc : (i + 1) * pc], a, a, net.activation)
+    derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, net.activation)
 
 
 @kernel(inline="always")
