@@ -15,9 +15,8 @@ status 1.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
-__all__ = ["EXTRAS", "MissingDependency", "available", "import_optional", "install_hint", "missing_message"]
+__all__ = ["EXTRAS", "MissingDependency", "import_optional", "install_hint", "missing_message"]
 
 # import name -> (distribution to install, fastnn extra that installs it)
 EXTRAS = {
@@ -47,14 +46,6 @@ def install_hint(module):
 def missing_message(module, feature):
     """The one-line message: ``FEATURE needs DISTRIBUTION: pip install "fastnn[EXTRA]"``."""
     return f"{feature} needs {EXTRAS[_top(module)][0]}: {install_hint(module)}"
-
-
-def available(module):
-    """Whether ``module`` (a top-level package) can be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(_top(module)) is not None
-    except (ImportError, ValueError):  # a broken entry in sys.modules
-        return False
 
 
 def import_optional(module, feature):
