@@ -23,8 +23,10 @@ per block, so that the whole array never exists anywhere: the pattern for
 data larger than one machine's memory (the in-memory baseline then generates
 each block in turn too, so both sides include the generation).
 
-Each timing is the median of ``--repeats`` runs after an untimed warm-up run
-(which loads the compiled kernels in every process).
+Each timing is the median of ``--repeats`` rounds after an untimed warm-up
+(which loads the compiled kernels in every process); a round times the
+in-memory run and then the cluster's, so that both see the same spells of a
+busy machine, and the ratios printed are the medians of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -82,21 +84,18 @@ def _scheduler_tasks(client):
     return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
 
 
-def _median_time(run, repeats, client=None, baseline=None):
-    """Median seconds of ``repeats`` runs. With a client, each run starts once the scheduler
-    has forgotten the previous run's results: the graphs of two runs have the same keys, and
-    results still held would be reused instead of computed."""
-    times, result = [], None
-    for _ in range(repeats):
-        if client is not None:
-            result = None
-            deadline = time.monotonic() + 30
-            while _scheduler_tasks(client) > baseline and time.monotonic() < deadline:
-                time.sleep(0.01)
-        t0 = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, result
+def _wait_forgotten(client, baseline, timeout=30):
+    """Wait until the scheduler has forgotten the previous run's results: the graphs of two
+    runs have the same keys, and results still held would be reused instead of computed."""
+    deadline = time.monotonic() + timeout
+    while _scheduler_tasks(client) > baseline and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _timed(run):
+    t0 = time.perf_counter()
+    result = run()
+    return time.perf_counter() - t0, result
 
 
 def _same_fit(a, b):
@@ -105,9 +104,25 @@ def _same_fit(a, b):
     )
 
 
-def run(rows=200_000, features=64, block=10_000, hidden=128, classes=4, dtype="float64", repeats=3,
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"})
+
+
+def _summary(times, rows):
+    s = statistics.median(times)
+    return {"s": s, "rows_per_s": rows / s, "runs_s": times}
+
+
+def run(rows=200_000, features=64, block=10_000, hidden=128, classes=4, dtype="float64", repeats=5,
         processes=True, lazy=False):
-    """Measure; returns a JSON-serialisable dict (see the module docstring)."""
+    """Measure; returns a JSON-serialisable dict (see the module docstring).
+
+    The in-memory and the cluster runs alternate (in memory, then on the
+    cluster, ``repeats`` times), so that both see the same spells of a busy
+    machine; ``*_ratio`` are the medians of the per-round ratios.
+    """
     import dask.array as da
     import distributed
     from dask_ml.wrappers import Incremental, ParallelPostFit
@@ -127,10 +142,9 @@ def run(rows=200_000, features=64, block=10_000, hidden=128, classes=4, dtype="f
         "classes": classes, "dtype": dtype, "repeats": repeats, "lazy": lazy,
         "cluster": {"n_workers": 2, "threads_per_worker": 1, "processes": processes},
         "machine": {"platform": platform.machine() + " " + platform.system(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "load_average": list(os.getloadavg())},
     }
 
-    # ---- in memory, in this process
     if lazy:
         def blocks():
             for i in range(n_blocks):
@@ -142,19 +156,22 @@ def run(rows=200_000, features=64, block=10_000, hidden=128, classes=4, dtype="f
             for i in range(n_blocks):
                 yield X[i * block : (i + 1) * block], y[i * block : (i + 1) * block]
 
-    def memory_pass():
+    # ---- in memory, in this process
+    def memory_fit():
         est = model()
         for Xb, yb in blocks():
             est.partial_fit(Xb, yb, classes=labels)
         return est
 
-    memory_pass()  # warm-up: kernels loaded in this process
-    s, times, in_memory = _median_time(memory_pass, repeats)
-    out["memory_partial_fit"] = {"s": s, "rows_per_s": rows / s, "runs_s": times}
-    if not lazy:
-        predicted = in_memory.predict(X)
-        s, times, _ = _median_time(lambda: in_memory.predict(X), repeats)
-        out["memory_predict"] = {"s": s, "rows_per_s": rows / s, "runs_s": times}
+    in_memory = memory_fit()  # also the warm-up: kernels loaded in this process
+
+    def memory_predict():
+        if lazy:  # the blocks are made again, as on the cluster
+            return np.concatenate([in_memory.predict(Xb) for Xb, _ in blocks()])
+        return in_memory.predict(X)
+
+    predicted = memory_predict()
+    out["blas_threads"] = {"this_process": _blas_threads()}
 
     # ---- on the cluster
     t0 = time.perf_counter()
@@ -167,83 +184,83 @@ def run(rows=200_000, features=64, block=10_000, hidden=128, classes=4, dtype="f
         else:
             t0 = time.perf_counter()
             # the blocks moved to the workers (one block's rows of X and y on the same worker)
-            pairs = [client.scatter(b, workers=[w]) for b, w in
-                     zip(blocks(), [list(client.ncores())[i % 2] for i in range(n_blocks)])]
+            workers = list(client.ncores())
+            pairs = [client.scatter(b, workers=[workers[i % len(workers)]]) for i, b in enumerate(blocks())]
             distributed.wait([f for p in pairs for f in p])
             out["data_to_workers_s"] = time.perf_counter() - t0
             Xd = da.concatenate([da.from_delayed(p[0], (block, features), dtype=X.dtype) for p in pairs])
             yd = da.concatenate([da.from_delayed(p[1], (block,), dtype=y.dtype) for p in pairs])
             held = client.who_has()
             out["blocks_per_worker"] = sorted(
-                sum(1 for f, _ in pairs if addr in held[f.key]) for addr in client.ncores()
+                sum(1 for f, _ in pairs if addr in held[f.key]) for addr in workers
             )
         baseline = _scheduler_tasks(client)
+        out["blas_threads"]["workers"] = sorted({n for v in client.run(_blas_threads).values() for n in v})
 
         def incremental():
             return Incremental(model(), shuffle_blocks=False).fit(Xd, yd, classes=labels)
-
-        incremental()  # warm-up: kernels loaded on the workers
-        s, times, inc = _median_time(incremental, repeats, client, baseline)
-        out["incremental_fit"] = {"s": s, "rows_per_s": rows / s, "runs_s": times}
-        out["incremental_equals_memory"] = _same_fit(inc.estimator_, in_memory)
 
         post = ParallelPostFit(in_memory)
 
         def parallel_predict():
             return post.predict(Xd).compute()
 
-        parallel_predict()
-        s, times, predicted_d = _median_time(parallel_predict, repeats, client, baseline)
-        out["parallel_post_fit_predict"] = {"s": s, "rows_per_s": rows / s, "runs_s": times}
-        if lazy:
-            predicted = np.concatenate([in_memory.predict(Xb) for Xb, _ in blocks()])
+        inc = incremental()  # warm-ups: kernels loaded on the workers
+        predicted_d = parallel_predict()
+        times = {"memory_fit": [], "incremental_fit": [], "memory_predict": [], "parallel_predict": []}
+        for _ in range(repeats):
+            for name, f, on_cluster in (("memory_fit", memory_fit, False), ("incremental_fit", incremental, True),
+                                        ("memory_predict", memory_predict, False),
+                                        ("parallel_predict", parallel_predict, True)):
+                if on_cluster:
+                    _wait_forgotten(client, baseline)
+                seconds, result = _timed(f)
+                times[name].append(seconds)
+        out["incremental_equals_memory"] = _same_fit(inc.estimator_, in_memory)
         out["predictions_equal"] = bool(np.array_equal(predicted_d, predicted))
         out["accuracy"] = float(np.mean(predicted == (yd.compute() if lazy else y)))
+    for name, t in times.items():
+        out[name] = _summary(t, rows)
+    out["fit_ratio"] = statistics.median(m / c for m, c in zip(times["memory_fit"], times["incremental_fit"]))
+    out["predict_ratio"] = statistics.median(
+        m / c for m, c in zip(times["memory_predict"], times["parallel_predict"]))
     return out
 
 
 def format_result(r):
     """The printed table."""
-    head = (
+    c = r["cluster"]
+    data = "blocks made by the workers during each run" if r["lazy"] else (
+        f"blocks per worker {r['blocks_per_worker']}; moving the data to the workers {r['data_to_workers_s']:.2f} s")
+    lines = [
         f"{r['rows']} rows x {r['features']} features ({r['dtype']}), {r['classes']} classes, "
         f"{r['blocks']} blocks of {r['block']}; MLPClassifier(hidden_layer_sizes=({r['hidden']},)), adam, "
-        f"batch_size 200; {'lazy blocks made on the workers' if r['lazy'] else 'make_classification'}"
-    )
-    c = r["cluster"]
-    lines = [
-        head,
+        f"batch_size 200; {'lazy blocks (Gaussian rows, linear teacher)' if r['lazy'] else 'make_classification'}",
         f"LocalCluster: {c['n_workers']} workers x {c['threads_per_worker']} thread, "
-        f"{'processes' if c['processes'] else 'threads of this process'}; {r['machine']['cpu_count']} CPUs; "
-        f"started in {r['cluster_start_s']:.2f} s; "
-        + ("blocks made by the workers during each run" if r["lazy"] else
-           f"blocks per worker {r['blocks_per_worker']}; moving the data to the workers "
-           f"{r['data_to_workers_s']:.2f} s"),
-        f"medians of {r['repeats']} runs after a warm-up run",
+        f"{'processes' if c['processes'] else 'threads of this process'}, started in {r['cluster_start_s']:.2f} s; "
+        + data,
+        f"{r['machine']['cpu_count']} CPUs, load average {r['machine']['load_average'][0]:.1f} at the start; "
+        f"BLAS threads: this process {r['blas_threads']['this_process']}, workers {r['blas_threads']['workers']}",
+        f"medians of {r['repeats']} rounds (in memory, then on the cluster) after a warm-up",
         "",
-        f"{'':40s} {'seconds':>8s} {'rows/s':>10s}",
+        f"{'':42s} {'seconds':>8s} {'rows/s':>10s}",
     ]
-    rows = [
-        ("training, one pass: partial_fit in memory", r["memory_partial_fit"]),
-        ("training, one pass: Incremental.fit", r["incremental_fit"]),
-        ("prediction: predict in memory", r.get("memory_predict")),
-        ("prediction: ParallelPostFit.predict", r["parallel_post_fit_predict"]),
-    ]
-    for label, m in rows:
-        if m is not None:
-            lines.append(f"{label:40s} {m['s']:8.3f} {m['rows_per_s']:10.0f}")
+    what = "make each block, then " if r["lazy"] else ""
+    for label, key in (
+        (f"training, one pass: {what}partial_fit", "memory_fit"),
+        ("training, one pass: Incremental.fit", "incremental_fit"),
+        (f"prediction: {what}predict", "memory_predict"),
+        ("prediction: ParallelPostFit.predict", "parallel_predict"),
+    ):
+        m = r[key]
+        lines.append(f"{label:42s} {m['s']:8.3f} {m['rows_per_s']:10.0f}")
     lines += [
         "",
-        f"Incremental / in memory (training): {r['incremental_fit']['rows_per_s'] / r['memory_partial_fit']['rows_per_s']:.2f}x",
-    ]
-    if r.get("memory_predict"):
-        lines.append(
-            f"ParallelPostFit / in memory (prediction): "
-            f"{r['parallel_post_fit_predict']['rows_per_s'] / r['memory_predict']['rows_per_s']:.2f}x"
-        )
-    lines.append(
+        f"cluster / in memory, rows/s (median of the rounds' ratios): training {r['fit_ratio']:.2f}x, "
+        f"prediction {r['predict_ratio']:.2f}x",
         f"Incremental's model bit-identical to the in-memory loop: {r['incremental_equals_memory']}; "
-        f"predictions equal: {r['predictions_equal']}; training accuracy after one pass: {r['accuracy']:.3f}"
-    )
+        f"predictions equal: {r['predictions_equal']}; training accuracy after one pass: {r['accuracy']:.3f}",
+    ]
     return "\n".join(lines)
 
 
@@ -255,7 +272,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", action="store_true",
                         help="workers as threads of this process (processes=False) instead of processes")
     parser.add_argument("--lazy", action="store_true", help="blocks generated on the workers (never all in memory)")

@@ -5,6 +5,7 @@ A missing package is simulated with ``sys.modules[name] = None`` (which makes
 None), in this process through ``monkeypatch`` or in a fresh one.
 """
 
+import pathlib
 import subprocess
 import sys
 import types
@@ -202,3 +203,17 @@ def test_bench_engine_torch_without_torch_fails_at_once(monkeypatch, capsys):
     assert main(["bench", "--engines", "torch"]) == 1
     err = capsys.readouterr().err
     assert err == 'fastnn bench: error: engine(s) not installed: torch (pip install "fastnn[bench]")\n'
+
+
+# ---------------------------------------------------------------- Dask
+@pytest.mark.parametrize("blocked, dist", [("dask", "dask"), ("distributed", "distributed"), ("dask_ml", "dask-ml")])
+def test_dask_benchmark_names_the_missing_package_before_any_work(blocked, dist):
+    for name in ("sklearn", "dask", "distributed"):
+        pytest.importorskip(name)
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "dask_incremental.py"
+    proc = _blocked_python(
+        [blocked], f"import runpy\nsys.argv = [{str(script)!r}]\nrunpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f'error: benchmarks/dask_incremental.py needs {dist}: pip install "fastnn[dask]"\n'
+    assert proc.stdout == ""
