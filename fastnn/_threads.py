@@ -189,18 +189,49 @@ SINGLE_THREAD_MACS = 1 << 22
 _blas = {"lock": threading.Lock(), "depth": 0, "limiter": None, "controller": None}
 
 
+def large_products(layer_units, rows):
+    """Whether the largest matrix product of a step has ``SINGLE_THREAD_MACS`` multiply-adds or more."""
+    return rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:])) >= SINGLE_THREAD_MACS
+
+
 @contextlib.contextmanager
 def blas_single_thread_for(layer_units, rows):
     """Run the block with one BLAS thread when the matrix products are small.
 
-    Nested and concurrent fits in one process share a single limit, set by the
-    first to enter and restored by the last to leave. Yields True when BLAS
-    is limited to one thread (so that the kernels' own threads may be used).
+    Yields True when BLAS is limited to one thread (so that the kernels' own
+    threads may be used), False for large products, left to BLAS's threads.
     """
-    macs = rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
-    if macs >= SINGLE_THREAD_MACS:
+    if large_products(layer_units, rows):
         yield False
         return
+    with blas_single_thread() as limited:
+        yield limited
+
+
+def _free_openblas():
+    # threadpoolctl (3.8) lets only one thread, the first to set a limit,
+    # change OpenBLAS's process-wide thread count, and silently ignores the
+    # others: a fit called from any other thread then ran its products on
+    # BLAS's default threads (other rounding, and every worker's products
+    # competing for the cores). fastnn's limit is one per process, taken and
+    # given back under _blas["lock"], so it frees the control around it.
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # pragma: no cover - older threadpoolctl: no such rule
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+@contextlib.contextmanager
+def blas_single_thread():
+    """Run the block with one BLAS thread.
+
+    Nested and concurrent calls in one process share a single limit, set by the
+    first to enter and restored by the last to leave. Yields True when BLAS
+    is limited to one thread (False when threadpoolctl could not limit it).
+    """
     state = _blas
     with state["lock"]:
         if state["depth"] == 0:
@@ -210,6 +241,7 @@ def blas_single_thread_for(layer_units, rows):
                     from threadpoolctl import ThreadpoolController
 
                     state["controller"] = ThreadpoolController()
+                _free_openblas()
                 state["limiter"] = state["controller"].limit(limits=1, user_api="blas")
             except Exception:  # threadpoolctl missing or unable: leave BLAS as it is
                 state["limiter"] = None
@@ -221,5 +253,7 @@ def blas_single_thread_for(layer_units, rows):
         with state["lock"]:
             state["depth"] -= 1
             if state["depth"] == 0 and state["limiter"] is not None:
+                _free_openblas()
                 state["limiter"].restore_original_limits()
                 state["limiter"] = None
+                _free_openblas()

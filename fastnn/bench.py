@@ -35,8 +35,17 @@ Engines
 
 The library functions :func:`time_point`, :func:`run_named`,
 :func:`run_sweep`, :func:`startup_times`, :func:`allocation_check`,
-:func:`thread_check` and :func:`thread_handoff` return plain dicts
-(JSON-serialisable); ``fastnn bench`` prints them as tables.
+:func:`thread_check`, :func:`thread_handoff`, :func:`thread_scaling` and
+:func:`machine_info` return plain dicts (JSON-serialisable); ``fastnn bench``
+prints them as tables.
+
+The report's header names the machine: the CPU model, its logical, usable
+and physical CPU counts, and every BLAS and OpenMP library loaded with its
+version, kernel architecture and threads (threadpoolctl), by file name only.
+Its "thread scaling" section times workload B (A, B and C without
+``--quick``; ``--scaling``) with 1, 2, 4, ... threads up to the CPU count,
+Numba, BLAS/OpenMP and PyTorch all limited to each count in turn, fastnn and
+PyTorch side by side, with the speed-up over one thread.
 """
 
 from __future__ import annotations
@@ -673,6 +682,189 @@ def thread_handoff(rounds=20000, size=7510, repeats=3):
     return out
 
 
+# ---------------------------------------------------------------- machine, thread scaling
+def cpu_model():
+    """The CPU's model name, or None when the system does not say.
+
+    Read from ``/proc/cpuinfo`` ("model name"; "Processor" or "cpu model" on
+    some ARM and MIPS kernels), else ``platform.processor()``, else ``lscpu``
+    ("Model name") or, on macOS, ``sysctl machdep.cpu.brand_string``.
+    """
+    try:
+        with open("/proc/cpuinfo", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("model name", "processor", "cpu model") and not value.strip().isdigit() \
+                        and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    name = (platform.processor() or "").strip()
+    if name and name not in (platform.machine(), "unknown"):
+        return name
+    for command, key in ((["lscpu"], "model name"), (["sysctl", "-n", "machdep.cpu.brand_string"], None)):
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            if key is None and line.strip():
+                return line.strip()
+            label, _, value = line.partition(":")
+            if key is not None and label.strip().lower() == key and value.strip():
+                return value.strip()
+    return name or None
+
+
+def _physical_cores():
+    """Distinct (physical id, core id) pairs of ``/proc/cpuinfo``, or None."""
+    try:
+        with open("/proc/cpuinfo", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        if "core id" in fields:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return len(cores) or None
+
+
+def thread_pools():
+    """The thread pools loaded in this process, as threadpoolctl lists them.
+
+    One dict per library: ``user_api`` ("blas" or "openmp"),
+    ``internal_api`` (openblas, mkl, blis, openmp...), ``version``,
+    ``architecture`` (the kernel set the library chose), ``num_threads``,
+    ``threading_layer`` and ``filename`` (the library file's base name; the
+    path is left out). SciPy's BLAS, which the kernels call, is loaded first
+    so that it is listed. Empty without threadpoolctl.
+    """
+    if not installed("threadpoolctl"):
+        return []
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:  # pragma: no cover
+        pass
+    from threadpoolctl import threadpool_info
+
+    out = []
+    for lib in threadpool_info():
+        entry = {k: lib.get(k) for k in ("user_api", "internal_api", "version", "architecture", "num_threads",
+                                          "threading_layer")}
+        entry["filename"] = os.path.basename(lib.get("filepath") or "") or None
+        out.append(entry)
+    return out
+
+
+def machine_info():
+    """What the report's header says of the machine: CPU model, CPU counts, Python, NumPy and the
+    thread pools (:func:`thread_pools`)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = None
+    return {
+        "platform": platform.machine() + " " + platform.system(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "physical_cores": _physical_cores(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "thread_pools": thread_pools(),
+    }
+
+
+SCALING_ENGINES = ("fastnn", "torch")
+
+
+def scaling_thread_counts(cpu_count=None):
+    """Thread counts of the scaling section: the powers of two below the CPU count, and the CPU count
+    (``os.cpu_count()``): 1, 2 on two CPUs; 1, 2, 4, 8, 12 on twelve."""
+    n = max(1, int(cpu_count or os.cpu_count() or 1))
+    counts = []
+    k = 1
+    while k < n:
+        counts.append(k)
+        k *= 2
+    return counts + [n]
+
+
+def thread_scaling(workloads=("B",), dtype="float64", engines=None, counts=None, repeats=3, target_s=0.05,
+                   shapes=None):
+    """Step time of named workloads with 1, 2, ... threads, fastnn and PyTorch side by side.
+
+    "k threads" means, for the duration of each measurement, Numba's threads
+    (``numba.set_num_threads``, capped at ``NUMBA_NUM_THREADS``), every
+    BLAS and OpenMP pool (``threadpoolctl.threadpool_limits``) and PyTorch's
+    intra-op threads (``torch.set_num_threads``) limited to ``k``; all three
+    are restored afterwards. Each count times every engine in turn (with
+    :func:`_settle` before each), on the same data and initial weights.
+
+    Parameters
+    ----------
+    workloads : sequence of str
+        Names of ``shapes`` (by default :data:`WORKLOADS`, without the tutorial).
+    dtype : {"float64", "float32"}
+    engines : sequence of str or None
+        Engines of :data:`ENGINES` (default: the installed ones of
+        :data:`SCALING_ENGINES`).
+    counts : sequence of int or None
+        Thread counts (default :func:`scaling_thread_counts`); 1 is always
+        timed, as the base of the speed-ups.
+    shapes : dict or None
+        ``{name: (n, d, h, o)}`` to look the workloads up in.
+
+    Returns
+    -------
+    dict
+        ``{"dtype", "thread_counts", "engines", "workloads": {name: {"shape":
+        [n, d, h, o], "flops_per_step", "rows": [{"threads": k,
+        "numba_threads": threads Numba ran with, "engines": {engine:
+        {"s_per_step", "speedup"}}}]}}}``, ``speedup`` being the engine's
+        time on 1 thread over its time on ``k``.
+    """
+    import numba
+
+    shapes = {k: v for k, v in WORKLOADS.items() if k != "tutorial"} if shapes is None else dict(shapes)
+    dtype = np.dtype(dtype).name
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    for name in workloads:
+        if name not in shapes:
+            raise ValueError(f"unknown scaling workload {name!r}; expected one of {', '.join(shapes)}")
+    if engines is None:
+        engines = [e for e in SCALING_ENGINES if e in available_engines()]
+    for e in engines:
+        if e not in ENGINES:
+            raise ValueError(f"unknown engine {e!r}; expected one of {', '.join(ENGINES)}")
+    counts = scaling_thread_counts() if counts is None else [int(k) for k in counts]
+    if any(k < 1 for k in counts):
+        raise ValueError(f"thread counts must be positive, got {counts}")
+    counts = sorted(set(counts) | {1})
+    out = {"dtype": dtype, "thread_counts": counts, "engines": list(engines), "workloads": {}}
+    for name in workloads:
+        n, d, h, o = shapes[name]
+        X, Y, W1, W2 = make_problem(n, d, h, o, dtype)
+        runs = {e: _ENGINE_FACTORIES[e](X, Y, W1, W2, LEARNING_RATE) for e in engines}
+        rows = []
+        for k in counts:
+            row = {"threads": k, "numba_threads": None, "engines": {}}
+            with _ThreadLimit(k):
+                row["numba_threads"] = numba.get_num_threads()
+                for e in engines:
+                    _settle()
+                    row["engines"][e] = {"s_per_step": measure(runs[e], repeats=repeats, target_s=target_s)[0]}
+            rows.append(row)
+        for row in rows:
+            for e, cell in row["engines"].items():
+                cell["speedup"] = rows[0]["engines"][e]["s_per_step"] / cell["s_per_step"]
+        out["workloads"][name] = {"shape": [n, d, h, o], "flops_per_step": step_flops(n, d, h, o), "rows": rows}
+    return out
+
+
 # ---------------------------------------------------------------- formatting
 def _fmt_time(seconds):
     if seconds is None:
@@ -715,6 +907,58 @@ def _table(points, label, engines):
     return "\n".join(lines)
 
 
+def _machine_lines(machine):
+    """Header lines naming the CPU and the thread pools (BLAS, OpenMP) of a report's ``machine``."""
+    counts = [f"{machine.get('cpu_count')} logical CPUs"]
+    if machine.get("usable_cpus") not in (None, machine.get("cpu_count")):
+        counts.append(f"{machine['usable_cpus']} usable")
+    if machine.get("physical_cores"):
+        counts.append(f"{machine['physical_cores']} physical cores")
+    lines = [f"CPU: {machine.get('cpu_model') or 'model unknown'} ({', '.join(counts)})"]
+    for api in ("blas", "openmp"):
+        pools = [p for p in machine.get("thread_pools") or [] if p.get("user_api") == api]
+        if not pools:
+            continue
+        described = []
+        for p in pools:
+            what = [str(p[k]) for k in ("architecture", "threading_layer") if p.get(k)]
+            what.append(f"{p.get('num_threads')} threads")
+            if p.get("version") or p.get("internal_api") != api:
+                name = " ".join(str(p[k]) for k in ("internal_api", "version") if p.get(k))
+                described.append(f"{name} ({', '.join(what)}; {p.get('filename')})")
+            else:  # an OpenMP runtime: its file says which one
+                described.append(f"{p.get('filename')} ({', '.join(what)})")
+        lines.append(f"{'BLAS' if api == 'blas' else 'OpenMP'}: " + "; ".join(described))
+    return lines
+
+
+def _scaling_lines(scaling):
+    """The "thread scaling" section of a report."""
+    if scaling.get("skipped"):
+        return [f"thread scaling: skipped ({scaling['skipped']})"]
+    engines = scaling["engines"]
+    head = ["workload", "threads"]
+    for e in engines:
+        head += [e, "x1"]
+    rows = [head]
+    for name, w in scaling["workloads"].items():
+        for r in w["rows"]:
+            row = [name, str(r["threads"]) + (f" (Numba {r['numba_threads']})"
+                                              if r.get("numba_threads") not in (None, r["threads"]) else "")]
+            for e in engines:
+                cell = r["engines"].get(e)
+                row += [_fmt_time(cell["s_per_step"]), f"{cell['speedup']:.2f}"] if cell else ["-", "-"]
+            rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return [
+        f"Thread scaling, {scaling['dtype']}: seconds per step with k threads (Numba, BLAS/OpenMP and "
+        "PyTorch each limited to k); 'x1' = time on 1 thread / time on k",
+    ] + lines
+
+
 def format_report(report):
     """The text tables of a :func:`run_benchmarks` report."""
     engines = report["engines"]
@@ -726,8 +970,8 @@ def format_report(report):
         f"BLAS threads: {report['threads'].get('blas_threads')}; Numba threads: "
         f"{report['threads'].get('numba_num_threads')}"
         + (f"; all engines limited to {report['thread_limit']} thread(s)" if report.get("thread_limit") else ""),
-        "",
     ]
+    out += _machine_lines(report["machine"]) + [""]
     named = report.get("named") or []
     if named:
         for p in named:
@@ -783,6 +1027,9 @@ def format_report(report):
             f"{ho['size'] * 8 / 1000:.0f} KB updated by each in turn {_fmt_time(ho['exchange_s'])} "
             f"a round ({_fmt_time(ho['local_s'])} on one thread)"
         )
+    sc = report.get("thread_scaling")
+    if sc:
+        out += [""] + _scaling_lines(sc)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -873,13 +1120,20 @@ class _ThreadLimit:
 
 def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, named=None, sweep=True,
                    startup=True, allocations=True, threads=True, repeats=None, progress=True,
-                   thread_limit=None):
+                   thread_limit=None, scaling=None, scaling_threads=None):
     """Everything ``fastnn bench`` measures, as one JSON-serialisable dict.
 
     ``thread_limit`` (int or None) limits every engine's thread pools (BLAS
     libraries and OpenMP through threadpoolctl, PyTorch through
     ``torch.set_num_threads``) for the timings, so that engines compare at
     equal thread counts.
+
+    ``scaling`` names the workloads of the thread scaling section
+    (:func:`thread_scaling`, first dtype, fastnn and PyTorch where among
+    ``engines``); None means B with ``quick``, else A, B and C, when
+    ``threads`` is true, and none otherwise. ``scaling_threads`` are its
+    thread counts (default :func:`scaling_thread_counts`). With
+    ``thread_limit`` the section is skipped and says so.
     """
     engines = available_engines() if engines is None else list(engines)
     repeats = repeats if repeats is not None else (3 if quick else 5)
@@ -899,8 +1153,7 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
             "quick": quick,
             "repeats": repeats,
             "engines": engines,
-            "machine": {"platform": platform.machine() + " " + platform.system(), "cpu_count": os.cpu_count(),
-                        "python": platform.python_version(), "numpy": np.__version__},
+            "machine": None,  # after the timings: the thread pools the engines loaded are listed too
             "named": run_named(named, dtypes, engines, repeats, target, bar) if named else [],
             "sweep": run_sweep(hidden, batch, dtypes, engines, repeats=repeats, target_s=target, progress=bar)
             if sweep else [],
@@ -910,6 +1163,11 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
         info["blas_threads"] = blas[0] if len(set(blas)) == 1 else blas
         report["threads"] = info
         limit.__exit__(None, None, None)
+        report["machine"] = machine_info()  # each pool's own thread count, outside the limit
+        scaled = _scaling_section(quick, dtypes, engines, threads, thread_limit, scaling, scaling_threads,
+                                  repeats, target)
+        if scaled is not None:
+            report["thread_scaling"] = scaled
         if threads:
             report["thread_check"] = thread_check(("B",) if quick else ("B", "C"), repeats=repeats, target_s=target)
             report["handoff"] = thread_handoff(rounds=2000 if quick else 20000, repeats=repeats)
@@ -921,6 +1179,20 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
         limit.__exit__(None, None, None)
         bar.close()
     return report
+
+
+def _scaling_section(quick, dtypes, engines, threads, thread_limit, scaling, counts, repeats, target):
+    """:func:`thread_scaling` as :func:`run_benchmarks` runs it, or a skip note, or None (not asked)."""
+    if scaling is None:
+        scaling = (["B"] if quick else ["A", "B", "C"]) if threads else []
+    if not scaling:
+        return None
+    if thread_limit is not None:
+        return {"skipped": f"every engine is limited to {thread_limit} thread(s) by --threads"}
+    chosen = [e for e in SCALING_ENGINES if e in engines]
+    if not chosen:
+        return {"skipped": f"none of the engines {', '.join(SCALING_ENGINES)} is selected"}
+    return thread_scaling(scaling, dtypes[0], chosen, counts, repeats=repeats, target_s=target)
 
 
 # ---------------------------------------------------------------- CLI
@@ -943,6 +1215,12 @@ def configure_parser(parser):
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="limit every engine's BLAS/OpenMP/PyTorch threads to N for the timings "
                              "(default: each library's own setting)")
+    parser.add_argument("--scaling", metavar="WORKLOADS", default=None,
+                        help="comma-separated workloads (A,B,C) of the thread scaling section, or 'none' "
+                             "(default: B with --quick, else A,B,C; none with --no-extras)")
+    parser.add_argument("--scaling-threads", metavar="COUNTS", default=None,
+                        help="comma-separated thread counts of the scaling section (default: powers of two "
+                             "below the CPU count, and the CPU count)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--sklearn", action="store_true",
                         help="also compare fastnn.sklearn's estimators with scikit-learn's (fit time and score "
@@ -959,6 +1237,22 @@ def _split(text, allowed, what):
         if t not in allowed:
             raise ValueError(f"unknown {what} {t!r}; expected one of {', '.join(allowed)}")
     return items
+
+
+def _thread_counts(text):
+    """``--scaling-threads``: comma-separated positive integers, or None."""
+    if text is None:
+        return None
+    counts = []
+    for item in text.split(","):
+        try:
+            k = int(item.strip())
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ValueError(f"--scaling-threads expects comma-separated positive integers, got {text!r}")
+        counts.append(k)
+    return counts
 
 
 def _sklearn_section(quick, dtypes, repeats, thread_limit):
@@ -1000,6 +1294,8 @@ def run_cli(args):
             engines = ["reference"] + engines
     if args.plot and args.no_sweep:
         raise ValueError("--plot needs the sweep (drop --no-sweep)")
+    scaling = _split(args.scaling, [w for w in WORKLOADS if w != "tutorial"], "scaling workload")
+    scaling_threads = _thread_counts(args.scaling_threads)
     # optional packages, checked before any timing (MissingDependency names the extra)
     if args.plot:
         import_optional("matplotlib", "--plot")
@@ -1015,7 +1311,8 @@ def run_cli(args):
     report = run_benchmarks(
         quick=args.quick, dtypes=dtypes, engines=engines, named=named, sweep=not args.no_sweep,
         startup=extras, allocations=extras, threads=extras, repeats=args.repeats,
-        progress=not args.no_progress, thread_limit=args.threads,
+        progress=not args.no_progress, thread_limit=args.threads, scaling=scaling,
+        scaling_threads=scaling_threads,
     )
     print(format_report(report), end="")
     if args.sklearn:

@@ -7,7 +7,8 @@ import contextlib
 import numpy as np
 
 from fastnn import _validation as v
-from fastnn._threads import TwinRunner, blas_single_thread_for
+from fastnn._runtime import TiledTrainer
+from fastnn._threads import TwinRunner, blas_single_thread_for, large_products
 from fastnn._kernels import codes
 
 ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
@@ -17,6 +18,11 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
 # rows x epochs of shuffled indices drawn per compiled call
 _ORDER_BUDGET = 1 << 22
+
+
+def _writable(a):
+    """``a``, or a copy when it is read-only (the tiled kernel takes writable arrays only)."""
+    return a if a.flags.writeable else a.copy()
 
 
 class DivergenceError(FloatingPointError):
@@ -388,19 +394,25 @@ class MLP:
             # train `total` epochs in chunks; returns (epochs completed, diverged)
             done = 0
             while done < total:
-                use_parallel, count = runner.plan(min(chunk, total - done))
+                if trainer is None:
+                    use_parallel, count = runner.plan(min(chunk, total - done))
+                else:
+                    count = min(chunk, total - done)
                 if use_order:
                     order = np.empty((count, n), dtype=np.int64)
                     for e in range(count):
                         order[e] = self._rng.permutation(n)
                 else:
                     order = np.empty((0, 0), dtype=np.int64)
-                finished = runner.run(use_parallel, count, (
-                    X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
-                    control, count, batch, order, use_order, self._state1, self._state2,
-                    self._step_count, acts, deltas, shard_grads, shard_loss, copies,
-                    X_batch, Y_batch, history[done : done + count], no_weights, no_weights,
-                ))  # fmt: skip
+                if trainer is not None:
+                    finished = trainer.run(count, order, history[done : done + count])
+                else:
+                    finished = runner.run(use_parallel, count, (
+                        X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
+                        control, count, batch, order, use_order, self._state1, self._state2,
+                        self._step_count, acts, deltas, shard_grads, shard_loss, copies,
+                        X_batch, Y_batch, history[done : done + count], no_weights, no_weights,
+                    ))  # fmt: skip
                 done += finished
                 progress[0] = done
                 if finished < count:
@@ -414,16 +426,26 @@ class MLP:
         # batches of 64 rows or more run as two shards, on two threads when
         # that is faster (fastnn._threads); the threads need BLAS on one
         # thread, which small layers are faster with anyway
-        threaded = shards_of(batch) > 1
-        blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
+        # large products: the tile-streamed kernel on numba.get_num_threads()
+        # threads (fastnn._runtime), each with one BLAS thread
+        trainer = None
+        if large_products(self.layer_sizes, batch):
+            threaded = False
+            blas = contextlib.nullcontext(False)
+        else:
+            threaded = shards_of(batch) > 1
+            blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
         blas_single = blas.__enter__()
         key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
         runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
         try:
             # inside the try: the BLAS limit is restored even if allocating fails
-            acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(
-                batch, threaded and blas_single
-            )
+            if large_products(self.layer_sizes, batch):
+                trainer = TiledTrainer(self, _writable(X), _writable(y), batch, use_order, opt_code, hyper)
+            else:
+                acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(
+                    batch, threaded and blas_single
+                )
             done, diverged = run(epochs, callback)
             if diverged:
                 # The kernel stopped before the failing update, but the

@@ -107,6 +107,20 @@ Result keys (:func:`profile`; the ``--json`` file is this dict)
     ``step_alloc_peak_bytes``, ``step_peak_bytes``,
     ``reference_step_alloc_peak_bytes``, ``reference_step_peak_bytes``,
     ``max_rss_bytes``, ``method`` (``"tracemalloc"``).
+``training_step``
+    ``seconds`` (median of ``steps`` full-batch steps of ``MLP.fit`` on the
+    same shapes: the runtime users train with), ``runtime`` (``"tiled"``
+    for large products, else ``"twins"``), ``threads`` (the tiled runtime's
+    workers, else ``None``).
+``roofline``
+    the least time of a step (:func:`roofline`): ``gemm_seconds`` (the
+    ``3 L - 1`` matrix products' FLOPs at ``machine.gemm_gflops``),
+    ``memory_seconds`` (the activations of the batch written and read once at
+    ``machine.bandwidth_gbs``), ``seconds`` (their sum), ``step_seconds``
+    (``training_step.seconds``), ``ratio`` (step over roofline), and what
+    was counted: ``matmul_phases``, ``flops``, ``activation_bytes``, ``bytes``,
+    ``gemm_gflops``, ``bandwidth_gbs``. Added within schema 1 (a new key);
+    see ``docs/profiling-roofline.md``.
 
 Sweep keys (:func:`sweep_hidden`)
 ---------------------------------
@@ -272,6 +286,69 @@ def memory_model(layer_sizes, batch_size, dtype="float64", bias=False):
     }
     out["buffers_bytes"] = sum(out.values())
     return out
+
+
+def roofline(layer_sizes, batch_size, dtype, gemm_gflops, bandwidth_gbs, step_seconds=None):
+    """The least time a training step could take: its large products at the GEMM peak, plus one
+    write and one read of its activations at the memory bandwidth.
+
+    What is counted: the FLOPs of the step's ``3 L - 1`` matrix products for
+    ``L`` layers (``L`` forward products, ``L`` weight gradients and
+    ``L - 1`` delta back-propagations; the ``matmul`` phases of
+    :func:`phase_model`), at ``gemm_gflops``; and the activations of the
+    batch (every hidden and output layer, ``batch_size * sum(layer_sizes[1:])``
+    elements of ``dtype``: :func:`memory_model`'s ``activations_bytes``)
+    written once and read once, at ``bandwidth_gbs``. The elementwise FLOPs,
+    the deltas, the parameters, the gradients and the data are not counted:
+    the roofline is a lower bound that a fused step could approach.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+    batch_size : int
+    dtype : {"float64", "float32"}
+    gemm_gflops, bandwidth_gbs : float
+        The machine's GEMM peak (GFLOP/s) and memory bandwidth (GB/s, 1e9 bytes).
+    step_seconds : float, optional
+        A measured step, compared with the roofline (``ratio``).
+
+    Returns
+    -------
+    dict
+        ``gemm_seconds``, ``memory_seconds``, ``seconds`` (their sum),
+        ``step_seconds``, ``ratio`` (``step_seconds / seconds``; ``None``
+        without a step), and what was counted: ``matmul_phases`` (``3 L -
+        1``), ``flops`` (theirs), ``activation_bytes``, ``bytes`` (twice
+        ``activation_bytes``: one write, one read), ``gemm_gflops`` and
+        ``bandwidth_gbs`` (the rates used).
+    """
+    sizes = _check_layers(layer_sizes)
+    nb = _check_int(batch_size, "batch_size")
+    itemsize = _check_dtype(dtype).itemsize
+    gemm_gflops = _v.check_float(gemm_gflops, "gemm_gflops", minimum=0.0)  # > 0
+    bandwidth_gbs = _v.check_float(bandwidth_gbs, "bandwidth_gbs", minimum=0.0)
+    matmuls = [p for p in phase_model(sizes, nb, dtype) if p["kind"] == "matmul"]
+    flops = sum(p["flops"] for p in matmuls)
+    activation_bytes = nb * sum(sizes[1:]) * itemsize
+    moved = 2 * activation_bytes
+    gemm_seconds = flops / (gemm_gflops * 1e9)
+    memory_seconds = moved / (bandwidth_gbs * 1e9)
+    seconds = gemm_seconds + memory_seconds
+    if step_seconds is not None:
+        step_seconds = float(step_seconds)
+    return {
+        "gemm_seconds": gemm_seconds,
+        "memory_seconds": memory_seconds,
+        "seconds": seconds,
+        "step_seconds": step_seconds,
+        "ratio": step_seconds / seconds if step_seconds is not None and seconds > 0 else None,
+        "matmul_phases": len(matmuls),
+        "flops": flops,
+        "activation_bytes": activation_bytes,
+        "bytes": moved,
+        "gemm_gflops": gemm_gflops,
+        "bandwidth_gbs": bandwidth_gbs,
+    }
 
 
 def fit_exponent(sizes, values):
@@ -670,6 +747,8 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
     gemm_kernel = max(gemm_kernel, measure_gemm_peak(dt, gemm_size, engine="kernel"))
     gemm = max(gemm_numpy, gemm_kernel)
     bandwidth = max(bandwidth, measure_bandwidth(bandwidth_bytes))
+    training = _training_step(sizes, nb, dt, activation, output_activation, bias, learning_rate,
+                              steps, seed, threads)
     step_alloc = _alloc_peak(fused)
     ref_seconds = dict.fromkeys(order)
     ref_alloc = None
@@ -731,7 +810,41 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
         "check": {"phases_seconds": total, "unprofiled_seconds": unprofiled, "relative_difference": rel,
                   "tolerance": TOLERANCE, "passed": abs(rel) <= TOLERANCE},
         "memory": memory,
+        "training_step": training,
+        "roofline": roofline(sizes, nb, dt.name, gemm, bandwidth, training["seconds"]),
     }
+
+
+def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_rate, steps, seed,
+                   threads):
+    """Median seconds of one full-batch step of ``MLP.fit``: the runtime users train with
+    (for large layers the tiled kernel on Numba's threads, ``threads`` of them when given)."""
+    import numba
+
+    from fastnn import MLP
+    from fastnn._threads import large_products
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((nb, sizes[0])).astype(dt)
+    Y = rng.random((nb, sizes[-1])).astype(dt)
+    model = MLP(sizes, activation=activation, output_activation=output_activation, loss="sse",
+                bias=bias, dtype=dt.name, random_state=seed)
+    before = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        workers = numba.get_num_threads()
+        model.fit(X, Y, epochs=1, learning_rate=learning_rate)  # compile or load, warm the caches
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            model.fit(X, Y, epochs=1, learning_rate=learning_rate)
+            times.append(time.perf_counter() - start)
+    finally:
+        numba.set_num_threads(before)
+    tiled = large_products(sizes, nb)
+    return {"seconds": float(np.median(times)), "runtime": "tiled" if tiled else "twins",
+            "threads": workers if tiled else None}
 
 
 def _group(fast, ref):
@@ -876,6 +989,20 @@ def _table(header, rows, align):
     return out
 
 
+def _roofline_lines(r):
+    """The roofline block of :func:`format_profile`."""
+    lines = [
+        f"roofline of a step: {_ms(r['seconds'])} ms (GEMM part + memory part)",
+        f"  GEMM    {_ms(r['gemm_seconds'])} ms: {r['matmul_phases']} matrix products, "
+        f"{_num(r['flops'] / 1e6)} MFLOP at {r['gemm_gflops']:.1f} GFLOP/s",
+        f"  memory  {_ms(r['memory_seconds'])} ms: the activations ({_num(r['activation_bytes'] / 1e6)} MB) "
+        f"written once and read once at {r['bandwidth_gbs']:.1f} GB/s",
+    ]
+    if r.get("step_seconds") is not None:
+        lines.append(f"training step (MLP.fit) {_ms(r['step_seconds'])} ms = {r['ratio']:.2f}x the roofline")
+    return lines
+
+
 def format_profile(result):
     """Human-readable report of :func:`profile`'s result (aligned tables with units)."""
     c, m = result["config"], result["machine"]
@@ -902,6 +1029,8 @@ def format_profile(result):
     header = ["phase", "shape", "time ms", "share %", "MFLOP", "GFLOP/s", "MB", "GB/s", "% of limit", "limit"]
     lines += _table(header, rows, "<<>>>>>>><")
     lines.append("")
+    if result.get("roofline"):
+        lines += _roofline_lines(result["roofline"]) + [""]
     grows = []
     for g in ("forward", "loss", "backward", "update", "step"):
         e = result["groups"][g]

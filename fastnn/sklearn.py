@@ -560,9 +560,9 @@ _COMMON_DOC = """
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         Sizes of the hidden layers.
-    activation : {{"identity", "logistic", "tanh", "relu"}}, default="relu"
+    activation : {{"relu", "identity", "logistic", "tanh"}}, default="relu"
         Activation of the hidden layers.
-    solver : {{"lbfgs", "sgd", "adam"}}, default="adam"
+    solver : {{"adam", "lbfgs", "sgd"}}, default="adam"
         Weight optimizer.
     alpha : float, default=1e-4
         L2 penalty: ``0.5 * alpha * sum(W**2) / n_samples`` is added to the loss.

@@ -8,7 +8,8 @@ estimator about 1 s more (its shuffle drawer); later processes load the
 cache in well under a second. ``fastnn warmup`` pays that cost ahead of
 time, for instance while a container image is built, by running small fits
 through every path: the tutorial network, ``MLP`` (both training twins,
-shuffled and in order, prediction, loss and gradients) and, when
+shuffled and in order, the tiled kernel of large layers, prediction, loss
+and gradients) and, when
 scikit-learn is installed, the estimators (every solver, both losses of the
 regressor).
 """
@@ -57,6 +58,19 @@ def _mlp(dtype, X, Y):
                 m.fit(X, Y, epochs=2, batch_size=64, shuffle=shuffle, optimizer="adam", learning_rate=0.01)
     m.predict(X)
     m.loss_and_gradients(X, Y)
+    _tiled(m, X, Y)
+
+
+def _tiled(model, X, Y):
+    # the tile-streamed kernel of large layers (MLP.fit takes it for large
+    # products only), on a small problem: one compiled signature per dtype
+    from fastnn._kernels import codes
+    from fastnn._runtime import TiledTrainer
+
+    hyper = np.array([0.01, 0.9, 0.0, 0.9, 0.999, 1e-8, 0.0])
+    order = np.stack([np.arange(X.shape[0])] * 2)
+    trainer = TiledTrainer(model, X, Y, 64, True, codes.OPT_ADAM, hyper)
+    trainer.run(2, order, np.empty(2))
 
 
 def _sklearn(dtype, X, labels):

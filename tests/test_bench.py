@@ -218,3 +218,176 @@ def test_cli_sklearn_section(tmp_path, capsys):
         assert r["speedup"] == pytest.approx(r["sklearn_s"] / r["fastnn_s"])
         if r["solver"] != "lbfgs":  # same updates from the same random stream: same model
             assert r["fastnn_score"] == pytest.approx(r["sklearn_score"], abs=1e-12)
+
+
+# ------------------------------------------------- machine header, thread scaling
+def test_scaling_thread_counts_are_powers_of_two_and_the_cpu_count():
+    for n in range(1, 40):
+        expected = sorted({2 ** i for i in range(n.bit_length()) if 2 ** i < n} | {n})
+        assert bench.scaling_thread_counts(n) == expected
+    assert bench.scaling_thread_counts()[-1] == (__import__("os").cpu_count() or 1)
+
+
+def test_machine_info_names_the_cpu_and_the_blas_without_paths():
+    import os
+
+    info = bench.machine_info()
+    json.dumps(info)
+    assert info["cpu_count"] == os.cpu_count()
+    pools = info["thread_pools"]
+    assert any(p["user_api"] == "blas" for p in pools)  # NumPy's and SciPy's BLAS at least
+    for p in pools:
+        assert set(p) >= {"internal_api", "version", "architecture", "num_threads", "filename"}
+        assert p["filename"] and os.sep not in p["filename"]
+    text = "\n".join(bench._machine_lines(info))
+    assert text.startswith("CPU: ")
+    assert f"{os.cpu_count()} logical CPUs" in text
+    blas = next(p for p in pools if p["user_api"] == "blas")
+    assert "BLAS: " in text and blas["filename"] in text and f"{blas['num_threads']} threads" in text
+    assert os.sep + "lib" not in text and "site-packages" not in text
+
+
+def test_cpu_model_falls_back_and_never_fails(monkeypatch):
+    import builtins
+    import subprocess
+
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        if str(path) == "/proc/cpuinfo":
+            raise OSError("no such file")
+        return real_open(path, *args, **kwargs)
+
+    def no_command(*args, **kwargs):
+        raise OSError("no such command")
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    monkeypatch.setattr(bench.platform, "processor", lambda: "Test CPU 3000")
+    assert bench.cpu_model() == "Test CPU 3000"
+    monkeypatch.setattr(bench.platform, "processor", lambda: "")
+    monkeypatch.setattr(subprocess, "run", no_command)
+    assert bench.cpu_model() is None
+    info = bench.machine_info()
+    assert info["cpu_model"] is None and info["physical_cores"] is None
+    assert bench._machine_lines(info)[0].startswith("CPU: model unknown")
+
+    class Lscpu:
+        returncode = 0
+        stdout = "Architecture: x86_64\nModel name:   Example Core 9\n"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Lscpu())
+    assert bench.cpu_model() == "Example Core 9"
+
+
+def test_thread_scaling_sets_and_restores_every_pool(monkeypatch):
+    # "k threads" = Numba, every threadpoolctl pool and PyTorch limited to k during the measurement
+    import numba
+    from threadpoolctl import threadpool_info
+
+    seen = {}
+
+    def recorder(engine):
+        def factory(X, Y, W1, W2, lr):
+            def run(k):
+                state = {"numba": numba.get_num_threads(),
+                         "pools": {lib["num_threads"] for lib in threadpool_info()}}
+                if bench.installed("torch"):
+                    import torch
+
+                    state["torch"] = torch.get_num_threads()
+                seen.setdefault(engine, []).append(state)
+
+            return run
+
+        return factory
+
+    for engine in ("fastnn", "torch"):
+        monkeypatch.setitem(bench._ENGINE_FACTORIES, engine, recorder(engine))
+    import scipy.linalg.cython_blas  # noqa: F401
+    numba_before = numba.get_num_threads()
+    pools_before = [lib["num_threads"] for lib in threadpool_info()]
+    out = bench.thread_scaling(["tiny"], engines=["fastnn", "torch"], counts=[2], repeats=2, target_s=0.001,
+                               shapes={"tiny": (6, 3, 5, 2)})
+    assert out["thread_counts"] == [1, 2]  # 1 is always timed: the base of the speed-ups
+    for engine in ("fastnn", "torch"):
+        calls = seen[engine]
+        limits = [next(iter(state["pools"])) for state in calls]
+        assert all(len(state["pools"]) == 1 for state in calls)
+        # the calls of k = 1 (warm-ups, sizing, two repeats), then those of k = 2
+        assert limits == sorted(limits) and limits[0] == 1 and limits[-1] == 2
+        assert limits.count(1) >= 4 and limits.count(2) >= 4
+        for k, state in zip(limits, calls):
+            assert state["numba"] == min(k, numba.config.NUMBA_NUM_THREADS)
+            assert state.get("torch", k) == k
+    rows = out["workloads"]["tiny"]["rows"]
+    assert [r["numba_threads"] for r in rows] == [1, min(2, numba.config.NUMBA_NUM_THREADS)]
+    assert numba.get_num_threads() == numba_before
+    assert [lib["num_threads"] for lib in threadpool_info()] == pools_before
+
+
+def test_thread_scaling_structure_on_a_tiny_workload():
+    engines = [e for e in bench.SCALING_ENGINES if e in bench.available_engines()]
+    out = bench.thread_scaling(["tiny"], dtype="float32", counts=[2, 1], repeats=1, target_s=0.001,
+                               shapes={"tiny": (8, 3, 5, 2)})
+    json.dumps(out)
+    assert out["dtype"] == "float32" and out["engines"] == engines and out["thread_counts"] == [1, 2]
+    w = out["workloads"]["tiny"]
+    assert w["shape"] == [8, 3, 5, 2] and w["flops_per_step"] == bench.step_flops(8, 3, 5, 2)
+    assert [r["threads"] for r in w["rows"]] == [1, 2]
+    base = w["rows"][0]["engines"]
+    for r in w["rows"]:
+        assert set(r["engines"]) == set(engines)
+        for e, cell in r["engines"].items():
+            assert cell["s_per_step"] > 0
+            assert cell["speedup"] == pytest.approx(base[e]["s_per_step"] / cell["s_per_step"])
+    text = "\n".join(bench._scaling_lines(out))
+    assert "Thread scaling, float32" in text
+    assert len([line for line in text.splitlines() if line.startswith("tiny")]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"workloads": ["tutorial"]}, "scaling workload"), ({"engines": ["nope"]}, "engine"),
+     ({"counts": [0]}, "positive"), ({"dtype": "int8"}, "dtype")],
+)
+def test_thread_scaling_rejects_bad_arguments(kwargs, message):
+    args = {"workloads": ["B"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        bench.thread_scaling(repeats=1, **args)
+
+
+def test_cli_prints_the_machine_and_the_scaling_section(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(bench.WORKLOADS, "B", (8, 3, 5, 2))  # a tiny B: structure, not timings
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--workloads", "none", "--no-sweep", "--no-extras", "--scaling", "B",
+            "--scaling-threads", "1,2", "--engines", "fastnn", "--repeats", "1", "--no-progress",
+            "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\nCPU: " in out and "\nBLAS: " in out and "Thread scaling, float64" in out
+    data = json.loads(path.read_text())
+    assert data["machine"]["cpu_count"] and data["machine"]["thread_pools"]
+    scaling = data["thread_scaling"]
+    assert scaling["engines"] == ["fastnn"] and scaling["thread_counts"] == [1, 2]
+    assert scaling["workloads"]["B"]["shape"] == [8, 3, 5, 2]
+    assert [r["threads"] for r in scaling["workloads"]["B"]["rows"]] == [1, 2]
+    # --threads fixes the count: the section says it is skipped
+    argv = ["bench", "--quick", "--workloads", "none", "--no-sweep", "--no-extras", "--scaling", "B",
+            "--engines", "fastnn", "--repeats", "1", "--no-progress", "--threads", "1", "--json", str(path)]
+    assert main(argv) == 0
+    assert "thread scaling: skipped (every engine is limited to 1 thread(s) by --threads)" in capsys.readouterr().out
+    assert "skipped" in json.loads(path.read_text())["thread_scaling"]
+    # --no-extras without --scaling: no section
+    argv = ["bench", "--quick", "--workloads", "none", "--no-sweep", "--no-extras", "--no-progress",
+            "--json", str(path)]
+    assert main(argv) == 0
+    assert "thread scaling" not in capsys.readouterr().out.lower()
+    assert "thread_scaling" not in json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("argv", [["--scaling", "Z"], ["--scaling", "tutorial"], ["--scaling-threads", "0"],
+                                  ["--scaling-threads", "2,x"]])
+def test_cli_bad_scaling_arguments_exit_1_with_one_line(argv, capsys):
+    assert main(["bench", "--no-progress"] + argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastnn bench: error:") and err.count("\n") == 1

@@ -18,7 +18,8 @@ from conftest import assert_close
 # small limits measurements keep these tests fast
 FAST = {"gemm_size": 32, "bandwidth_bytes": 2**16}
 
-TOP_KEYS = {"schema", "config", "machine", "phases", "totals", "groups", "check", "memory"}
+TOP_KEYS = {"schema", "config", "machine", "phases", "totals", "groups", "check", "memory", "roofline",
+            "training_step"}
 CONFIG_KEYS = {"layer_sizes", "batch_size", "dtype", "activation", "output_activation", "loss", "bias",
                "optimizer", "learning_rate", "steps", "warmup", "threads"}
 MACHINE_KEYS = {"gemm_gflops", "gemm_numpy_gflops", "gemm_kernel_gflops", "gemm_size", "bandwidth_gbs",
@@ -31,6 +32,8 @@ CHECK_KEYS = {"phases_seconds", "unprofiled_seconds", "relative_difference", "to
 MEMORY_KEYS = {"parameters_bytes", "gradients_bytes", "activations_bytes", "workspaces_bytes", "data_bytes",
                "buffers_bytes", "step_alloc_peak_bytes", "step_peak_bytes", "reference_step_alloc_peak_bytes",
                "reference_step_peak_bytes", "max_rss_bytes", "method"}
+ROOFLINE_KEYS = {"gemm_seconds", "memory_seconds", "seconds", "step_seconds", "ratio", "matmul_phases", "flops",
+                 "activation_bytes", "bytes", "gemm_gflops", "bandwidth_gbs"}
 SWEEP_KEYS = {"schema", "config", "points", "exponent", "prefactor", "flops_exponent"}
 POINT_KEYS = {"hidden", "layer_sizes", "seconds", "flops", "gflops"}
 
@@ -193,6 +196,52 @@ def test_derived_figures_are_consistent(result):
     assert mem["reference_step_alloc_peak_bytes"] >= mem["activations_bytes"]
 
 
+def _roofline_by_hand(sizes, nb, itemsize, gemm_gflops, bandwidth_gbs):
+    # every layer: a forward product and a weight gradient (2 nb k n FLOPs each);
+    # every layer but the first: a delta back-propagation (2 nb n k)
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    flops = sum(4 * nb * k * n for k, n in pairs) + sum(2 * nb * k * n for k, n in pairs[1:])
+    act_bytes = nb * sum(sizes[1:]) * itemsize
+    gemm_s = flops / (gemm_gflops * 1e9)
+    memory_s = 2 * act_bytes / (bandwidth_gbs * 1e9)
+    return flops, act_bytes, gemm_s, memory_s
+
+
+def test_roofline_is_the_formula_of_the_reported_machine_and_shapes(result):
+    r = result["roofline"]
+    assert set(r) == ROOFLINE_KEYS
+    m, c, check = result["machine"], result["config"], result["check"]
+    flops, act_bytes, gemm_s, memory_s = _roofline_by_hand(
+        c["layer_sizes"], c["batch_size"], np.dtype(c["dtype"]).itemsize, m["gemm_gflops"], m["bandwidth_gbs"])
+    assert r["matmul_phases"] == 3 * (len(c["layer_sizes"]) - 1) - 1 == 5
+    assert r["flops"] == flops and r["activation_bytes"] == act_bytes and r["bytes"] == 2 * act_bytes
+    assert r["gemm_seconds"] == pytest.approx(gemm_s, rel=1e-12)
+    assert r["memory_seconds"] == pytest.approx(memory_s, rel=1e-12)
+    assert r["seconds"] == pytest.approx(gemm_s + memory_s, rel=1e-12)
+    step = result["training_step"]
+    assert step["seconds"] > 0 and step["runtime"] in ("tiled", "twins")
+    assert r["step_seconds"] == step["seconds"]
+    assert r["ratio"] == pytest.approx(step["seconds"] / (gemm_s + memory_s), rel=1e-12)
+    assert (r["gemm_gflops"], r["bandwidth_gbs"]) == (m["gemm_gflops"], m["bandwidth_gbs"])
+
+
+@pytest.mark.parametrize("sizes, nb, dtype", [([64, 4096, 10], 1024, "float64"), ([5, 7, 3, 2], 9, "float32"),
+                                              ([3, 2], 4, "float64")])
+def test_roofline_counts_3l_minus_1_products_and_the_activations(sizes, nb, dtype):
+    gemm, bw = 123.0, 45.6
+    r = profiling.roofline(sizes, nb, dtype, gemm, bw, step_seconds=0.25)
+    flops, act_bytes, gemm_s, memory_s = _roofline_by_hand(sizes, nb, np.dtype(dtype).itemsize, gemm, bw)
+    assert r["matmul_phases"] == 3 * (len(sizes) - 1) - 1
+    assert r["flops"] == flops and r["activation_bytes"] == act_bytes
+    assert r["seconds"] == pytest.approx(gemm_s + memory_s, rel=1e-12)
+    assert r["ratio"] == pytest.approx(0.25 / (gemm_s + memory_s), rel=1e-12)
+    assert profiling.roofline(sizes, nb, dtype, gemm, bw)["ratio"] is None
+    with pytest.raises(ValueError, match="gemm_gflops"):
+        profiling.roofline(sizes, nb, dtype, 0.0, bw)
+    with pytest.raises(ValueError, match="bandwidth_gbs"):
+        profiling.roofline(sizes, nb, dtype, gemm, -1.0)
+
+
 def test_json_round_trip_keeps_the_keys(result):
     again = json.loads(json.dumps(result))
     assert again == result
@@ -254,7 +303,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path, capsys):
     assert main(TINY + ["--json", str(path)]) == 0
     out = capsys.readouterr().out
     for text in ("forward_matmul L1", "weight_grad L1", "time ms", "GFLOP/s", "% of limit", "MB",
-                 "distortion check", "NumPy reference ms"):
+                 "distortion check", "NumPy reference ms", "roofline of a step", "x the roofline"):
         assert text in out
     assert ("PASS" in out) != ("FAIL" in out)
     data = json.loads(path.read_text())

@@ -13,11 +13,21 @@ leave the cached ``train`` stale. The locators below stamp every kernel with
 a hash of *all* the kernel sources instead, so any change recompiles them
 all. Where the package directory is read-only, Numba's own fallback (a
 user-wide cache directory, or ``NUMBA_CACHE_DIR``) is used, with the same stamp.
+
+A cache file that cannot be read back (truncated by a full disk, copied while
+it was being written) would make every later call of its kernel fail with
+Numba's unpickling error until the file is deleted by hand. fastnn's kernels
+read their cache through :class:`_CheckedCacheFile` instead, which treats such
+a file as a cache miss: the file is removed, the kernel recompiled and the
+file written again, with one :class:`KernelCacheWarning` per damaged file.
 """
 
 import functools
 import hashlib
 import os
+import pickle
+import warnings
+import zlib
 
 from numba import njit
 
@@ -112,6 +122,117 @@ def _install_light_cache_load():
 
 
 _install_light_cache_load()
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """A kernel's on-disk cache file could not be read back; the kernel was recompiled."""
+
+
+# What unpickling a truncated or otherwise damaged file raises: pickle's own
+# error, EOFError (file cut inside an opcode's argument), and the errors the
+# opcodes raise on bytes that are not theirs (bad lengths, unknown modules or
+# names, wrong types); zlib's for compressed payloads.
+_DAMAGE_ERRORS = (
+    pickle.UnpicklingError, EOFError, zlib.error, ValueError, TypeError, IndexError,
+    KeyError, AttributeError, ImportError, OverflowError, MemoryError,
+)
+
+_warned_paths = set()
+
+
+def _checked_cache_file_class():
+    try:
+        from numba.core.caching import IndexDataCacheFile
+    except ImportError:  # pragma: no cover - reorganised Numba
+        return None
+    if not all(hasattr(IndexDataCacheFile, name) for name in ("_load_index", "_load_data", "_data_path")):
+        return None  # pragma: no cover
+
+    class _CheckedCacheFile(IndexDataCacheFile):
+        """Numba's index and data files, read with damage treated as a cache miss."""
+
+        kernel_name = "?"
+        kernel_file = __file__
+        kernel_line = 1
+
+        def _load_index(self):
+            try:
+                overloads = super()._load_index()
+                if not isinstance(overloads, dict):
+                    raise pickle.UnpicklingError(f"index holds a {type(overloads).__name__}, not a dict")
+            except _DAMAGE_ERRORS as exc:
+                self._damaged(self._index_path, exc)
+                return {}
+            return overloads
+
+        def _load_data(self, name):
+            path = self._data_path(name)
+            try:
+                data = super()._load_data(name)
+                if not isinstance(data, tuple):
+                    raise pickle.UnpicklingError(f"data file holds a {type(data).__name__}, not a tuple")
+            except _DAMAGE_ERRORS as exc:
+                self._damaged(path, exc)
+                return None  # IndexDataCacheFile.load: a miss; the save rewrites this data file
+            return data
+
+        def _damaged(self, path, exc):
+            # Remove the file so that nothing reads it again; the save that
+            # follows the recompilation writes it anew (the index lists the
+            # data file under the same name, so it is overwritten).
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+            if path in _warned_paths:
+                return
+            _warned_paths.add(path)
+            reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+            # Reported at the kernel's definition, as Numba reports its own
+            # cache warnings: the caller's frame is deep inside Numba.
+            warnings.warn_explicit(
+                f"fastnn kernel {self.kernel_name}: its cache file {os.path.basename(path)} was damaged "
+                f"({reason}); recompiled the kernel and rewrote the file",
+                KernelCacheWarning,
+                self.kernel_file,
+                self.kernel_line,
+                module="fastnn._kernels",
+            )
+
+    return _CheckedCacheFile
+
+
+def _install_damage_check():
+    # Every cache of a fastnn kernel reads its files through _CheckedCacheFile:
+    # the class of the cache file object is swapped right after Numba builds
+    # it (when the kernel is decorated), for fastnn's locators only.
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover
+        return
+    checked = _checked_cache_file_class()
+    cache_class = getattr(caching, "Cache", None)
+    if checked is None or cache_class is None:
+        return  # pragma: no cover
+    original = cache_class.__init__
+    if getattr(original, "_fastnn", False):
+        return
+
+    def __init__(self, py_func):
+        original(self, py_func)
+        locator = getattr(getattr(self, "_impl", None), "locator", None)
+        cache_file = getattr(self, "_cache_file", None)
+        if type(locator).__name__.startswith("FastnnKernel") and type(cache_file) is checked.__bases__[0]:
+            cache_file.__class__ = checked
+            cache_file.kernel_name = getattr(py_func, "__module__", "").rpartition(".")[2] + "." + py_func.__qualname__
+            cache_file.kernel_file = py_func.__code__.co_filename
+            cache_file.kernel_line = py_func.__code__.co_firstlineno
+
+    __init__._fastnn = True
+    cache_class.__init__ = __init__
+
+
+_install_damage_check()
 
 
 def kernel(func=None, **extra):

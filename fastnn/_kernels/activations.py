@@ -48,50 +48,55 @@ def sigmoid_derivative(s, out):
 @kernel(inline="always")
 def bias_activate(Z, b, has_bias, code):
     # Z = act(Z + b), in place, row by row; softmax is taken over each row
-    n, m = Z.shape
-    zero = Z.dtype.type(0.0)
-    one = Z.dtype.type(1.0)
-    for i in range(n):
-        row = Z[i]
-        if code == RELU:
-            # the bias and the rectifier in one pass, as a select (NaN stays
-            # NaN): a digits step (64-100-10, float64) took about 1 us less
-            # than with a bias loop and a conditional store
-            if has_bias:
-                for j in range(m):
-                    z = row[j] + b[j]
-                    row[j] = zero if z < zero else z
-            else:
-                for j in range(m):
-                    z = row[j]
-                    row[j] = zero if z < zero else z
-            continue
+    for i in range(Z.shape[0]):
+        activate_row(Z[i], b, has_bias, code)
+    return Z
+
+
+@kernel(inline="always")
+def activate_row(row, b, has_bias, code):
+    # row = act(row + b), in place (one row of bias_activate)
+    m = row.size
+    zero = row.dtype.type(0.0)
+    one = row.dtype.type(1.0)
+    if code == RELU:
+        # the bias and the rectifier in one pass, as a select (NaN stays
+        # NaN): a digits step (64-100-10, float64) took about 1 us less
+        # than with a bias loop and a conditional store
         if has_bias:
             for j in range(m):
-                row[j] += b[j]
-        if code == SIGMOID:
+                z = row[j] + b[j]
+                row[j] = zero if z < zero else z
+        else:
             for j in range(m):
-                row[j] = sigmoid_scalar(row[j], one)
-        elif code == TANH:
-            for j in range(m):
-                row[j] = np.tanh(row[j])
-        elif code == EXP:
-            for j in range(m):
-                row[j] = np.exp(row[j])
-        elif code == SOFTMAX:
-            peak = row[0]
-            for j in range(1, m):
-                if row[j] > peak:
-                    peak = row[j]
-            total = zero
-            for j in range(m):
-                e = exp_nonpositive(row[j] - peak)
-                row[j] = e
-                total += e
-            inv = one / total
-            for j in range(m):
-                row[j] *= inv
-    return Z
+                z = row[j]
+                row[j] = zero if z < zero else z
+        return
+    if has_bias:
+        for j in range(m):
+            row[j] += b[j]
+    if code == SIGMOID:
+        for j in range(m):
+            row[j] = sigmoid_scalar(row[j], one)
+    elif code == TANH:
+        for j in range(m):
+            row[j] = np.tanh(row[j])
+    elif code == EXP:
+        for j in range(m):
+            row[j] = np.exp(row[j])
+    elif code == SOFTMAX:
+        peak = row[0]
+        for j in range(1, m):
+            if row[j] > peak:
+                peak = row[j]
+        total = zero
+        for j in range(m):
+            e = exp_nonpositive(row[j] - peak)
+            row[j] = e
+            total += e
+        inv = one / total
+        for j in range(m):
+            row[j] *= inv
 
 
 @kernel
@@ -202,3 +207,26 @@ def multiply_derivative_sum_rows(delta, A, code, sums):
             for j in range(m):
                 sums[j] += d[j]
     return delta
+
+
+@kernel(inline="always")
+def derivative_row(delta, a, out, code):
+    # out = delta * act'(a), elementwise along one row, a being the activated
+    # value (out may be a: each a[j] is read before out[j] is written)
+    one = a.dtype.type(1.0)
+    zero = a.dtype.type(0.0)
+    m = a.size
+    if code == SIGMOID:
+        for j in range(m):
+            x = a[j]
+            out[j] = delta[j] * (x * (one - x))
+    elif code == TANH:
+        for j in range(m):
+            x = a[j]
+            out[j] = delta[j] * (one - x * x)
+    elif code == RELU:
+        for j in range(m):
+            out[j] = zero if a[j] <= zero else delta[j]
+    else:
+        for j in range(m):
+            out[j] = delta[j]

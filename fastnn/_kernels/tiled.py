@@ -1,0 +1,573 @@
+"""Tile-streamed training of large layers on any number of threads.
+
+A step of mini-batch (or full-batch) training is split into phases, and each
+phase into tasks that write disjoint blocks:
+
+* ``FORWARD`` of a hidden layer: a task is a (row tile, column tile) block
+  ``A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J])``; the activation runs on
+  the block while BLAS has just left it in cache.
+* ``OUTPUT``: a task is a group of consecutive row tiles. For each tile it
+  computes the output rows, the loss and the output delta, adds the tile's
+  share of the output layer's gradient to the group's accumulator, and
+  back-propagates the delta into the last hidden layer, overwriting that
+  layer's activations (no longer needed) in place. The wide activation
+  matrix is read once here, with the three narrow products done on the
+  cache-resident tile, instead of once per product.
+* ``GRADIENT`` of a hidden layer: a task is a block of ``dW = A_prev.T @ D``
+  (each block one product over all rows, so no sum across tasks);
+  ``DELTA`` back-propagates into the layer below, by blocks, in place.
+* ``REDUCE``: parameter chunks; the output layer's group accumulators are
+  summed in group order, the L2 term added, the gradient checked finite.
+* ``UPDATE``: parameter chunks; the optimizer step (skipped when anything
+  was not finite: the step's loss and gradient are known before it).
+
+Tile sizes and the number of groups depend only on the layer sizes and the
+batch (`make_plan`), never on the number of threads, and every sum runs in a
+fixed order: results are bit-identical for any number of threads.
+
+Threads: worker 0 (the caller) drives the loop and publishes each phase in
+the ``sync`` array; the others (helper threads, each a call of `run_worker`
+that releases the GIL) take tasks from an atomic counter until the phase is
+done. No worker waits for another to arrive: the driver does every task no
+helper took, so a helper that starts late, or never, costs speed, not
+correctness, and more threads than cores work. Numba's own parallel loops
+are not used: their OpenMP layer warns when SciPy's OpenBLAS is called from
+its threads, and the workqueue layer must not be entered from two Python
+threads at once (concurrent fits). Each worker's BLAS runs on one thread.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from fastnn._kernels._jit import kernel
+from fastnn._kernels.activations import activate_row, derivative_row
+from fastnn._kernels.blas import gemm
+from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
+from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
+from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause
+from fastnn._kernels.train import adam_rate, adam_step, momentum_step
+from fastnn._kernels.views import as_matrix, flat
+
+# The bundles every worker gets (module level, so that compiled code caches).
+Net = namedtuple("Net", "params layout activation output loss")
+Data = namedtuple("Data", "X Y order use_order batch_size")
+Optim = namedtuple("Optim", "code hyper state1 state2 step_count")
+Work = namedtuple("Work", "plan acts grads groups parts scratch X_batch Y_batch sync")
+
+# plan[...]: the tiling, from the shapes only (see make_plan)
+P_ROWS = 0  # rows of a FORWARD / DELTA / GATHER tile
+P_COLS = 1  # units of a column tile
+P_OUT_ROWS = 2  # rows of an OUTPUT tile
+P_GROUPS = 3  # most OUTPUT groups (gradient accumulators of the output layer)
+P_CHUNK = 4  # parameters per REDUCE / UPDATE task
+P_MAX_TILES = 5  # OUTPUT tiles of a full batch (loss parts)
+P_MAX_CHUNKS = 6
+P_SCRATCH = 7  # elements of each worker's scratch
+P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
+PLAN_SIZE = 9
+
+GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
+
+# sync[...] (int64): the published phase; the counters on their own cache lines
+S_SEQ = 0  # phases published so far
+S_CLAIM = 8  # (phase << 32) | next task
+S_DONE = 16  # tasks of the current phase finished
+S_QUIT = 24  # 1: helpers return
+S_KIND = 32  # the phase's fields, written before S_SEQ moves
+S_LAYER = 33
+S_TASKS = 34
+S_START = 35  # first row of the batch (in X, or in the epoch's order)
+S_BLOCK = 36  # first row of the block, in the batch
+S_ROWS = 37  # rows of the block (GATHER: of the batch)
+S_NORM = 38  # rows of the batch: the normaliser of its loss
+S_EPOCH = 39
+S_T = 40  # Adam's step number of this update
+SYNC_SIZE = 48
+TASK_BITS = 32
+# Activations are kept for a block of rows at a time: a batch of more rows
+# runs forward and backward block after block, the weight gradients
+# accumulating, so that memory does not grow with the batch
+BLOCK_BYTES = 64 << 20
+YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
+
+
+def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=None, groups=16,
+              chunk=1 << 15, block=None):  # fmt: skip
+    """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
+
+    ``rows`` x ``cols`` blocks for the hidden layers; OUTPUT tiles of
+    ``out_rows`` rows (by default as many as keep a tile of the last hidden
+    layer within 256 KB, the L2 cache of one core), in at most ``groups``
+    groups; ``chunk`` parameters per REDUCE / UPDATE task; blocks of
+    ``block`` rows (by default as many as keep the activations of a block
+    within ``BLOCK_BYTES``). The keywords are for tests, which use small
+    tiles on small networks.
+    """
+    fan_in = layer_sizes[-2]
+    if out_rows is None:
+        out_rows = max(4, min(256, (256 * 1024 // itemsize // max(fan_in, 1)) // 4 * 4))
+    n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    plan = np.zeros(PLAN_SIZE, dtype=np.int64)
+    plan[P_ROWS] = rows
+    plan[P_COLS] = cols
+    plan[P_OUT_ROWS] = out_rows
+    plan[P_GROUPS] = groups
+    plan[P_CHUNK] = chunk
+    # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
+    width = int(sum(layer_sizes[1:])) * itemsize
+    if block is None:
+        block = max(rows, BLOCK_BYTES // width // rows * rows)
+    plan[P_BLOCK] = min(block, batch_size)
+    plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
+    plan[P_MAX_CHUNKS] = -(-n_params // chunk)
+    plan[P_SCRATCH] = max(out_rows * fan_in, rows * cols)
+    return plan
+
+
+def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None):
+    """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads."""
+    if plan is None:
+        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize)
+    fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
+    rows = batch_size if use_order else 0
+    return Work(
+        plan,
+        np.empty(plan[P_BLOCK] * int(sum(layer_sizes[1:])), dtype=dtype),
+        np.empty(n_params, dtype=dtype),
+        np.empty(plan[P_GROUPS] * (fan_in * fan_out + fan_out), dtype=dtype),
+        np.zeros(plan[P_MAX_TILES] + 2 * plan[P_MAX_CHUNKS], dtype=np.float64),
+        np.empty(max(workers, 1) * plan[P_SCRATCH], dtype=dtype),
+        np.empty((rows, layer_sizes[0]), dtype=dtype),
+        np.empty((rows, layer_sizes[-1]), dtype=dtype),
+        np.zeros(SYNC_SIZE, dtype=np.int64),
+    )
+
+
+@kernel(inline="always")
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+@kernel(inline="always")
+def act_offset(layout, layer, block_rows):
+    # start of layer `layer`'s activations in acts (blocks of block_rows rows)
+    off = 0
+    for i in range(layer):
+        off += block_rows * layout[i, 1]
+    return off
+
+
+@kernel(inline="always")
+def input_block(net, data, work, layer, start, b0):
+    # (buffer, offset, ld) of the input rows of layer `layer` for the block at
+    # row b0 of the batch at `start`: rows of X, or the previous activations
+    if layer > 0:
+        return work.acts, act_offset(net.layout, layer - 1, work.plan[P_BLOCK]), net.layout[layer, 0]
+    d = data.X.shape[1]
+    if data.use_order:
+        return flat(work.X_batch), b0 * d, d
+    return flat(data.X), (start + b0) * d, d
+
+
+@kernel(inline="always")
+def tile_count(net, work, kind, layer, rows):
+    # tasks of a phase over `rows` rows
+    plan = work.plan
+    if kind == GATHER:
+        return ceil_div(rows, plan[P_ROWS])
+    if kind == FORWARD:
+        return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+    if kind == OUTPUT:
+        return min(plan[P_GROUPS], ceil_div(rows, plan[P_OUT_ROWS]))
+    if kind == GRADIENT:
+        cols = plan[P_COLS]
+        return ceil_div(net.layout[layer, 0], cols) * ceil_div(net.layout[layer, 1], cols)
+    if kind == DELTA:  # into layer `layer` from layer + 1
+        return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+    return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
+
+
+# ------------------------------------------------------------------ tasks
+# `at` is (start, b0, rows, nb, epoch, t): the batch's first row, the
+# block's first row in the batch and its rows, the batch's rows, the epoch,
+# Adam's step number
+@kernel(inline="always")
+def scratch_of(work, worker):
+    # worker's own scratch block (P_SCRATCH elements)
+    size = work.plan[P_SCRATCH]
+    return work.scratch[worker * size : (worker + 1) * size]
+
+
+@kernel
+def gather_task(data, work, task, at):
+    # rows of the batch, in the epoch's order, into X_batch / Y_batch
+    start, _, nb, _, epoch, _ = at
+    rows_t = work.plan[P_ROWS]
+    for r in range(task * rows_t, min((task + 1) * rows_t, nb)):
+        src = data.order[epoch, start + r]
+        for c in range(data.X.shape[1]):
+            work.X_batch[r, c] = data.X[src, c]
+        for c in range(data.Y.shape[1]):
+            work.Y_batch[r, c] = data.Y[src, c]
+
+
+@kernel
+def forward_task(net, data, work, layer, task, at):
+    # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
+    start, b0, nr = at[0], at[1], at[2]
+    rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
+    fan_in, fan_out, w_off, b_off = net.layout[layer]
+    ct = ceil_div(fan_out, cols_t)
+    r0 = (task // ct) * rows_t
+    c0 = (task % ct) * cols_t
+    rows = min(rows_t, nr - r0)
+    cols = min(cols_t, fan_out - c0)
+    src, src_off, ld = input_block(net, data, work, layer, start, b0)
+    off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
+    gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
+         (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
+    has_bias = b_off >= 0
+    b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
+    for i in range(rows):
+        activate_row(work.acts[off + i * fan_out : off + i * fan_out + cols], b, has_bias, net.activation)
+
+
+@kernel(inline="always")
+def output_tile(net, data, work, t, at, x, first, acc, scratch):
+    # output tile t: rows, loss part and delta (in place), the group's
+    # gradient at `acc`, and the delta of the last hidden layer (in place)
+    start, b0, nr, nb = at[0], at[1], at[2], at[3]
+    last = net.layout.shape[0] - 1
+    fan_in, o, w_off, b_off = net.layout[last]
+    r0 = t * work.plan[P_OUT_ROWS]
+    rows = min(work.plan[P_OUT_ROWS], nr - r0)
+    a_off = act_offset(net.layout, last, work.plan[P_BLOCK]) + r0 * o
+    src, src_off, ld = x[0], x[1] + r0 * x[2], x[2]
+    gemm(rows, o, fan_in, (src, src_off, ld), False, (net.params, w_off, o), False, (work.acts, a_off, o), False)
+    A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
+    has_bias = b_off >= 0
+    b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
+    for i in range(rows):
+        activate_row(A[i], b, has_bias, net.output)
+    y0 = b0 + r0 if data.use_order else start + b0 + r0
+    Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
+    work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
+    gemm(fan_in, o, rows, (src, src_off, ld), True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
+    if has_bias:
+        gb = work.groups[acc + fan_in * o : acc + fan_in * o + o]
+        for j in range(o):
+            s = A[0, j]
+            for i in range(1, rows):
+                s += A[i, j]
+            gb[j] = s if first else gb[j] + s
+    if last > 0:
+        gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
+             (scratch, 0, fan_in), False)  # fmt: skip
+        for i in range(rows):
+            a = src[src_off + i * ld : src_off + i * ld + fan_in]
+            derivative_row(scratch[i * fan_in : (i + 1) * fan_in], a, a, net.activation)
+
+
+@kernel
+def output_task(net, data, work, group, at, worker):
+    # the row tiles of one group, in order (see output_tile); the group's
+    # accumulators start at the first tile of the batch's first block
+    last = net.layout.shape[0] - 1
+    fan_in, o = net.layout[last, 0], net.layout[last, 1]
+    tiles = ceil_div(at[2], work.plan[P_OUT_ROWS])
+    groups = min(work.plan[P_GROUPS], tiles)
+    x = input_block(net, data, work, last, at[0], at[1])
+    acc = group * (fan_in * o + o)
+    scratch = scratch_of(work, worker)
+    first_tile = group * tiles // groups
+    for t in range(first_tile, (group + 1) * tiles // groups):
+        output_tile(net, data, work, t, at, x, t == first_tile and at[1] == 0, acc, scratch)
+
+
+@kernel
+def gradient_task(net, data, work, layer, task, at):
+    # a block dW[P, J] (+)= A_prev[:, P].T @ D[:, J] of a hidden layer (the
+    # block's rows in one product), and db[J] (+)= column sums of D[:, J];
+    # accumulated over the blocks of the batch
+    start, b0, nr = at[0], at[1], at[2]
+    cols_t = work.plan[P_COLS]
+    fan_in, fan_out, w_off, b_off = net.layout[layer]
+    ct = ceil_div(fan_out, cols_t)
+    p0 = (task // ct) * cols_t
+    c0 = (task % ct) * cols_t
+    pc = min(cols_t, fan_in - p0)
+    cc = min(cols_t, fan_out - c0)
+    src, src_off, ld = input_block(net, data, work, layer, start, b0)
+    d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
+    gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
+         (work.grads, w_off + p0 * fan_out + c0, fan_out), b0 > 0)  # fmt: skip
+    if b_off >= 0 and p0 == 0:
+        gb = work.grads[b_off + c0 : b_off + c0 + cc]
+        for i in range(nr):
+            row = work.acts[d_off + i * fan_out : d_off + i * fan_out + cc]
+            for j in range(cc):
+                gb[j] = row[j] if i == 0 and b0 == 0 else gb[j] + row[j]
+
+
+@kernel
+def delta_task(net, work, layer, task, at, worker):
+    # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
+    # hidden layer `layer`, written over A[R, P]
+    rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
+    fan_in, fan_out, w_off, _ = net.layout[layer + 1]
+    ct = ceil_div(fan_in, cols_t)
+    r0 = (task // ct) * rows_t
+    p0 = (task % ct) * cols_t
+    rows = min(rows_t, at[2] - r0)
+    pc = min(cols_t, fan_in - p0)
+    d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
+    a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
+    scratch = scratch_of(work, worker)
+    gemm(rows, pc, fan_out, (work.acts, d_off, fan_out), False,
+         (net.params, w_off + p0 * fan_out, fan_out), True, (scratch, 0, pc), False)  # fmt: skip
+    for i in range(rows):
+        a = work.acts[a_off + i * fan_in : a_off + i * fan_in + pc]
+        derivative_row(scratch[i * pc : (i + 1) * pc], a, a, net.activation)
+
+
+@kernel(inline="always")
+def sum_groups(work, dst, first, count, groups, stride):
+    # dst[i] = the groups' accumulators [first + i] summed in group order
+    for i in range(count):
+        dst[i] = work.groups[first + i]
+    for g in range(1, groups):
+        src = work.groups[g * stride + first : g * stride + first + count]
+        for i in range(count):
+            dst[i] += src[i]
+
+
+@kernel
+def reduce_task(net, opt, work, chunk, nb):
+    # parameters [lo, hi): the output layer's gradient summed over the groups,
+    # + alpha * W / nb, checked finite; parts get the sum of W**2 and the check
+    lo = chunk * work.plan[P_CHUNK]
+    hi = min(lo + work.plan[P_CHUNK], net.params.size)
+    last = net.layout.shape[0] - 1
+    o = net.layout[last, 1]
+    stride = net.layout[last, 0] * o + o
+    # the first block of a batch has the most groups
+    groups = min(work.plan[P_GROUPS], ceil_div(min(nb, work.plan[P_BLOCK]), work.plan[P_OUT_ROWS]))
+    alpha = opt.hyper[6]
+    scale = net.params.dtype.type(alpha / nb)
+    squares = 0.0
+    bad = False
+    for layer in range(last + 1):
+        fan_in, fan_out, w_off, b_off = net.layout[layer]
+        for part in range(2):  # weights, then the bias
+            off = w_off if part == 0 else b_off
+            size = fan_in * fan_out if part == 0 else fan_out
+            a, b = max(lo, off), min(hi, off + size)
+            if off < 0 or a >= b:
+                continue
+            g = work.grads[a:b]
+            if layer == last:
+                sum_groups(work, g, a - off + (0 if part == 0 else fan_in * o), b - a, groups, stride)
+            if part == 0 and alpha > 0:
+                w = net.params[a:b]
+                squares += sum_of_squares(w)
+                for i in range(b - a):
+                    g[i] += scale * w[i]
+            for i in range(b - a):
+                bad |= not (g[i] - g[i] == 0)
+    work.parts[work.plan[P_MAX_TILES] + chunk] = squares
+    work.parts[work.plan[P_MAX_TILES] + work.plan[P_MAX_CHUNKS] + chunk] = 0.0 if bad else 1.0
+
+
+@kernel
+def update_task(net, opt, work, chunk, t):
+    # the optimizer's step of parameters [lo, hi) from grads
+    lo = chunk * work.plan[P_CHUNK]
+    hi = min(lo + work.plan[P_CHUNK], net.params.size)
+    p = net.params[lo:hi]
+    g = work.grads[lo:hi]
+    hyper = opt.hyper
+    dt = net.params.dtype.type
+    if opt.code == OPT_ADAM:
+        rate = adam_rate(net.params, hyper[0], hyper[3], hyper[4], hyper[5], t)
+        m = opt.state1[lo:hi]
+        v = opt.state2[lo:hi]
+        for i in range(hi - lo):
+            p[i], m[i], v[i] = adam_step(p[i], g[i], m[i], v[i], rate)
+    elif opt.code == OPT_MOMENTUM:
+        velocity = opt.state1[lo:hi]
+        lr, mu, nesterov = dt(hyper[0]), dt(hyper[1]), hyper[2] != 0
+        for i in range(hi - lo):
+            p[i], velocity[i] = momentum_step(p[i], g[i], velocity[i], lr, mu, nesterov)
+    else:
+        lr = dt(hyper[0])
+        for i in range(hi - lo):
+            p[i] -= lr * g[i]
+
+
+@kernel
+def run_task(net, data, opt, work, kind, layer, task, worker):
+    # task `task` of the phase published in work.sync
+    sync = work.sync
+    at = (sync[S_START], sync[S_BLOCK], sync[S_ROWS], sync[S_NORM], sync[S_EPOCH], sync[S_T])
+    if kind == GATHER:
+        gather_task(data, work, task, at)
+    elif kind == FORWARD:
+        forward_task(net, data, work, layer, task, at)
+    elif kind == OUTPUT:
+        output_task(net, data, work, task, at, worker)
+    elif kind == GRADIENT:
+        gradient_task(net, data, work, layer, task, at)
+    elif kind == DELTA:
+        delta_task(net, work, layer, task, at, worker)
+    elif kind == REDUCE:
+        reduce_task(net, opt, work, task, at[3])
+    else:
+        update_task(net, opt, work, task, at[5])
+
+
+# ----------------------------------------------------------------- phases
+@kernel(inline="always")
+def wait_while_below(sync, index, target):
+    # until sync[index] >= target (spinning, then yielding the core)
+    spins = 0
+    while atomic_load(sync, index) < target:
+        spins += 1
+        if spins > YIELD_AFTER:
+            pause()
+
+
+@kernel(inline="always")
+def take_tasks(net, data, opt, work, seq, worker):
+    # runs tasks of phase `seq` until none is left to take
+    sync = work.sync
+    kind, layer, tasks = sync[S_KIND], sync[S_LAYER], sync[S_TASKS]
+    while True:
+        claim = atomic_load(sync, S_CLAIM)
+        task = claim & ((1 << TASK_BITS) - 1)
+        if (claim >> TASK_BITS) != seq or task >= tasks:
+            return
+        if atomic_cas(sync, S_CLAIM, claim, claim + 1) == claim:
+            run_task(net, data, opt, work, kind, layer, task, worker)
+            atomic_add(sync, S_DONE, 1)
+
+
+@kernel(inline="always")
+def run_phase(net, data, opt, work, kind, layer, at):
+    # the driver publishes a phase, takes tasks with the helpers, and waits
+    # until every task of it is finished
+    sync = work.sync
+    tasks = tile_count(net, work, kind, layer, at[2])
+    seq = sync[S_SEQ] + 1
+    sync[S_KIND] = kind
+    sync[S_LAYER] = layer
+    sync[S_TASKS] = tasks
+    sync[S_START], sync[S_BLOCK], sync[S_ROWS] = at[0], at[1], at[2]
+    sync[S_NORM], sync[S_EPOCH], sync[S_T] = at[3], at[4], at[5]
+    sync[S_DONE] = 0
+    old = atomic_load(sync, S_CLAIM)
+    while atomic_cas(sync, S_CLAIM, old, seq << TASK_BITS) != old:
+        old = atomic_load(sync, S_CLAIM)
+    atomic_add(sync, S_SEQ, 1)  # publishes the fields above
+    take_tasks(net, data, opt, work, seq, 0)
+    wait_while_below(sync, S_DONE, tasks)
+
+
+@kernel(inline="always")
+def block_pass(net, data, opt, work, at):
+    # forward, loss and backward of one block of rows; returns its loss
+    last = net.layout.shape[0] - 1
+    for layer in range(last):
+        run_phase(net, data, opt, work, FORWARD, layer, at)
+    run_phase(net, data, opt, work, OUTPUT, last, at)
+    value = 0.0
+    for i in range(ceil_div(at[2], work.plan[P_OUT_ROWS])):
+        value += work.parts[i]
+    for layer in range(last - 1, -1, -1):
+        run_phase(net, data, opt, work, GRADIENT, layer, at)
+        if layer > 0:
+            run_phase(net, data, opt, work, DELTA, layer - 1, at)
+    return value
+
+
+@kernel(inline="always")
+def batch_step(net, data, opt, work, start, nb, epoch, t):
+    # the batch's loss and gradient, block by block, then their reduction;
+    # returns (loss, finite)
+    if data.use_order:
+        run_phase(net, data, opt, work, GATHER, 0, (start, 0, nb, nb, epoch, t))
+    value = 0.0
+    b0 = 0
+    while b0 < nb:
+        rows = min(work.plan[P_BLOCK], nb - b0)
+        value += block_pass(net, data, opt, work, (start, b0, rows, nb, epoch, t))
+        b0 += rows
+    run_phase(net, data, opt, work, REDUCE, 0, (start, 0, nb, nb, epoch, t))
+    squares = 0.0
+    finite = True
+    base = work.plan[P_MAX_TILES]
+    chunks = work.plan[P_MAX_CHUNKS]
+    for c in range(ceil_div(net.params.size, work.plan[P_CHUNK])):
+        squares += work.parts[base + c]
+        finite &= work.parts[base + chunks + c] != 0
+    alpha = opt.hyper[6]
+    if alpha > 0:
+        value += 0.5 * alpha * squares / nb
+    return value, finite
+
+
+@kernel(inline="always")
+def drive(net, data, opt, work, epochs, history):
+    # the training loop (worker 0); returns the epochs completed: on a loss or
+    # gradient that is not finite it stops before that step's update, with the
+    # step's loss in history[epoch] (see fastnn._kernels.train.run_slot)
+    n = data.X.shape[0]
+    t = opt.step_count[0]
+    for epoch in range(epochs):
+        total = 0.0
+        start = 0
+        while start < n:
+            nb = min(start + data.batch_size, n) - start
+            value, finite = batch_step(net, data, opt, work, start, nb, epoch, t)
+            if not (finite and np.isfinite(value)):
+                history[epoch] = value
+                opt.step_count[0] = t
+                return epoch
+            t_next = t + 1 if opt.code == OPT_ADAM else t
+            run_phase(net, data, opt, work, UPDATE, 0, (start, 0, nb, nb, epoch, t_next))
+            t = t_next
+            total += value if net.loss == SSE else value * nb
+            start += nb
+        history[epoch] = total if net.loss == SSE else total / n
+    opt.step_count[0] = t
+    return epochs
+
+
+@kernel(inline="always")
+def serve(net, data, opt, work, worker):
+    # a helper: takes tasks of every phase published until told to quit
+    sync = work.sync
+    seen = 0
+    spins = 0
+    while atomic_load(sync, S_QUIT) == 0:
+        seq = atomic_load(sync, S_SEQ)
+        if seq != seen:
+            seen = seq
+            take_tasks(net, data, opt, work, seq, worker)
+            spins = 0
+        else:
+            spins += 1
+            if spins > YIELD_AFTER:
+                pause()
+
+
+@kernel(nogil=True)
+def run_worker(worker, net, data, opt, work, epochs, history):
+    """Worker `worker` of a call: 0 drives `epochs` epochs and returns the
+    epochs completed (then tells the helpers to quit); the others serve."""
+    if worker != 0:
+        serve(net, data, opt, work, worker)
+        return 0
+    done = drive(net, data, opt, work, epochs, history)
+    atomic_add(work.sync, S_QUIT, 1)
+    return done

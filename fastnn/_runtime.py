@@ -1,0 +1,106 @@
+"""Runs the tile-streamed training kernel on the calling thread and helpers.
+
+``fastnn._kernels.tiled`` splits each step into tasks that any thread may
+take; this module starts the threads. The calling thread drives the loop
+(worker 0) and ``numba.get_num_threads() - 1`` helper threads take tasks
+(``NUMBA_NUM_THREADS`` / ``numba.set_num_threads`` set how many). Helpers
+come from one thread pool per process (a forked child makes its own), and
+the caller never waits for them to arrive, so a helper that starts late, or
+after the call is over, changes nothing but speed. Each call gets a fresh
+``sync`` array: a helper of an earlier call that has not yet seen its quit
+flag cannot take tasks of a later one. BLAS runs on one thread in every
+worker for the duration of a call (``blas_single_thread``).
+
+Results depend on the layer sizes and the batch only, not on the number of
+threads (see ``fastnn._kernels.tiled``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+
+import numpy as np
+
+from fastnn._threads import blas_single_thread
+
+_pool = {"pid": None, "executor": None, "size": 0, "lock": threading.Lock()}
+
+
+def worker_count():
+    """Threads a call may use: Numba's thread setting (1 when JIT is off)."""
+    import numba
+
+    if numba.config.DISABLE_JIT:
+        return 1  # as Python, the helpers' waits would hold the GIL
+    try:
+        return max(1, int(numba.get_num_threads()))
+    except Exception:  # pragma: no cover - Numba without threading support
+        return 1
+
+
+def _executor(helpers):
+    # the process's helper pool, with room for `helpers` threads
+    with _pool["lock"]:
+        if _pool["pid"] != os.getpid() or _pool["size"] < helpers:
+            _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=helpers, thread_name_prefix="fastnn-worker"
+            )
+            _pool["pid"] = os.getpid()
+            _pool["size"] = helpers
+        return _pool["executor"]
+
+
+class TiledTrainer:
+    """Buffers and bundles of the tiled kernel for one fit call.
+
+    Parameters
+    ----------
+    model : MLP
+        Supplies the parameters, layout, codes and optimizer state arrays.
+    X, Y : ndarray
+        Training data (C-contiguous, writable, in the model's dtype).
+    batch_size : int
+    use_order : bool
+        Batches are taken in the order of ``order`` rows passed to `run`.
+    optimizer_code : int
+    hyper : ndarray
+        ``(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)``.
+    workers : int or None
+        Threads (default: `worker_count`).
+    plan : ndarray or None
+        The tiling (default: ``tiled.make_plan`` of the shapes; tests pass small tiles).
+    """
+
+    def __init__(self, model, X, Y, batch_size, use_order, optimizer_code, hyper, workers=None, plan=None):
+        from fastnn._kernels import tiled
+
+        self._tiled = tiled
+        self.workers = worker_count() if workers is None else int(workers)
+        act, out, loss = model._codes()
+        self.net = tiled.Net(model._params, model._layout, np.int64(act), np.int64(out), np.int64(loss))
+        self.X, self.Y = X, Y
+        self.batch_size = int(batch_size)
+        self.use_order = bool(use_order)
+        self.optim = tiled.Optim(
+            np.int64(optimizer_code), hyper, model._state1, model._state2, model._step_count
+        )
+        self.work = tiled.workspace(
+            model.layer_sizes, self.batch_size, model._params.size, model.dtype, self.workers,
+            self.use_order, plan,
+        )
+
+    def run(self, epochs, order, history):
+        """Train ``epochs`` epochs (batches in ``order`` when shuffling); returns epochs completed."""
+        tiled = self._tiled
+        work = self.work._replace(sync=np.zeros(tiled.SYNC_SIZE, dtype=np.int64))
+        data = tiled.Data(self.X, self.Y, order, self.use_order, np.int64(self.batch_size))
+        args = (self.net, data, self.optim, work, np.int64(epochs), history)
+        with blas_single_thread():
+            helpers = self.workers - 1
+            if helpers > 0 and epochs > 0:
+                pool = _executor(helpers)
+                for w in range(1, self.workers):
+                    pool.submit(tiled.run_worker, np.int64(w), *args)
+            return int(tiled.run_worker(np.int64(0), *args))

@@ -1,0 +1,244 @@
+"""The tile-streamed runtime (``fastnn._kernels.tiled``) against the reference.
+
+Small networks run with small tiles (a few rows and units each, partial
+tiles at every edge, several OUTPUT groups and parameter chunks), so that
+every phase is split into many tasks; the results are compared with a
+NumPy training loop on ``fastnn.reference``, and with themselves for any
+number of threads.
+"""
+
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import DTYPES, assert_close
+from fastnn import MLP
+from fastnn import reference as ref
+from fastnn._kernels import codes, tiled
+from fastnn._kernels._jit import kernel
+from fastnn._kernels.blas import _block, gemm
+from fastnn._runtime import TiledTrainer
+
+SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7)
+# ... and batches of more than 5 rows in blocks of 5 (the gradients accumulate over blocks)
+BLOCKS = dict(SMALL, block=5)
+
+
+@kernel
+def _gemm(m, n, k, A, trans_a, B, trans_b, C, accumulate):
+    gemm(m, n, k, A, trans_a, B, trans_b, C, accumulate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gemm_on_blocks_matches_numpy_and_leaves_the_rest(dtype, trans_a, trans_b, accumulate, rng):
+    m, n, k = 5, 7, 3
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
+    a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
+    A = _block((a, a_off, lda), k if trans_a else m, m if trans_a else k)
+    B = _block((b, b_off, ldb), n if trans_b else k, k if trans_b else n)
+    product = (A.T if trans_a else A) @ (B.T if trans_b else B)
+    before = c.copy()
+    expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
+    _gemm(m, n, k, (a, a_off, lda), trans_a, (b, b_off, ldb), trans_b, (c, c_off, ldc), accumulate)
+    assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
+    outside = np.ones(c.size, dtype=bool)
+    outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
+    np.testing.assert_array_equal(c[outside], before[outside])
+
+
+def test_gemm_with_no_inner_dimension_zeroes_or_keeps_the_block(rng):
+    c = rng.standard_normal(12)
+    keep = c.copy()
+    empty = np.empty(0)
+    _gemm(2, 3, 0, (empty, 0, 1), False, (empty, 0, 1), False, (c, 0, 3), True)
+    np.testing.assert_array_equal(c, keep)
+    _gemm(2, 3, 0, (empty, 0, 1), False, (empty, 0, 1), False, (c, 0, 3), False)
+    np.testing.assert_array_equal(c[:6], 0.0)
+    np.testing.assert_array_equal(c[6:], keep[6:])
+
+
+def _problem(rng, sizes, n, act, out, loss, bias, dtype):
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    k = sizes[-1]
+    if out == "softmax":
+        Y = np.eye(k, dtype=dtype)[rng.integers(0, k, n)]
+    elif loss == "log_loss":
+        Y = rng.integers(0, 2, (n, k)).astype(dtype)
+    else:
+        Y = rng.random((n, k)).astype(dtype)
+    model = MLP(sizes, activation=act, output_activation=out, loss=loss, bias=bias, dtype=dtype, random_state=7)
+    return model, X, Y
+
+
+def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, plan=SMALL):
+    code = codes.OPTIMIZER_CODES[optimizer]
+    model._state1 = np.zeros_like(model._params)
+    model._state2 = np.zeros_like(model._params)
+    hyper = np.array([lr, 0.9, 0.0, 0.9, 0.999, 1e-8, alpha])
+    if isinstance(plan, dict):
+        plan = tiled.make_plan(model.layer_sizes, batch, model.dtype.itemsize, **plan)
+    use_order = order.size > 0
+    trainer = TiledTrainer(model, X, Y, batch, use_order, code, hyper, workers=workers, plan=plan)
+    history = np.full(epochs, np.nan)
+    return trainer.run(epochs, order, history), history
+
+
+def _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, alpha):
+    weights = [w.copy() for w in model.weights]
+    biases = [b.copy() for b in model.biases] if model.bias else None
+    flat = weights + (biases or [])
+    state1 = [np.zeros_like(p) for p in flat]
+    state2 = [np.zeros_like(p) for p in flat]
+    history, t, n = [], 0, X.shape[0]
+    for epoch in range(epochs):
+        rows = order[epoch] if order.size else np.arange(n)
+        total = 0.0
+        for start in range(0, n, batch):
+            idx = rows[start : start + batch]
+            value, wg, bg = ref.loss_and_gradients(
+                X[idx], Y[idx], weights, biases, model.activation, model.output_activation, model.loss, alpha
+            )
+            total += value if model.loss == "sse" else value * len(idx)
+            t += 1
+            for p, g, s1, s2 in zip(flat, wg + (bg or []), state1, state2):
+                if optimizer == "gd":
+                    ref.gd_update(p, g, lr)
+                elif optimizer == "momentum":
+                    ref.momentum_update(p, g, s1, lr, 0.9, False)
+                else:
+                    ref.adam_update(p, g, s1, s2, lr, 0.9, 0.999, 1e-8, t)
+        history.append(total if model.loss == "sse" else total / n)
+    return np.array(history), weights, biases
+
+
+CASES = [
+    # sizes, rows, batch, activation, output, loss, optimizer, bias
+    ([5, 9, 3], 11, 11, "sigmoid", "sigmoid", "sse", "gd", False),
+    ([5, 9, 3], 11, 4, "tanh", "softmax", "log_loss", "adam", True),
+    ([4, 10, 7, 2], 13, 13, "relu", "identity", "mse", "momentum", True),
+    ([6, 5, 9, 6, 3], 17, 6, "sigmoid", "sigmoid", "log_loss", "adam", True),
+    ([3, 2], 9, 9, "identity", "sigmoid", "sse", "gd", True),  # no hidden layer
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}")
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
+def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
+    sizes, n, batch, act, out, loss, optimizer, bias = case
+    model, X, Y = _problem(rng, sizes, n, act, out, loss, bias, dtype)
+    epochs = 4
+    order = np.stack([rng.permutation(n) for _ in range(epochs)]) if shuffle else np.empty((0, 0), np.int64)
+    lr = 0.05 if optimizer != "adam" else 0.01
+    expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2)
+    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, plan=plan)
+    assert done == epochs
+    assert_close(history, expected, dtype)
+    for got, want in zip(model.weights + (model.biases or []), weights + (biases or [])):
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS, None], ids=["small-tiles", "blocks", "default-tiles"])
+def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
+    runs = []
+    for workers in (1, 2, 3, 4, 8):
+        model, X, Y = _problem(np.random.default_rng(3), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64)
+        done, history = _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, 1e-3, workers, plan)
+        runs.append((done, history, model._params.copy(), model._state1.copy(), model._step_count[0]))
+    for other in runs[1:]:
+        assert other[0] == runs[0][0] == 3
+        np.testing.assert_array_equal(other[1], runs[0][1])
+        np.testing.assert_array_equal(other[2], runs[0][2])
+        np.testing.assert_array_equal(other[3], runs[0][3])
+        assert other[4] == runs[0][4] == 9
+
+
+def test_a_non_finite_loss_stops_before_that_update(rng):
+    model, X, Y = _problem(rng, [4, 12, 3], 16, "relu", "identity", "mse", True, np.float64)
+    start = model._params.copy()
+    done, history = _train(model, X, Y, 50, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 2)
+    assert done < 50 and not np.isfinite(history[done])
+    assert np.all(np.isfinite(model._params))
+    # the parameters are those of `done` complete epochs, run again
+    again = MLP([4, 12, 3], activation="relu", output_activation="identity", loss="mse", random_state=7)
+    again._params[...] = start
+    _train(again, X, Y, done, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 1)
+    np.testing.assert_array_equal(model._params, again._params)
+
+
+def _large_fit(seed=0, threads=None):
+    # large enough for MLP.fit to take the tiled runtime (fastnn._threads.large_products)
+    data = np.random.default_rng(seed)
+    X = data.standard_normal((256, 64))
+    Y = data.random((256, 10))
+    model = MLP([64, 300, 10], random_state=seed)
+    history = model.fit(X, Y, epochs=3, learning_rate=1e-3, optimizer="momentum")
+    return model, history, X, Y
+
+
+def test_mlp_fit_takes_the_tiled_runtime_for_large_layers(monkeypatch):
+    calls = []
+    run = TiledTrainer.run
+    monkeypatch.setattr(TiledTrainer, "run", lambda self, *a: calls.append(a[0]) or run(self, *a))
+    model, history, X, Y = _large_fit()
+    assert calls == [3]
+    reference = MLP([64, 300, 10], random_state=0)
+    expected, weights, biases = _numpy_loop(reference, X, Y, 3, 256, np.empty((0, 0)), "momentum", 1e-3, 0.0)
+    assert_close(history, expected)
+    for got, want in zip(model.weights + model.biases, weights + biases):
+        assert_close(got, want)
+
+
+def test_concurrent_fits_in_threads_and_a_busy_core_give_the_same_results():
+    expected = _large_fit()[0]._params
+    stop = threading.Event()
+
+    def busy():  # keeps a core (and the GIL, between the kernels' calls) busy
+        while not stop.is_set():
+            sum(range(1000))
+
+    results = {}
+
+    def fit(i):
+        results[i] = _large_fit()[0]._params
+
+    threads = [threading.Thread(target=busy)] + [threading.Thread(target=fit, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    for params in results.values():
+        np.testing.assert_array_equal(params, expected)
+
+
+def _fit_in_child(queue):
+    queue.put(_large_fit()[0]._params)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_forked_child_trains_like_its_parent():
+    expected = _large_fit()[0]._params  # the parent has started its helper threads
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_fit_in_child, args=(queue,))
+    child.start()
+    params = queue.get(timeout=120)
+    child.join(timeout=60)
+    np.testing.assert_array_equal(params, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_memory_does_not_grow_with_the_batch(dtype):
+    sizes = [64, 4096, 10]
+    small, large = (tiled.workspace(sizes, rows, 300_000, dtype, 2, False) for rows in (1024, 65536))
+    assert large.acts.nbytes <= tiled.BLOCK_BYTES
+    assert large.acts.nbytes == tiled.workspace(sizes, 8192, 300_000, dtype, 2, False).acts.nbytes
+    assert small.acts.size == 1024 * sum(sizes[1:])  # a batch that fits runs as one block
