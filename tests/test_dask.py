@@ -22,7 +22,7 @@ pytest.importorskip("sklearn")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 wrappers = pytest.importorskip(
-    "dask_ml.wrappers", reason="dask-ml is not installed (pip install \"fastnn[dask]\")"
+    "dask_ml.wrappers", reason='dask-ml is not installed or does not import here (pip install "fastnn[dask]")'
 )
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
