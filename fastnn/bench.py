@@ -1274,21 +1274,39 @@ def _sklearn_section(quick, dtypes, repeats, thread_limit):
     return rows
 
 
+# engine -> the optional module it needs
+_ENGINE_MODULES = {"torch": "torch", "torch_autograd": "torch", "sklearn": "sklearn"}
+
+
 def run_cli(args):
     """Run ``fastnn bench``."""
+    from fastnn._optional import import_optional, install_hint
+
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     named = _split(args.workloads, list(WORKLOADS), "workload")
     engines = _split(args.engines, list(ENGINES), "engine")
     if engines is not None:
         missing = [e for e in engines if e not in available_engines()]
         if missing:
-            raise ValueError(f"engine(s) not installed: {', '.join(missing)}")
+            hints = sorted({install_hint(_ENGINE_MODULES[e]) for e in missing})
+            raise ValueError(f"engine(s) not installed: {', '.join(missing)} ({'; '.join(hints)})")
         if "reference" not in engines:
             engines = ["reference"] + engines
     if args.plot and args.no_sweep:
         raise ValueError("--plot needs the sweep (drop --no-sweep)")
     scaling = _split(args.scaling, [w for w in WORKLOADS if w != "tutorial"], "scaling workload")
     scaling_threads = _thread_counts(args.scaling_threads)
+    # optional packages, checked before any timing (MissingDependency names the extra)
+    if args.plot:
+        import_optional("matplotlib", "--plot")
+    if args.sklearn:
+        import_optional("sklearn", "--sklearn")
+    if engines is None:
+        left_out = [e for e in ENGINES if e not in available_engines()]
+        if left_out:
+            hints = sorted({install_hint(_ENGINE_MODULES[e]) for e in left_out})
+            print(f"fastnn bench: engine(s) not installed, left out: {', '.join(left_out)} ({'; '.join(hints)})",
+                  file=sys.stderr)
     extras = not args.no_extras
     report = run_benchmarks(
         quick=args.quick, dtypes=dtypes, engines=engines, named=named, sweep=not args.no_sweep,

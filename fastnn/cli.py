@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from fastnn._optional import MissingDependency
+
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "demo": ("fastnn.demo", "train the tutorial network with NumPy and with fastnn, and compare"),
@@ -70,6 +72,10 @@ def main(argv=None):
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return module.run_cli(args)
+    except MissingDependency as exc:
+        # an optional package the command needs: one line naming the extra
+        print(f"fastnn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `head`)
         sys.stderr.close()

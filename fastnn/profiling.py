@@ -1140,6 +1140,10 @@ def run_cli(args):
 
     if args.plot is not None and args.sweep_hidden is None:
         raise ValueError("--plot needs --sweep-hidden")
+    if args.plot is not None:  # before the measurements; MissingDependency names the extra
+        from fastnn._optional import import_optional
+
+        import_optional("matplotlib", "--plot")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         # fail before the measurements, not after
         folder = os.path.dirname(os.path.abspath(path)) if path is not None else None

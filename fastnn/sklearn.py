@@ -41,6 +41,11 @@ import warnings
 import numpy as np
 import scipy.optimize
 import scipy.sparse
+
+from fastnn._optional import import_optional
+
+import_optional("sklearn", "fastnn.sklearn")  # one line naming the extra when scikit-learn is missing
+
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
