@@ -86,10 +86,17 @@ class TiledTrainer:
         self.optim = tiled.Optim(
             np.int64(optimizer_code), hyper, model._state1, model._state2, model._step_count
         )
-        self.work = tiled.workspace(
-            model.layer_sizes, self.batch_size, model._params.size, model.dtype, self.workers,
-            self.use_order, plan,
-        )
+        # the buffers are kept by the model for its next fit of the same kind
+        key = (self.batch_size, self.use_order, self.workers, None if plan is None else plan.tobytes())
+        cached = model._workspace.get("tiled")
+        if cached is None or cached[0] != key:
+            work = tiled.workspace(
+                model.layer_sizes, self.batch_size, model._params.size, model.dtype, self.workers,
+                self.use_order, plan,
+            )
+            cached = (key, work)
+            model._workspace["tiled"] = cached
+        self.work = cached[1]
 
     def run(self, epochs, order, history):
         """Train ``epochs`` epochs (batches in ``order`` when shuffling); returns epochs completed."""
