@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import DTYPES, assert_close
+from test_mlp import _data
 from fastnn import MLP
 from fastnn import reference as ref
 from fastnn._kernels import codes, tiled
@@ -63,14 +64,7 @@ def test_gemm_with_no_inner_dimension_zeroes_or_keeps_the_block(rng):
 
 
 def _problem(rng, sizes, n, act, out, loss, bias, dtype):
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    k = sizes[-1]
-    if out == "softmax":
-        Y = np.eye(k, dtype=dtype)[rng.integers(0, k, n)]
-    elif loss == "log_loss":
-        Y = rng.integers(0, 2, (n, k)).astype(dtype)
-    else:
-        Y = rng.random((n, k)).astype(dtype)
+    X, Y = _data(rng, n, sizes, loss, out, dtype)
     model = MLP(sizes, activation=act, output_activation=out, loss=loss, bias=bias, dtype=dtype, random_state=7)
     return model, X, Y
 

@@ -21,6 +21,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from fastnn._kernels._jit import kernel
+
 _lock = threading.Lock()
 # the C library's sched_yield, where there is one (POSIX): compiled code
 # calls it by name, so a cached kernel does not hold its address
@@ -135,3 +137,17 @@ def _pause_impl():
         _sched_yield()
 
     return impl
+
+
+
+@kernel(inline="always")
+def wait_at_least(a, index, target, spins_before_yield):
+    # until a[index] >= target: atomic reads, spinning, then (after
+    # spins_before_yield reads) letting other threads run before each read,
+    # so that a wait for a thread the scheduler set aside does not hold the
+    # core that thread needs
+    spins = 0
+    while atomic_load(a, index) < target:
+        spins += 1
+        if spins > spins_before_yield:
+            pause()

@@ -63,7 +63,7 @@ from fastnn._kernels.activations import activate_row, derivative_row
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
-from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause
+from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import adam_rate, adam_step, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
@@ -455,16 +455,6 @@ def run_task(net, data, opt, work, kind, layer, task, worker):
 
 # ----------------------------------------------------------------- phases
 @kernel(inline="always")
-def wait_while_below(sync, index, target):
-    # until sync[index] >= target (spinning, then yielding the core)
-    spins = 0
-    while atomic_load(sync, index) < target:
-        spins += 1
-        if spins > YIELD_AFTER:
-            pause()
-
-
-@kernel(inline="always")
 def take_tasks(net, data, opt, work, seq, worker):
     # runs tasks of phase `seq` until none is left to take
     sync = work.sync
@@ -497,7 +487,7 @@ def run_phase(net, data, opt, work, kind, layer, at):
         old = atomic_load(sync, S_CLAIM)
     atomic_add(sync, S_SEQ, 1)  # publishes the fields above
     take_tasks(net, data, opt, work, seq, 0)
-    wait_while_below(sync, S_DONE, tasks)
+    wait_at_least(sync, S_DONE, tasks, YIELD_AFTER)
 
 
 @kernel(inline="always")

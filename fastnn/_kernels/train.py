@@ -67,7 +67,7 @@ import numpy as np
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
-from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause
+from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, wait_at_least
 
 
 @kernel(inline="always")
@@ -442,11 +442,7 @@ YIELD_AFTER = 1 << 16
 @kernel(inline="always")
 def wait_until(sync, index, target):
     # until sync[index] >= target
-    spins = 0
-    while atomic_load(sync, index) < target:
-        spins += 1
-        if spins > YIELD_AFTER:
-            pause()
+    wait_at_least(sync, index, target, YIELD_AFTER)
 
 
 @kernel(nogil=True)
