@@ -47,26 +47,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
-from sklearn.utils.validation import validate_data
 
+from fastnn import _sklearn_compat as compat
 from fastnn._kernels import codes
 from fastnn._threads import TwinRunner, blas_single_thread_for
-
-try:  # scikit-learn moved this helper between releases
-    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
-except ImportError:  # pragma: no cover
-
-    def _get_additional_lbfgs_options_dict(key, value):
-        return {key: value}
-
-
-try:
-    from sklearn.utils.optimize import _check_optimize_result
-except ImportError:  # pragma: no cover
-
-    def _check_optimize_result(solver, result, max_iter=None, extra_warning_msg=None):
-        return min(int(result.nit), max_iter) if max_iter is not None else int(result.nit)
-
 
 __all__ = ["MLPClassifier", "MLPRegressor", "format_sklearn_comparison", "sklearn_comparison"]
 
@@ -195,7 +179,7 @@ class _FastnnMLPMixin:
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            X = compat.validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
             return super()._forward_pass_fast(X, check_input=False)
         from fastnn._kernels.dense import forward
@@ -213,13 +197,13 @@ class _FastnnMLPMixin:
         return output.copy()
 
     # --------------------------------------------------------------- lbfgs
-    def _fit_lbfgs(
+    def _fastnn_fit_lbfgs(
         self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
     ):
+        """scikit-learn's ``_fit_lbfgs`` on the compiled loss and gradient."""
         if not self._fastnn_supported(X, sample_weight):
-            return super()._fit_lbfgs(
-                X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
-            )
+            rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
+            return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
 
         layout, size = _flat_layout(layer_units)
@@ -251,7 +235,7 @@ class _FastnnMLPMixin:
         x0 = _pack(list(self.coefs_) + list(self.intercepts_), np.float64)
         with blas_single_thread_for(layer_units, X.shape[0]):
             opt_res = self._fastnn_minimize(loss_grad, x0, iprint)
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
         self.coefs_, self.intercepts_ = (
             [a.copy() for a in part] for part in _views(opt_res.x.astype(dtype), layout)
@@ -267,12 +251,15 @@ class _FastnnMLPMixin:
                 "maxfun": self.max_fun,
                 "maxiter": self.max_iter,
                 "gtol": self.tol,
-                **_get_additional_lbfgs_options_dict("iprint", iprint),
+                **compat.lbfgs_print_options(iprint),
             },
         )
 
+    # scikit-learn calls it with or without sample_weight, by release
+    _fit_lbfgs = compat.override(_fastnn_fit_lbfgs, "_fit_lbfgs")
+
     # ---------------------------------------------------------- sgd / adam
-    def _fit_stochastic(
+    def _fastnn_fit_stochastic(
         self,
         X,
         y,
@@ -284,18 +271,10 @@ class _FastnnMLPMixin:
         layer_units,
         incremental,
     ):
+        """scikit-learn's ``_fit_stochastic``, its epochs in compiled calls."""
         if not self._fastnn_supported(X, sample_weight):
-            return super()._fit_stochastic(
-                X,
-                y,
-                sample_weight,
-                activations,
-                deltas,
-                coef_grads,
-                intercept_grads,
-                layer_units,
-                incremental,
-            )
+            rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
+            return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels import train as kt
 
         if not incremental or not hasattr(self, "_optimizer"):
@@ -331,7 +310,7 @@ class _FastnnMLPMixin:
             X_train, X_val, y_train, y_val = parts[:4]
             if sample_weight is not None:
                 sample_weight, sample_weight_val = parts[4:]
-            if X_val.shape[0] < 2:
+            if compat.VALIDATION_SIZE_CHECK and X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
@@ -478,8 +457,8 @@ class _FastnnMLPMixin:
                         else:
                             print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                    self._update_no_improvement_count(
-                        early_stopping, X_val, y_val, sample_weight_val
+                    compat.update_no_improvement_count(
+                        self, early_stopping, X_val, y_val, sample_weight_val
                     )
                     optimizer.iteration_ends(self.t_)
 
@@ -542,6 +521,9 @@ class _FastnnMLPMixin:
         if early_stopping:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
+
+    # scikit-learn calls it with or without sample_weight, by release
+    _fit_stochastic = compat.override(_fastnn_fit_stochastic, "_fit_stochastic")
 
 
 _COMMON_DOC = """
@@ -635,7 +617,8 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
 
     @property
     def _fastnn_loss_code(self):
-        return codes.POISSON if self.loss == "poisson" else codes.SQUARED_ERROR
+        # (scikit-learn 1.7 added ``loss``; before, the squared error only)
+        return codes.POISSON if getattr(self, "loss", None) == "poisson" else codes.SQUARED_ERROR
 
 
 # ------------------------------------------------------------------ benchmark

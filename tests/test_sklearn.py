@@ -1,5 +1,7 @@
 """fastnn.sklearn: scikit-learn's numbers, and its behaviour in the ecosystem."""
 
+import functools
+import inspect
 import pickle
 import subprocess
 import sys
@@ -19,9 +21,17 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+from fastnn import _sklearn_compat as compat  # noqa: E402
 from fastnn import sklearn as fsk  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+# scikit-learn 1.7 added sample_weight to fit and MLPRegressor(loss="poisson")
+needs_sklearn_17 = pytest.mark.skipif(
+    not compat.SAMPLE_WEIGHT,
+    reason=f"scikit-learn {sklearn.__version__}'s MLPs take no sample_weight and no loss "
+    "(both added in 1.7)",
+)
 
 _rng = np.random.RandomState(0)
 X = _rng.randn(150, 6)
@@ -198,13 +208,38 @@ def test_serial_and_parallel_twins_fit_identically(parallel, monkeypatch):
         assert runs["serial"] == 30
 
 
-@pytest.mark.parametrize("target", ["multiclass", "regression"])
+@functools.cache
+def sklearn_early_stops_on_string_labels():
+    """False where scikit-learn's early stopping raises on string labels (its
+    validation score calls np.isnan on the predicted labels; fixed in 1.9).
+    fastnn calls scikit-learn's scoring there, and raises the same."""
+    labels = np.array(["a", "b"])[(X[:60, 0] > 0).astype(int)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            sknn.MLPClassifier(hidden_layer_sizes=(2,), early_stopping=True, max_iter=1).fit(
+                X[:60], labels
+            )
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("target", ["multiclass", "multiclass_codes", "regression"])
 def test_early_stopping_matches_sklearn(target):
-    kind, y = TARGETS[target]
-    ours, theirs = fit_both(
-        kind, y, early_stopping=True, validation_fraction=0.2, n_iter_no_change=4, max_iter=100,
+    kind, y = TARGETS[target.replace("_codes", "")]
+    if target.endswith("_codes"):
+        y = np.unique(y, return_inverse=True)[1]
+    params = dict(
+        early_stopping=True, validation_fraction=0.2, n_iter_no_change=4, max_iter=100,
         shuffle=True, **BASE,
-    )
+    )  # fmt: skip
+    if y.dtype.kind == "U" and not sklearn_early_stops_on_string_labels():
+        for cls in pair(kind):
+            with pytest.raises(TypeError, match="isnan"):
+                cls(**params).fit(X, y)
+        return
+    ours, theirs = fit_both(kind, y, **params)
     assert ours.best_loss_ is None
     assert len(ours.validation_scores_) == ours.n_iter_
     np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=1e-10)
@@ -272,6 +307,7 @@ def test_warm_start_matches_sklearn():
 WEIGHTS = np.random.RandomState(3).uniform(0.2, 3.0, X.shape[0])
 
 
+@needs_sklearn_17
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("solver", ["adam", "sgd_nesterov", "sgd_plain_invscaling"])
 @pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "multi_output_regression"])
@@ -289,9 +325,12 @@ def test_sample_weight_trains_in_the_kernels_like_sklearn(target, solver, shuffl
     assert_same_fit(ours, theirs)
 
 
+@needs_sklearn_17
 @pytest.mark.parametrize("target", ["multiclass", "regression"])
 def test_sample_weight_with_lbfgs_and_early_stopping_like_sklearn(target):
     kind, y = TARGETS[target]
+    if y.dtype.kind == "U" and not sklearn_early_stops_on_string_labels():
+        y = np.unique(y, return_inverse=True)[1]
     sk_cls, fn_cls = pair(kind)
     theirs = sk_cls(solver="lbfgs", max_iter=30, **BASE).fit(X, y, sample_weight=WEIGHTS)
     ours = fn_cls(solver="lbfgs", max_iter=30, **BASE).fit(X, y, sample_weight=WEIGHTS)
@@ -317,6 +356,7 @@ def test_sparse_input_uses_sklearn_code_with_same_results():
     np.testing.assert_allclose(ours.predict(Xs), theirs.predict(Xs), atol=1e-12)
 
 
+@needs_sklearn_17
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("solver", ["adam", "sgd_nesterov", "lbfgs"])
 def test_poisson_loss_trains_in_the_kernels_like_sklearn(solver, weighted, monkeypatch):
@@ -451,6 +491,10 @@ def _expected_failed_checks(estimator):
     return {}
 
 
+# scikit-learn 1.6 added expected_failed_checks; before, the test marks them
+_MARKS_EXPECTED = "expected_failed_checks" in inspect.signature(parametrize_with_checks).parameters
+
+
 @parametrize_with_checks(
     [
         fsk.MLPClassifier(),
@@ -458,12 +502,19 @@ def _expected_failed_checks(estimator):
         fsk.MLPClassifier(solver="lbfgs"),
         fsk.MLPRegressor(solver="sgd"),
     ],
-    expected_failed_checks=_expected_failed_checks,
+    **({"expected_failed_checks": _expected_failed_checks} if _MARKS_EXPECTED else {}),
 )
 def test_check_estimator(estimator, check):
+    reason = _expected_failed_checks(estimator).get(getattr(check, "func", check).__name__)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
+        if reason is None or _MARKS_EXPECTED:
+            check(estimator)
+            return
+        try:
+            check(estimator)
+        except AssertionError:
+            pytest.xfail(reason)
 
 
 def test_grid_search_on_dask_backend():
