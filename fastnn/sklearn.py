@@ -24,17 +24,27 @@ term), the optimizer updates, the learning-rate schedules, the shuffles, the
 early-stopping split and the stopping rules are scikit-learn's, so a seeded
 fit gives scikit-learn's coefficients up to floating-point rounding.
 
+``verbose`` prints scikit-learn's own lines; ``verbose >= 2`` adds a tqdm
+progress bar on stderr when tqdm is installed. A fit whose weights overflow
+goes on as scikit-learn's does (NaN losses; the best weights under early
+stopping, else the "non-finite parameter weights" error).
+
 ``fit(X, y, sample_weight=...)`` trains in the kernels too, with
 scikit-learn's weighted losses (weighted means, normalised with the L2 term
 by the sum of the batch's weights), and so does
-``MLPRegressor(loss="poisson")`` (exp output, half Poisson deviance). Sparse
-input runs scikit-learn's own NumPy code unchanged.
+``MLPRegressor(loss="poisson")`` (exp output, half Poisson deviance); both
+need scikit-learn 1.7 or later. Sparse input runs scikit-learn's own NumPy
+code unchanged.
 
-This module imports scikit-learn; the rest of fastnn does not.
+Supported scikit-learn releases: ``fastnn._sklearn_compat.MIN_VERSION``
+(1.6.1) to the newest; that module lists the private parts of scikit-learn
+that these classes rely on, and its tests check them against the installed
+release. This module imports scikit-learn; the rest of fastnn does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 
@@ -146,14 +156,22 @@ def _draw_orders(random_state, sample_idx, perm, order, count):
 
 
 def _progress(total, verbose):
-    """A tqdm progress bar when tqdm is installed, else None (plain prints)."""
-    if not verbose:
+    """A tqdm bar on stderr for ``verbose >= 2`` when tqdm is installed, else None.
+
+    It comes in addition to scikit-learn's printed lines, never instead.
+    """
+    if int(verbose) < 2:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, desc="fastnn", unit="epoch", leave=True)
+
+
+def _printing(bar):
+    """Context for printing scikit-learn's lines: the bar cleared, then redrawn."""
+    return contextlib.nullcontext() if bar is None else bar.external_write_mode()
 
 
 class _FastnnMLPMixin:
@@ -390,7 +408,10 @@ class _FastnnMLPMixin:
         order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
         history = np.zeros(max_chunk, dtype=np.float64)
 
-        bar = _progress(self.max_iter if not incremental else 1, self.verbose)
+        bar = None if incremental else _progress(self.max_iter, self.verbose)
+        epoch_args = (
+            optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar,
+        )  # fmt: skip
         diverged = False
         blas = blas_single_thread_for(layer_units, batch_size)
         blas_single = blas.__enter__()
@@ -407,80 +428,69 @@ class _FastnnMLPMixin:
             )
             self.n_iter_ = 0
             while self.n_iter_ < self.max_iter:
-                use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
-                if self.shuffle:
-                    # scikit-learn's per-epoch shuffles, for each epoch of the chunk
-                    rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
-                if not is_adam:
-                    hyper[0] = optimizer.learning_rate
-                control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
-                control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
-                control[kt.C_TIME_STEP] = self.t_
-                control[kt.C_STOPPED] = 0.0
-                done = runner.run(use_parallel, count, (
-                    X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
-                    control, count, batch_size, order, bool(self.shuffle), state1, state2,
-                    step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch, history,
-                    weights, W_batch,
-                ))  # fmt: skip
-                stopped = bool(control[kt.C_STOPPED])
-                started = done if (done == count or stopped) else done + 1
-                if self.shuffle and started < count:
-                    # leave the random stream where scikit-learn's would be:
-                    # one shuffle per epoch started
-                    self._random_state.set_state(rng_state)
-                    _draw_orders(self._random_state, sample_idx, perm, order, started)
-                if self.shuffle and count > 0:
-                    sample_idx[...] = order[count - 1]  # (order is rewritten by the next chunk)
-                for e in range(done):
-                    self.n_iter_ += 1
-                    self.loss_ = float(history[e])
-                    self.loss_curve_.append(self.loss_)
-                if in_kernel:
-                    self.t_ = int(control[kt.C_TIME_STEP])
-                    self.best_loss_ = float(control[kt.C_BEST_LOSS])
-                    self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
-                    if not is_adam:
-                        optimizer.learning_rate = float(hyper[0])
-                if done < count and not stopped:
-                    diverged = True
-                    break
-                if in_kernel:
-                    if stopped:
-                        break
+                if diverged:
+                    # scikit-learn trains on after its weights went non-finite:
+                    # epochs of NaN loss, each with its shuffle, until a rule
+                    # or max_iter stops them; they take no compiled call
+                    if self.shuffle:
+                        _draw_orders(self._random_state, sample_idx, perm, order, 1)
+                        sample_idx[...] = order[0]
+                    self._fastnn_nan_epoch()
+                    stop = self._fastnn_end_of_epoch(epoch_args)
                 else:
-                    self.t_ += n_samples
-                    if self.verbose:
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
-                        else:
-                            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                    compat.update_no_improvement_count(
-                        self, early_stopping, X_val, y_val, sample_weight_val
-                    )
-                    optimizer.iteration_ends(self.t_)
-
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if early_stopping:
-                            msg = (
-                                "Validation score did not improve more than "
-                                "tol=%f for %d consecutive epochs."
-                                % (self.tol, self.n_iter_no_change)
-                            )
-                        else:
-                            msg = (
-                                "Training loss did not improve more than tol=%f"
-                                " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                            )
-                        if optimizer.trigger_stopping(msg, self.verbose):
-                            break
-                        self._no_improvement_count = 0
-
-                    if incremental:
-                        break
-
+                    use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
+                    if self.shuffle:
+                        # scikit-learn's per-epoch shuffles, for each epoch of the chunk
+                        rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
+                    if not is_adam:
+                        hyper[0] = optimizer.learning_rate
+                    control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
+                    control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
+                    control[kt.C_TIME_STEP] = self.t_
+                    control[kt.C_STOPPED] = 0.0
+                    done = runner.run(use_parallel, count, (
+                        X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
+                        control, count, batch_size, order, bool(self.shuffle), state1, state2,
+                        step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch,
+                        history, weights, W_batch,
+                    ))  # fmt: skip
+                    stopped = bool(control[kt.C_STOPPED])
+                    started = done if (done == count or stopped) else done + 1
+                    if self.shuffle and started < count:
+                        # leave the random stream where scikit-learn's would be:
+                        # one shuffle per epoch started
+                        self._random_state.set_state(rng_state)
+                        _draw_orders(self._random_state, sample_idx, perm, order, started)
+                    if self.shuffle and started > 0:
+                        # the last epoch's order (order is rewritten by the next chunk)
+                        sample_idx[...] = order[started - 1]
+                    for e in range(done):
+                        self.n_iter_ += 1
+                        self.loss_ = float(history[e])
+                        self.loss_curve_.append(self.loss_)
+                    if in_kernel:
+                        self.t_ = int(control[kt.C_TIME_STEP])
+                        self.best_loss_ = float(control[kt.C_BEST_LOSS])
+                        self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
+                        if not is_adam:
+                            optimizer.learning_rate = float(hyper[0])
+                    if done < count and not stopped:
+                        # a non-finite loss or gradient in epoch `done`: the
+                        # kernel stopped before the step, scikit-learn takes it
+                        # and finishes the epoch on non-finite weights. Its
+                        # loss: infinite when the failing batch's is (the
+                        # batches after it stay infinite), else NaN
+                        diverged = True
+                        params[...] = np.nan
+                        failed = float(history[done])
+                        self._fastnn_nan_epoch(failed if np.isinf(failed) else np.nan)
+                        stop = self._fastnn_end_of_epoch(epoch_args)
+                    elif in_kernel:
+                        stop = stopped
+                    else:
+                        stop = self._fastnn_end_of_epoch(epoch_args)
+                if stop:
+                    break
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
                         "Stochastic Optimizer: Maximum iterations (%d) "
@@ -513,17 +523,58 @@ class _FastnnMLPMixin:
             self.coefs_ = [c.copy() for c in coefs]
             self.intercepts_ = [b.copy() for b in intercepts]
 
-        if diverged:
+        if early_stopping:
+            # (after a divergence too: scikit-learn's best weights are finite)
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
+        elif diverged:
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
-        if early_stopping:
-            self.coefs_ = self._best_coefs
-            self.intercepts_ = self._best_intercepts
 
     # scikit-learn calls it with or without sample_weight, by release
     _fit_stochastic = compat.override(_fastnn_fit_stochastic, "_fit_stochastic")
+
+    def _fastnn_nan_epoch(self, loss=np.nan):
+        """An epoch of scikit-learn's on non-finite weights (NaN loss)."""
+        self.n_iter_ += 1
+        self.loss_ = float(loss)
+        self.loss_curve_.append(self.loss_)
+
+    def _fastnn_end_of_epoch(self, args):
+        """scikit-learn's bookkeeping after an epoch, in Python: the printed
+        lines, the stopping rule (with the validation score under early
+        stopping) and the learning-rate schedule. Returns True to stop."""
+        optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = args
+        self.t_ += n_samples
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
+        with _printing(bar):
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            # (prints the validation score under early stopping and verbose)
+            compat.update_no_improvement_count(
+                self, early_stopping, X_val, y_val, sample_weight_val
+            )
+            optimizer.iteration_ends(self.t_)
+            if self._no_improvement_count > self.n_iter_no_change:
+                if early_stopping:
+                    msg = (
+                        "Validation score did not improve more than "
+                        "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                    )
+                else:
+                    msg = (
+                        "Training loss did not improve more than tol=%f"
+                        " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                    )
+                # (prints msg and "Stopping." or the new learning rate when verbose)
+                if optimizer.trigger_stopping(msg, self.verbose):
+                    return True
+                self._no_improvement_count = 0
+        return bool(incremental)
 
 
 _COMMON_DOC = """
@@ -547,8 +598,11 @@ _COMMON_DOC = """
 random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, \
 early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, \
 max_fun
-        As in scikit-learn. ``verbose=True`` shows a progress bar with the
-        current loss when tqdm is installed, else prints one line per epoch.
+        As in scikit-learn. ``verbose`` prints scikit-learn's lines, the same
+        text as its estimator (``Iteration 3, loss = 0.41234567`` per epoch,
+        ``Validation score: ...`` under early stopping, the stopping and
+        learning-rate messages). With ``verbose >= 2`` and tqdm installed, a
+        progress bar on stderr comes in addition to them.
 {extra}
     Attributes
     ----------

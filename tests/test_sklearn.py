@@ -3,6 +3,7 @@
 import functools
 import inspect
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -378,6 +379,51 @@ def test_poisson_loss_trains_in_the_kernels_like_sklearn(solver, weighted, monke
     np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6)
 
 
+@pytest.mark.parametrize("learning_rate_init", [0.3, 0.5])
+@pytest.mark.parametrize("mode", ["in_kernel", "verbose", "early_stopping"])
+def test_diverging_fit_goes_on_like_sklearn(mode, learning_rate_init, capsys):
+    # scikit-learn trains on after its weights overflow, with NaN losses, to
+    # max_iter; under early stopping it keeps its best (finite) weights,
+    # otherwise fit raises
+    early_stopping = mode == "early_stopping"
+    y = TARGETS["regression"][1]
+    params = dict(
+        solver="sgd", learning_rate_init=learning_rate_init, activation="identity",
+        hidden_layer_sizes=(50,), max_iter=20, n_iter_no_change=10, shuffle=True,
+        early_stopping=early_stopping, verbose=mode == "verbose", random_state=0,
+    )  # fmt: skip
+    fits, printed = [], []
+    for cls in (sknn.MLPRegressor, fsk.MLPRegressor):
+        est = cls(**params)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if early_stopping:
+                est.fit(X, y)
+            else:
+                with pytest.raises(ValueError, match="non-finite parameter weights"):
+                    est.fit(X, y)
+        fits.append(est)
+        printed.append(capsys.readouterr().out)
+    theirs, ours = fits
+    # the same lines; losses of 1e9 and more print digits beyond rounding
+    number = r"-?(?:\d+\.\d+|nan|inf)"
+    ours_lines, their_lines = printed[1].splitlines(), printed[0].splitlines()
+    assert [re.sub(number, "#", t) for t in ours_lines] == [re.sub(number, "#", t) for t in their_lines]
+    values = [[float(v) for v in re.findall(number, text)] for text in printed]
+    np.testing.assert_allclose(values[1], values[0], rtol=1e-10)
+    assert ("loss = nan" in printed[0]) == (mode == "verbose")
+    assert np.isnan(theirs.loss_curve_[-1])  # it did diverge
+    assert ours.n_iter_ == theirs.n_iter_ == 20 and ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)  # NaN == NaN
+    if early_stopping:
+        assert np.isnan(theirs.validation_scores_[-1])
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-10)
+        for a, b in zip(params_of(ours), params_of(theirs)):
+            assert np.isfinite(a).all()
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+    assert ours._random_state.randint(2**31 - 1) == theirs._random_state.randint(2**31 - 1)
+
+
 def test_divergence_raises_like_sklearn():
     y = TARGETS["regression"][1] * 1e10
     for cls in (sknn.MLPRegressor, fsk.MLPRegressor):
@@ -427,20 +473,68 @@ def test_predict_with_other_dtypes_follows_sklearn():
         ours.predict(X[:, :3])
 
 
-def test_verbose_fills_loss_curve_and_reports(capsys, monkeypatch):
-    kind, y = TARGETS["binary"]
-    fsk.MLPClassifier(max_iter=3, verbose=True, **BASE).fit(X, y)
-    captured = capsys.readouterr()
-    assert "loss" in captured.out + captured.err
+VERBOSE_CASES = {
+    # the tol rule stops the fit: "Training loss did not improve ... Stopping."
+    "sgd_tol_stop": ("binary", dict(solver="sgd", max_iter=300, tol=1e-2, n_iter_no_change=3)),
+    # the adaptive schedule: "... Setting learning rate to ..."
+    "sgd_adaptive": ("regression", dict(
+        solver="sgd", learning_rate="adaptive", learning_rate_init=0.05, tol=0.05,
+        n_iter_no_change=2, max_iter=40,
+    )),  # fmt: skip
+    # "Validation score: ..." lines and the early-stopping message
+    "adam_early_stopping": ("binary", dict(
+        early_stopping=True, validation_fraction=0.2, n_iter_no_change=4, max_iter=100,
+    )),  # fmt: skip
+    "adam_max_iter": ("multi_output_regression", dict(max_iter=12, n_iter_no_change=100)),
+    "lbfgs": ("multiclass", dict(solver="lbfgs", max_iter=15)),
+}
+
+
+def _verbose_output(cls, y, capsys, **params):
+    est = cls(**BASE, **params)
+    est.fit(X, y)
+    if params.get("solver", "adam") != "lbfgs" and not params.get("early_stopping"):
+        est.partial_fit(X, y)  # one more line, from partial_fit
+    out, err = capsys.readouterr()
+    return out.splitlines(), err
+
+
+@pytest.mark.parametrize("case", list(VERBOSE_CASES))
+def test_verbose_prints_sklearns_lines(case, capsys):
+    target, params = VERBOSE_CASES[case]
+    kind, y = TARGETS[target]
+    sk_cls, fn_cls = pair(kind)
+    theirs, _ = _verbose_output(sk_cls, y, capsys, verbose=True, **params)
+    ours, err = _verbose_output(fn_cls, y, capsys, verbose=True, **params)
+    if params.get("solver") != "lbfgs":
+        assert sum(line.startswith("Iteration ") for line in theirs) > 3
+    assert ours == theirs
+    assert "epoch" not in err  # no progress bar for verbose=True, tqdm installed or not
+    # and the same fit with verbose off prints nothing
+    _verbose_output(fn_cls, y, capsys, **params)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_verbose_2_adds_a_progress_bar_to_sklearns_lines(capsys):
+    pytest.importorskip("tqdm")
+    target, params = VERBOSE_CASES["sgd_tol_stop"]
+    kind, y = TARGETS[target]
+    sk_cls, fn_cls = pair(kind)
+    theirs, _ = _verbose_output(sk_cls, y, capsys, verbose=2, **params)
+    ours, err = _verbose_output(fn_cls, y, capsys, verbose=2, **params)
+    assert ours == theirs
+    assert any(line.startswith("Training loss did not improve") for line in ours)
+    assert "fastnn" in err and "epoch" in err
+
+
+def test_verbose_without_tqdm_prints_the_same_lines(capsys, monkeypatch):
+    target, params = VERBOSE_CASES["sgd_tol_stop"]
+    kind, y = TARGETS[target]
+    with_tqdm, _ = _verbose_output(fsk.MLPClassifier, y, capsys, verbose=2, **params)
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    clf = fsk.MLPClassifier(max_iter=3, verbose=True, **BASE).fit(X, y)
-    out = capsys.readouterr().out
-    assert out.count("Iteration") == 3
-    assert f"Iteration 3, loss = {clf.loss_curve_[-1]:.8f}" in out
-    quiet = fsk.MLPClassifier(max_iter=3, **BASE).fit(X, y)
-    assert len(quiet.loss_curve_) == 3
-    assert capsys.readouterr().out == ""
+    without, err = _verbose_output(fsk.MLPClassifier, y, capsys, verbose=2, **params)
+    assert without == with_tqdm and err == ""
 
 
 # ---------------------------------------------------------- ecosystem
