@@ -239,7 +239,7 @@ class Private:
 
 _MLP = "neural_network._multilayer_perceptron."
 _OPT = "neural_network._stochastic_optimizers."
-_SW17 = "1.7.0-1.9.1"
+_SW17 = "1.7.2-1.9.1"
 _NOSW = "1.6.1"
 _ALL = "1.6.1-1.9.1"
 
