@@ -166,7 +166,6 @@ def override(impl, name):
     method.__name__ = method.__qualname__ = name
     method.__doc__ = impl.__doc__
     method.__signature__ = inspect.signature(base)
-    method.__wrapped_impl__ = impl
     return method
 
 
@@ -242,6 +241,7 @@ _OPT = "neural_network._stochastic_optimizers."
 _SW17 = "1.7.2-1.9.1"
 _NOSW = "1.6.1"
 _ALL = "1.6.1-1.9.1"
+_STATE = "optimizer state handed to and from the kernels"
 
 PRIVATE = (
     # --- methods fastnn replaces
@@ -329,14 +329,12 @@ PRIVATE = (
     ),  # fmt: skip
     # --- attributes of scikit-learn's objects that fastnn reads or writes
     *(
-        Private(_OPT + "SGDOptimizer." + a, "attribute", "optimizer state handed to/from the kernels",
-                of="sgd_optimizer")
+        Private(_OPT + "SGDOptimizer." + a, "attribute", _STATE, of="sgd_optimizer")
         for a in ("learning_rate", "learning_rate_init", "lr_schedule", "momentum", "nesterov",
                   "power_t", "velocities")
     ),  # fmt: skip
     *(
-        Private(_OPT + "AdamOptimizer." + a, "attribute", "optimizer state handed to/from the kernels",
-                of="adam_optimizer")
+        Private(_OPT + "AdamOptimizer." + a, "attribute", _STATE, of="adam_optimizer")
         for a in ("learning_rate", "learning_rate_init", "beta_1", "beta_2", "epsilon", "ms",
                   "vs", "t")
     ),  # fmt: skip

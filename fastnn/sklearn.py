@@ -546,7 +546,9 @@ class _FastnnMLPMixin:
         """scikit-learn's bookkeeping after an epoch, in Python: the printed
         lines, the stopping rule (with the validation score under early
         stopping) and the learning-rate schedule. Returns True to stop."""
-        optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = args
+        optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = (
+            args
+        )
         self.t_ += n_samples
         if bar is not None:
             bar.update(1)

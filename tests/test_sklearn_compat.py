@@ -112,7 +112,8 @@ def test_overrides_take_the_installed_signature():
             assert inspect.signature(getattr(cls, name)) == inspect.signature(getattr(base, name))
     has_weights = "sample_weight" in inspect.signature(base._fit_stochastic).parameters
     assert compat.SAMPLE_WEIGHT == has_weights
-    assert compat.split_sample_weight((1, 2, 3)) == ((1, (2, 3)) if has_weights else (None, (1, 2, 3)))
+    expected = (1, (2, 3)) if has_weights else (None, (1, 2, 3))
+    assert compat.split_sample_weight((1, 2, 3)) == expected
     assert compat.split_sample_weight(compat.with_sample_weight(None, (2, 3)))[1] == (2, 3)
 
 

@@ -69,7 +69,7 @@ def switch_imports(source):
         if not ours:
             continue
         if node.col_offset != 0:
-            raise ValueError(f"line {node.lineno}: a nested import of {SWITCHED} cannot be switched")
+            raise ValueError(f"line {node.lineno}: a nested import of {SWITCHED} is not switched")
         theirs = [a for a in node.names if a.name not in SWITCHED]
 
         def spell(aliases):
@@ -109,8 +109,10 @@ def run_pytest(directory):
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if not report.is_file():
-        raise AssertionError(f"pytest wrote no report (exit {done.returncode}):\n{done.stdout[-3000:]}"
-                             f"\n{done.stderr[-3000:]}")  # fmt: skip
+        raise AssertionError(
+            f"pytest wrote no report (exit {done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     outcomes, messages = {}, {}
     for case in ET.parse(report).getroot().iter("testcase"):
         test_id = case.get("name")
