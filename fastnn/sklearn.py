@@ -24,17 +24,27 @@ term), the optimizer updates, the learning-rate schedules, the shuffles, the
 early-stopping split and the stopping rules are scikit-learn's, so a seeded
 fit gives scikit-learn's coefficients up to floating-point rounding.
 
+``verbose`` prints scikit-learn's own lines; ``verbose >= 2`` adds a tqdm
+progress bar on stderr when tqdm is installed. A fit whose weights overflow
+goes on as scikit-learn's does (NaN losses; the best weights under early
+stopping, else the "non-finite parameter weights" error).
+
 ``fit(X, y, sample_weight=...)`` trains in the kernels too, with
 scikit-learn's weighted losses (weighted means, normalised with the L2 term
 by the sum of the batch's weights), and so does
-``MLPRegressor(loss="poisson")`` (exp output, half Poisson deviance). Sparse
-input runs scikit-learn's own NumPy code unchanged.
+``MLPRegressor(loss="poisson")`` (exp output, half Poisson deviance); both
+need scikit-learn 1.7 or later. Sparse input runs scikit-learn's own NumPy
+code unchanged.
 
-This module imports scikit-learn; the rest of fastnn does not.
+Supported scikit-learn releases: ``fastnn._sklearn_compat.MIN_VERSION``
+(1.6.1) to the newest; that module lists the private parts of scikit-learn
+that these classes rely on, and its tests check them against the installed
+release. This module imports scikit-learn; the rest of fastnn does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 
@@ -52,26 +62,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
-from sklearn.utils.validation import validate_data
 
+from fastnn import _sklearn_compat as compat
 from fastnn._kernels import codes
 from fastnn._threads import TwinRunner, blas_single_thread_for
-
-try:  # scikit-learn moved this helper between releases
-    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
-except ImportError:  # pragma: no cover
-
-    def _get_additional_lbfgs_options_dict(key, value):
-        return {key: value}
-
-
-try:
-    from sklearn.utils.optimize import _check_optimize_result
-except ImportError:  # pragma: no cover
-
-    def _check_optimize_result(solver, result, max_iter=None, extra_warning_msg=None):
-        return min(int(result.nit), max_iter) if max_iter is not None else int(result.nit)
-
 
 __all__ = ["MLPClassifier", "MLPRegressor", "format_sklearn_comparison", "sklearn_comparison"]
 
@@ -167,14 +161,22 @@ def _draw_orders(random_state, sample_idx, perm, order, count):
 
 
 def _progress(total, verbose):
-    """A tqdm progress bar when tqdm is installed, else None (plain prints)."""
-    if not verbose:
+    """A tqdm bar on stderr for ``verbose >= 2`` when tqdm is installed, else None.
+
+    It comes in addition to scikit-learn's printed lines, never instead.
+    """
+    if int(verbose) < 2:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, desc="fastnn", unit="epoch", leave=True)
+
+
+def _printing(bar):
+    """Context for printing scikit-learn's lines: the bar cleared, then redrawn."""
+    return contextlib.nullcontext() if bar is None else bar.external_write_mode()
 
 
 class _FastnnMLPMixin:
@@ -200,7 +202,7 @@ class _FastnnMLPMixin:
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            X = compat.validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
             return super()._forward_pass_fast(X, check_input=False)
         from fastnn._kernels.dense import forward
@@ -218,13 +220,13 @@ class _FastnnMLPMixin:
         return output.copy()
 
     # --------------------------------------------------------------- lbfgs
-    def _fit_lbfgs(
+    def _fastnn_fit_lbfgs(
         self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
     ):
+        """scikit-learn's ``_fit_lbfgs`` on the compiled loss and gradient."""
         if not self._fastnn_supported(X, sample_weight):
-            return super()._fit_lbfgs(
-                X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
-            )
+            rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
+            return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
 
         layout, size = _flat_layout(layer_units)
@@ -256,7 +258,7 @@ class _FastnnMLPMixin:
         x0 = _pack(list(self.coefs_) + list(self.intercepts_), np.float64)
         with blas_single_thread_for(layer_units, X.shape[0]):
             opt_res = self._fastnn_minimize(loss_grad, x0, iprint)
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
         self.coefs_, self.intercepts_ = (
             [a.copy() for a in part] for part in _views(opt_res.x.astype(dtype), layout)
@@ -272,12 +274,15 @@ class _FastnnMLPMixin:
                 "maxfun": self.max_fun,
                 "maxiter": self.max_iter,
                 "gtol": self.tol,
-                **_get_additional_lbfgs_options_dict("iprint", iprint),
+                **compat.lbfgs_print_options(iprint),
             },
         )
 
+    # scikit-learn calls it with or without sample_weight, by release
+    _fit_lbfgs = compat.override(_fastnn_fit_lbfgs, "_fit_lbfgs")
+
     # ---------------------------------------------------------- sgd / adam
-    def _fit_stochastic(
+    def _fastnn_fit_stochastic(
         self,
         X,
         y,
@@ -289,18 +294,10 @@ class _FastnnMLPMixin:
         layer_units,
         incremental,
     ):
+        """scikit-learn's ``_fit_stochastic``, its epochs in compiled calls."""
         if not self._fastnn_supported(X, sample_weight):
-            return super()._fit_stochastic(
-                X,
-                y,
-                sample_weight,
-                activations,
-                deltas,
-                coef_grads,
-                intercept_grads,
-                layer_units,
-                incremental,
-            )
+            rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
+            return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels import train as kt
 
         if not incremental or not hasattr(self, "_optimizer"):
@@ -336,7 +333,7 @@ class _FastnnMLPMixin:
             X_train, X_val, y_train, y_val = parts[:4]
             if sample_weight is not None:
                 sample_weight, sample_weight_val = parts[4:]
-            if X_val.shape[0] < 2:
+            if compat.VALIDATION_SIZE_CHECK and X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
@@ -416,7 +413,10 @@ class _FastnnMLPMixin:
         order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
         history = np.zeros(max_chunk, dtype=np.float64)
 
-        bar = _progress(self.max_iter if not incremental else 1, self.verbose)
+        bar = None if incremental else _progress(self.max_iter, self.verbose)
+        epoch_args = (
+            optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar,
+        )  # fmt: skip
         diverged = False
         blas = blas_single_thread_for(layer_units, batch_size)
         blas_single = blas.__enter__()
@@ -433,80 +433,69 @@ class _FastnnMLPMixin:
             )
             self.n_iter_ = 0
             while self.n_iter_ < self.max_iter:
-                use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
-                if self.shuffle:
-                    # scikit-learn's per-epoch shuffles, for each epoch of the chunk
-                    rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
-                if not is_adam:
-                    hyper[0] = optimizer.learning_rate
-                control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
-                control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
-                control[kt.C_TIME_STEP] = self.t_
-                control[kt.C_STOPPED] = 0.0
-                done = runner.run(use_parallel, count, (
-                    X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
-                    control, count, batch_size, order, bool(self.shuffle), state1, state2,
-                    step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch, history,
-                    weights, W_batch,
-                ))  # fmt: skip
-                stopped = bool(control[kt.C_STOPPED])
-                started = done if (done == count or stopped) else done + 1
-                if self.shuffle and started < count:
-                    # leave the random stream where scikit-learn's would be:
-                    # one shuffle per epoch started
-                    self._random_state.set_state(rng_state)
-                    _draw_orders(self._random_state, sample_idx, perm, order, started)
-                if self.shuffle and count > 0:
-                    sample_idx[...] = order[count - 1]  # (order is rewritten by the next chunk)
-                for e in range(done):
-                    self.n_iter_ += 1
-                    self.loss_ = float(history[e])
-                    self.loss_curve_.append(self.loss_)
-                if in_kernel:
-                    self.t_ = int(control[kt.C_TIME_STEP])
-                    self.best_loss_ = float(control[kt.C_BEST_LOSS])
-                    self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
-                    if not is_adam:
-                        optimizer.learning_rate = float(hyper[0])
-                if done < count and not stopped:
-                    diverged = True
-                    break
-                if in_kernel:
-                    if stopped:
-                        break
+                if diverged:
+                    # scikit-learn trains on after its weights went non-finite:
+                    # epochs of NaN loss, each with its shuffle, until a rule
+                    # or max_iter stops them; they take no compiled call
+                    if self.shuffle:
+                        _draw_orders(self._random_state, sample_idx, perm, order, 1)
+                        sample_idx[...] = order[0]
+                    self._fastnn_nan_epoch()
+                    stop = self._fastnn_end_of_epoch(epoch_args)
                 else:
-                    self.t_ += n_samples
-                    if self.verbose:
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
-                        else:
-                            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                    self._update_no_improvement_count(
-                        early_stopping, X_val, y_val, sample_weight_val
-                    )
-                    optimizer.iteration_ends(self.t_)
-
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if early_stopping:
-                            msg = (
-                                "Validation score did not improve more than "
-                                "tol=%f for %d consecutive epochs."
-                                % (self.tol, self.n_iter_no_change)
-                            )
-                        else:
-                            msg = (
-                                "Training loss did not improve more than tol=%f"
-                                " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                            )
-                        if optimizer.trigger_stopping(msg, self.verbose):
-                            break
-                        self._no_improvement_count = 0
-
-                    if incremental:
-                        break
-
+                    use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
+                    if self.shuffle:
+                        # scikit-learn's per-epoch shuffles, for each epoch of the chunk
+                        rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
+                    if not is_adam:
+                        hyper[0] = optimizer.learning_rate
+                    control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
+                    control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
+                    control[kt.C_TIME_STEP] = self.t_
+                    control[kt.C_STOPPED] = 0.0
+                    done = runner.run(use_parallel, count, (
+                        X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
+                        control, count, batch_size, order, bool(self.shuffle), state1, state2,
+                        step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch,
+                        history, weights, W_batch,
+                    ))  # fmt: skip
+                    stopped = bool(control[kt.C_STOPPED])
+                    started = done if (done == count or stopped) else done + 1
+                    if self.shuffle and started < count:
+                        # leave the random stream where scikit-learn's would be:
+                        # one shuffle per epoch started
+                        self._random_state.set_state(rng_state)
+                        _draw_orders(self._random_state, sample_idx, perm, order, started)
+                    if self.shuffle and started > 0:
+                        # the last epoch's order (order is rewritten by the next chunk)
+                        sample_idx[...] = order[started - 1]
+                    for e in range(done):
+                        self.n_iter_ += 1
+                        self.loss_ = float(history[e])
+                        self.loss_curve_.append(self.loss_)
+                    if in_kernel:
+                        self.t_ = int(control[kt.C_TIME_STEP])
+                        self.best_loss_ = float(control[kt.C_BEST_LOSS])
+                        self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
+                        if not is_adam:
+                            optimizer.learning_rate = float(hyper[0])
+                    if done < count and not stopped:
+                        # a non-finite loss or gradient in epoch `done`: the
+                        # kernel stopped before the step, scikit-learn takes it
+                        # and finishes the epoch on non-finite weights. Its
+                        # loss: infinite when the failing batch's is (the
+                        # batches after it stay infinite), else NaN
+                        diverged = True
+                        params[...] = np.nan
+                        failed = float(history[done])
+                        self._fastnn_nan_epoch(failed if np.isinf(failed) else np.nan)
+                        stop = self._fastnn_end_of_epoch(epoch_args)
+                    elif in_kernel:
+                        stop = stopped
+                    else:
+                        stop = self._fastnn_end_of_epoch(epoch_args)
+                if stop:
+                    break
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
                         "Stochastic Optimizer: Maximum iterations (%d) "
@@ -539,14 +528,60 @@ class _FastnnMLPMixin:
             self.coefs_ = [c.copy() for c in coefs]
             self.intercepts_ = [b.copy() for b in intercepts]
 
-        if diverged:
+        if early_stopping:
+            # (after a divergence too: scikit-learn's best weights are finite)
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
+        elif diverged:
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
-        if early_stopping:
-            self.coefs_ = self._best_coefs
-            self.intercepts_ = self._best_intercepts
+
+    # scikit-learn calls it with or without sample_weight, by release
+    _fit_stochastic = compat.override(_fastnn_fit_stochastic, "_fit_stochastic")
+
+    def _fastnn_nan_epoch(self, loss=np.nan):
+        """An epoch of scikit-learn's on non-finite weights (NaN loss)."""
+        self.n_iter_ += 1
+        self.loss_ = float(loss)
+        self.loss_curve_.append(self.loss_)
+
+    def _fastnn_end_of_epoch(self, args):
+        """scikit-learn's bookkeeping after an epoch, in Python: the printed
+        lines, the stopping rule (with the validation score under early
+        stopping) and the learning-rate schedule. Returns True to stop."""
+        optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = (
+            args
+        )
+        self.t_ += n_samples
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.loss_:.8f}", refresh=False)
+        with _printing(bar):
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            # (prints the validation score under early stopping and verbose)
+            compat.update_no_improvement_count(
+                self, early_stopping, X_val, y_val, sample_weight_val
+            )
+            optimizer.iteration_ends(self.t_)
+            if self._no_improvement_count > self.n_iter_no_change:
+                if early_stopping:
+                    msg = (
+                        "Validation score did not improve more than "
+                        "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                    )
+                else:
+                    msg = (
+                        "Training loss did not improve more than tol=%f"
+                        " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                    )
+                # (prints msg and "Stopping." or the new learning rate when verbose)
+                if optimizer.trigger_stopping(msg, self.verbose):
+                    return True
+                self._no_improvement_count = 0
+        return bool(incremental)
 
 
 _COMMON_DOC = """
@@ -570,8 +605,11 @@ _COMMON_DOC = """
 random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, \
 early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, \
 max_fun
-        As in scikit-learn. ``verbose=True`` shows a progress bar with the
-        current loss when tqdm is installed, else prints one line per epoch.
+        As in scikit-learn. ``verbose`` prints scikit-learn's lines, the same
+        text as its estimator (``Iteration 3, loss = 0.41234567`` per epoch,
+        ``Validation score: ...`` under early stopping, the stopping and
+        learning-rate messages). With ``verbose >= 2`` and tqdm installed, a
+        progress bar on stderr comes in addition to them.
 {extra}
     Attributes
     ----------
@@ -640,7 +678,8 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
 
     @property
     def _fastnn_loss_code(self):
-        return codes.POISSON if self.loss == "poisson" else codes.SQUARED_ERROR
+        # (scikit-learn 1.7 added ``loss``; before, the squared error only)
+        return codes.POISSON if getattr(self, "loss", None) == "poisson" else codes.SQUARED_ERROR
 
 
 # ------------------------------------------------------------------ benchmark
