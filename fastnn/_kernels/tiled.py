@@ -486,7 +486,7 @@ def run_phase(net, data, opt, work, kind, layer, at):
     while atomic_cas(sync, S_CLAIM, old, seq << TASK_BITS) != old:
         old = atomic_load(sync, S_CLAIM)
     atomic_add(sync, S_SEQ, 1)  # publishes the fields above
-    take_tasks(net, data, opt, work, seq, 0)
+    take_tasks(net, data, opt, work, seq, np.int64(0))  # (a literal 0 would compile run_task twice)
     wait_at_least(sync, S_DONE, tasks, YIELD_AFTER)
 
 
