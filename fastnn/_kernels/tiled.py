@@ -50,8 +50,9 @@ Cold compile: Numba's ``inline="always"`` copies the callee's IR at every
 call site, and a separately compiled callee is linked into, and optimised
 again with, every caller above it; so the tasks are compiled on their own,
 once, under one `run_task`, and the small driver functions are inlined into
-`run_worker`: 26 s on a busy 2-core machine, against 49-74 s for the other
-arrangements tried.
+`run_worker`: 24 s on the 2-core development machine, against 49-74 s for
+the other arrangements tried (measured while it was busy; this one took 26 s
+busy and idle alike before its last fix).
 """
 
 from collections import namedtuple
