@@ -22,7 +22,7 @@ from fastnn._kernels._jit import kernel
 from fastnn._kernels.blas import _block, gemm
 from fastnn._runtime import TiledTrainer
 
-SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7)
+SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1)
 # ... and batches of more than 5 rows in blocks of 5 (the gradients accumulate over blocks)
 BLOCKS = dict(SMALL, block=5)
 

@@ -84,7 +84,8 @@ P_MAX_TILES = 5  # OUTPUT tiles of a full batch (loss parts)
 P_MAX_CHUNKS = 6
 P_SCRATCH = 7  # elements of each worker's scratch
 P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
-PLAN_SIZE = 9
+P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
+PLAN_SIZE = 10
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -112,13 +113,14 @@ YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=None, groups=16,
-              chunk=1 << 15, block=None):  # fmt: skip
+              chunk=1 << 15, block=None, group_tiles=4):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers; OUTPUT tiles of
     ``out_rows`` rows (by default as many as keep a tile of the last hidden
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
-    groups; ``chunk`` parameters per REDUCE / UPDATE task; blocks of
+    groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
+    REDUCE / UPDATE task; blocks of
     ``block`` rows (by default as many as keep the activations of a block
     within ``BLOCK_BYTES``). The keywords are for tests, which use small
     tiles on small networks.
@@ -132,6 +134,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=No
     plan[P_COLS] = cols
     plan[P_OUT_ROWS] = out_rows
     plan[P_GROUPS] = groups
+    plan[P_GROUP_TILES] = group_tiles
     plan[P_CHUNK] = chunk
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
     width = int(sum(layer_sizes[1:])) * itemsize
@@ -190,6 +193,14 @@ def input_block(net, data, work, layer, start, b0):
 
 
 @kernel(inline="always")
+def output_groups(plan, rows):
+    # OUTPUT tasks (groups of consecutive tiles, each with its own gradient
+    # accumulator) for a block of `rows` rows: at least P_GROUP_TILES tiles a
+    # group, so that small batches do not write and sum an accumulator per tile
+    return max(1, min(plan[P_GROUPS], ceil_div(rows, plan[P_OUT_ROWS]) // plan[P_GROUP_TILES]))
+
+
+@kernel(inline="always")
 def tile_count(net, work, kind, layer, rows):
     # tasks of a phase over `rows` rows
     plan = work.plan
@@ -198,7 +209,7 @@ def tile_count(net, work, kind, layer, rows):
     if kind == FORWARD:
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == OUTPUT:
-        return min(plan[P_GROUPS], ceil_div(rows, plan[P_OUT_ROWS]))
+        return output_groups(plan, rows)
     if kind == GRADIENT:
         cols = plan[P_COLS]
         return ceil_div(net.layout[layer, 0], cols) * ceil_div(net.layout[layer, 1], cols)
@@ -306,7 +317,7 @@ def output_task(net, data, work, group, at, worker):
     last = net.layout.shape[0] - 1
     fan_in, o = net.layout[last, 0], net.layout[last, 1]
     tiles = ceil_div(at[2], work.plan[P_OUT_ROWS])
-    groups = min(work.plan[P_GROUPS], tiles)
+    groups = output_groups(work.plan, at[2])
     x = input_block(net, data, work, last, at[0], at[1])
     acc = group * (fan_in * o + o)
     scratch = scratch_of(work, worker)
@@ -380,7 +391,7 @@ def reduce_task(net, opt, work, chunk, nb):
     o = net.layout[last, 1]
     stride = net.layout[last, 0] * o + o
     # the first block of a batch has the most groups
-    groups = min(work.plan[P_GROUPS], ceil_div(min(nb, work.plan[P_BLOCK]), work.plan[P_OUT_ROWS]))
+    groups = output_groups(work.plan, min(nb, work.plan[P_BLOCK]))
     alpha = opt.hyper[6]
     scale = net.params.dtype.type(alpha / nb)
     squares = 0.0
