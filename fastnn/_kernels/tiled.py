@@ -120,10 +120,9 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=No
     ``out_rows`` rows (by default as many as keep a tile of the last hidden
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
     groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
-    REDUCE / UPDATE task; blocks of
-    ``block`` rows (by default as many as keep the activations of a block
-    within ``BLOCK_BYTES``). The keywords are for tests, which use small
-    tiles on small networks.
+    REDUCE / UPDATE task; blocks of ``block`` rows (by default as many as
+    keep the activations of a block within ``BLOCK_BYTES``). The keywords
+    are for tests, which use small tiles on small networks.
     """
     fan_in = layer_sizes[-2]
     if out_rows is None:
