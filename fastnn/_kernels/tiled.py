@@ -192,6 +192,16 @@ def input_block(net, data, work, layer, start, b0):
 
 
 @kernel(inline="always")
+def tile_at(task, n_rows, n_cols, tile_rows, tile_cols):
+    # (first row, first column, rows, columns) of block `task` of an
+    # n_rows x n_cols matrix cut into tile_rows x tile_cols blocks, row-major
+    across = ceil_div(n_cols, tile_cols)
+    r0 = (task // across) * tile_rows
+    c0 = (task % across) * tile_cols
+    return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
+
+
+@kernel(inline="always")
 def output_groups(plan, rows):
     # OUTPUT tasks (groups of consecutive tiles, each with its own gradient
     # accumulator) for a block of `rows` rows: at least P_GROUP_TILES tiles a
@@ -259,14 +269,9 @@ def gather_task(data, work, task, at):
 @kernel
 def forward_task(net, data, work, layer, task, at):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
-    start, b0, nr = at[0], at[1], at[2]
-    rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
+    start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = net.layout[layer]
-    ct = ceil_div(fan_out, cols_t)
-    r0 = (task // ct) * rows_t
-    c0 = (task % ct) * cols_t
-    rows = min(rows_t, nr - r0)
-    cols = min(cols_t, fan_out - c0)
+    r0, c0, rows, cols = tile_at(task, at[2], fan_out, work.plan[P_ROWS], work.plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
@@ -331,13 +336,8 @@ def gradient_task(net, data, work, layer, task, at):
     # block's rows in one product), and db[J] (+)= column sums of D[:, J];
     # accumulated over the blocks of the batch
     start, b0, nr = at[0], at[1], at[2]
-    cols_t = work.plan[P_COLS]
     fan_in, fan_out, w_off, b_off = net.layout[layer]
-    ct = ceil_div(fan_out, cols_t)
-    p0 = (task // ct) * cols_t
-    c0 = (task % ct) * cols_t
-    pc = min(cols_t, fan_in - p0)
-    cc = min(cols_t, fan_out - c0)
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_COLS], work.plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
     gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
@@ -354,13 +354,8 @@ def gradient_task(net, data, work, layer, task, at):
 def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
-    rows_t, cols_t = work.plan[P_ROWS], work.plan[P_COLS]
     fan_in, fan_out, w_off, _ = net.layout[layer + 1]
-    ct = ceil_div(fan_in, cols_t)
-    r0 = (task // ct) * rows_t
-    p0 = (task % ct) * cols_t
-    rows = min(rows_t, at[2] - r0)
-    pc = min(cols_t, fan_in - p0)
+    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS])
     d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
     a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
