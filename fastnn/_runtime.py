@@ -107,7 +107,10 @@ class TiledTrainer:
         with blas_single_thread():
             helpers = self.workers - 1
             if helpers > 0 and epochs > 0:
-                pool = _executor(helpers)
-                for w in range(1, self.workers):
-                    pool.submit(tiled.run_worker, np.int64(w), *args)
+                try:
+                    pool = _executor(helpers)
+                    for w in range(1, self.workers):
+                        pool.submit(tiled.run_worker, np.int64(w), *args)
+                except RuntimeError:
+                    pass  # no thread could start (interpreter shutting down): this one does it all
             return int(tiled.run_worker(np.int64(0), *args))

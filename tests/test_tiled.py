@@ -236,3 +236,16 @@ def test_activation_memory_does_not_grow_with_the_batch(dtype):
     assert large.acts.nbytes <= tiled.BLOCK_BYTES
     assert large.acts.nbytes == tiled.workspace(sizes, 8192, 300_000, dtype, 2, False).acts.nbytes
     assert small.acts.size == 1024 * sum(sizes[1:])  # a batch that fits runs as one block
+
+
+def test_a_helper_that_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
+    from fastnn import _runtime
+
+    class NoThreads:
+        def submit(self, *args):
+            raise RuntimeError("can't start new thread")
+
+    expected = _large_fit()[0]._params
+    monkeypatch.setattr(_runtime, "_executor", lambda helpers: NoThreads())
+    monkeypatch.setattr(_runtime, "worker_count", lambda: 4)
+    np.testing.assert_array_equal(_large_fit()[0]._params, expected)
