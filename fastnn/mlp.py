@@ -423,24 +423,21 @@ class MLP:
 
         progress = [0]
         recorded = False
+        # Large products: the tile-streamed kernel on numba.get_num_threads()
+        # threads, each with one BLAS thread (fastnn._runtime). Small ones:
         # batches of 64 rows or more run as two shards, on two threads when
         # that is faster (fastnn._threads); the threads need BLAS on one
-        # thread, which small layers are faster with anyway
-        # large products: the tile-streamed kernel on numba.get_num_threads()
-        # threads (fastnn._runtime), each with one BLAS thread
+        # thread, which small layers are faster with anyway.
         trainer = None
-        if large_products(self.layer_sizes, batch):
-            threaded = False
-            blas = contextlib.nullcontext(False)
-        else:
-            threaded = shards_of(batch) > 1
-            blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
+        tiled = large_products(self.layer_sizes, batch)
+        threaded = not tiled and shards_of(batch) > 1
+        blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
         blas_single = blas.__enter__()
         key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
         runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
         try:
             # inside the try: the BLAS limit is restored even if allocating fails
-            if large_products(self.layer_sizes, batch):
+            if tiled:
                 trainer = TiledTrainer(self, _writable(X), _writable(y), batch, use_order, opt_code, hyper)
             else:
                 acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(
