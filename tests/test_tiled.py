@@ -249,3 +249,36 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
     monkeypatch.setattr(_runtime, "_executor", lambda helpers: NoThreads())
     monkeypatch.setattr(_runtime, "worker_count", lambda: 4)
     np.testing.assert_array_equal(_large_fit()[0]._params, expected)
+
+
+_AS_PYTHON = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_tiled import BLOCKS, _problem, _train
+runs = []
+for workers in (1, 8, 8, 8, 8, 8):
+    model, X, Y = _problem(np.random.default_rng(3), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss",
+                           True, np.float64)
+    _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, 1e-3, workers, BLOCKS)
+    runs.append(model._params)
+print(all(np.array_equal(r, runs[0]) for r in runs))
+"""
+
+
+def test_threads_interleaved_as_python_still_give_identical_results():
+    # Run as Python (NUMBA_DISABLE_JIT=1), the threads switch every few
+    # bytecodes, which opens the windows that compiled code leaves almost
+    # shut: a helper taking a task of the last phase with the new phase's
+    # fields did here, and not in compiled runs
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    tests = str(pathlib.Path(__file__).resolve().parent)
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    proc = subprocess.run([sys.executable, "-c", _AS_PYTHON.format(tests=tests)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "True"

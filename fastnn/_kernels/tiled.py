@@ -105,6 +105,7 @@ S_EPOCH = 39
 S_T = 40  # Adam's step number of this update
 SYNC_SIZE = 48
 TASK_BITS = 32
+TASK_MASK = (1 << TASK_BITS) - 1
 # Activations are kept for a block of rows at a time: a batch of more rows
 # runs forward and backward block after block, the weight gradients
 # accumulating, so that memory does not grow with the batch
@@ -461,13 +462,21 @@ def run_task(net, data, opt, work, kind, layer, task, worker):
 
 # ----------------------------------------------------------------- phases
 @kernel(inline="always")
+def exchange(sync, index, value):
+    # sync[index] = value, atomically
+    old = atomic_load(sync, index)
+    while atomic_cas(sync, index, old, value) != old:
+        old = atomic_load(sync, index)
+
+
+@kernel(inline="always")
 def take_tasks(net, data, opt, work, seq, worker):
     # runs tasks of phase `seq` until none is left to take
     sync = work.sync
     kind, layer, tasks = sync[S_KIND], sync[S_LAYER], sync[S_TASKS]
     while True:
         claim = atomic_load(sync, S_CLAIM)
-        task = claim & ((1 << TASK_BITS) - 1)
+        task = claim & TASK_MASK
         if (claim >> TASK_BITS) != seq or task >= tasks:
             return
         if atomic_cas(sync, S_CLAIM, claim, claim + 1) == claim:
@@ -479,18 +488,22 @@ def take_tasks(net, data, opt, work, seq, worker):
 def run_phase(net, data, opt, work, kind, layer, at):
     # the driver publishes a phase, takes tasks with the helpers, and waits
     # until every task of it is finished
+    # The claim counter is closed (this phase's number, no task left) before
+    # the fields change: a helper still in the last phase, which read some
+    # of the new fields, then finds the phase number changed and takes
+    # nothing. (Without it, such a helper could take one task too many of the
+    # last phase with the new fields: seen with 8 threads as Python.)
     sync = work.sync
     tasks = tile_count(net, work, kind, layer, at[2])
     seq = sync[S_SEQ] + 1
+    exchange(sync, S_CLAIM, (seq << TASK_BITS) | TASK_MASK)
     sync[S_KIND] = kind
     sync[S_LAYER] = layer
     sync[S_TASKS] = tasks
     sync[S_START], sync[S_BLOCK], sync[S_ROWS] = at[0], at[1], at[2]
     sync[S_NORM], sync[S_EPOCH], sync[S_T] = at[3], at[4], at[5]
     sync[S_DONE] = 0
-    old = atomic_load(sync, S_CLAIM)
-    while atomic_cas(sync, S_CLAIM, old, seq << TASK_BITS) != old:
-        old = atomic_load(sync, S_CLAIM)
+    exchange(sync, S_CLAIM, seq << TASK_BITS)  # opens the tasks
     atomic_add(sync, S_SEQ, 1)  # publishes the fields above
     take_tasks(net, data, opt, work, seq, np.int64(0))  # (a literal 0 would compile run_task twice)
     wait_at_least(sync, S_DONE, tasks, YIELD_AFTER)
