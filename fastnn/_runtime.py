@@ -13,6 +13,10 @@ worker for the duration of a call (``blas_single_thread``).
 
 Results depend on the layer sizes and the batch only, not on the number of
 threads (see ``fastnn._kernels.tiled``).
+
+`TwinTrainer` puts the two-shard kernel of small layers (its serial and
+parallel twins, ``fastnn._threads.TwinRunner``) behind the same interface,
+so that ``MLP.fit`` runs one loop of chunks whichever kernel trains.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 
 import numpy as np
 
-from fastnn._threads import blas_single_thread
+from fastnn._threads import TwinRunner, blas_single_thread
 
 _pool = {"pid": None, "executor": None, "size": 0, "lock": threading.Lock()}
 
@@ -98,6 +102,10 @@ class TiledTrainer:
             model._workspace["tiled"] = cached
         self.work = cached[1]
 
+    def next_chunk(self, epochs):
+        """Epochs of the next call of `run`: all of them."""
+        return epochs
+
     def run(self, epochs, order, history):
         """Train ``epochs`` epochs (batches in ``order`` when shuffling); returns epochs completed."""
         tiled = self._tiled
@@ -114,3 +122,43 @@ class TiledTrainer:
                 except RuntimeError:
                     pass  # no thread could start (interpreter shutting down): this one does it all
             return int(tiled.run_worker(np.int64(0), *args))
+
+
+class TwinTrainer:
+    """The two-shard training kernel's twins behind `TiledTrainer`'s interface.
+
+    The arguments are `TiledTrainer`'s, and ``parallel_ok``: whether the
+    parallel twin may run (BLAS is on one thread). `next_chunk` lets
+    ``TwinRunner`` choose the twin and the length of the next chunk.
+    """
+
+    def __init__(self, model, X, Y, batch_size, use_order, optimizer_code, hyper, parallel_ok):
+        from fastnn._kernels.train import CONTROL_SIZE, train, train_parallel
+
+        key = (model.dtype.str, use_order, tuple(model.layer_sizes), batch_size, X.shape[0])
+        self.runner = TwinRunner(train, train_parallel, key, parallel_ok)
+        rows = batch_size if use_order else 0
+        no_weights = np.empty(0, dtype=model.dtype)  # every sample weighs 1
+        acts, deltas, shard_grads, shard_loss, copies = model._shard_buffers(batch_size, parallel_ok)
+        act, out, loss = model._codes()
+        # train's arguments, with the epochs (10), order (12) and history (24) of each call
+        self._args = [
+            X, Y, model._params, model._layout, act, out, loss, optimizer_code, hyper,
+            np.zeros(CONTROL_SIZE, dtype=np.float64),  # no stopping rule
+            0, batch_size, None, use_order, model._state1, model._state2, model._step_count,
+            acts, deltas, shard_grads, shard_loss, copies,
+            np.empty((rows, X.shape[1]), dtype=model.dtype), np.empty((rows, Y.shape[1]), dtype=model.dtype),
+            None, no_weights, no_weights,
+        ]  # fmt: skip
+        self._parallel = False
+
+    def next_chunk(self, epochs):
+        """Epochs of the next call of `run` (at most ``epochs``), and which twin runs it."""
+        self._parallel, count = self.runner.plan(epochs)
+        return count
+
+    def run(self, epochs, order, history):
+        """Train ``epochs`` epochs with the twin `next_chunk` chose; returns epochs completed."""
+        args = self._args
+        args[10], args[12], args[24] = epochs, order, history
+        return self.runner.run(self._parallel, epochs, tuple(args))

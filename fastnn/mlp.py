@@ -7,8 +7,8 @@ import contextlib
 import numpy as np
 
 from fastnn import _validation as v
-from fastnn._runtime import TiledTrainer
-from fastnn._threads import TwinRunner, blas_single_thread_for, large_products
+from fastnn._runtime import TiledTrainer, TwinTrainer
+from fastnn._threads import blas_single_thread_for, large_products
 from fastnn._kernels import codes
 
 ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
@@ -23,6 +23,18 @@ _ORDER_BUDGET = 1 << 22
 def _writable(a):
     """``a``, or a copy when it is read-only (the tiled kernel takes writable arrays only)."""
     return a if a.flags.writeable else a.copy()
+
+
+def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha):
+    """The training kernels' ``hyper`` array, from checked optimizer arguments."""
+    momentum = v.check_float(momentum, "momentum", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+    beta_1 = v.check_float(beta_1, "beta_1", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+    beta_2 = v.check_float(beta_2, "beta_2", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+    epsilon = v.check_float(epsilon, "epsilon", minimum=0.0)
+    alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
+    return np.array([learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64)
 
 
 class DivergenceError(FloatingPointError):
@@ -339,7 +351,7 @@ class MLP:
             (every batch loss of the epoch that followed it was finite), with
             the matching optimizer state and ``history_``.
         """
-        from fastnn._kernels.train import CONTROL_SIZE, shards_of, train, train_parallel
+        from fastnn._kernels.train import shards_of
 
         X, y = self._check_Xy(X, y)
         epochs = v.check_int(epochs, "epochs", minimum=0)
@@ -352,13 +364,7 @@ class MLP:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         v.check_choice(optimizer, "optimizer", OPTIMIZERS)
-        momentum = v.check_float(momentum, "momentum", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
-        beta_1 = v.check_float(beta_1, "beta_1", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
-        beta_2 = v.check_float(beta_2, "beta_2", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
-        epsilon = v.check_float(epsilon, "epsilon", minimum=0.0)
-        alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
+        hyper = _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, got {callback!r}")
 
@@ -368,20 +374,10 @@ class MLP:
             self._state2 = np.zeros_like(self._params) if opt_code == codes.OPT_ADAM else self._state1[:0]
             self._step_count[0] = 0
         self._opt_name = optimizer
-        hyper = np.array(
-            [learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64
-        )
-        act, out_act, loss = self._codes()
-        control = np.zeros(CONTROL_SIZE, dtype=np.float64)  # no stopping rule
-        no_weights = np.empty(0, dtype=self.dtype)  # every sample weighs 1
         use_order = bool(shuffle) and batch < n
         if use_order:
-            X_batch = np.empty((batch, X.shape[1]), dtype=self.dtype)
-            Y_batch = np.empty((batch, y.shape[1]), dtype=self.dtype)
             chunk = max(1, min(epochs, _ORDER_BUDGET // n))
         else:
-            X_batch = np.empty((0, X.shape[1]), dtype=self.dtype)
-            Y_batch = np.empty((0, y.shape[1]), dtype=self.dtype)
             chunk = epochs if callback is None else max(1, min(epochs, 1000))
         history = np.empty(epochs, dtype=np.float64)
         # everything a replay needs to retrace this call's steps exactly
@@ -394,25 +390,14 @@ class MLP:
             # train `total` epochs in chunks; returns (epochs completed, diverged)
             done = 0
             while done < total:
-                if trainer is None:
-                    use_parallel, count = runner.plan(min(chunk, total - done))
-                else:
-                    count = min(chunk, total - done)
+                count = trainer.next_chunk(min(chunk, total - done))
                 if use_order:
                     order = np.empty((count, n), dtype=np.int64)
                     for e in range(count):
                         order[e] = self._rng.permutation(n)
                 else:
                     order = np.empty((0, 0), dtype=np.int64)
-                if trainer is not None:
-                    finished = trainer.run(count, order, history[done : done + count])
-                else:
-                    finished = runner.run(use_parallel, count, (
-                        X, y, self._params, self._layout, act, out_act, loss, opt_code, hyper,
-                        control, count, batch, order, use_order, self._state1, self._state2,
-                        self._step_count, acts, deltas, shard_grads, shard_loss, copies,
-                        X_batch, Y_batch, history[done : done + count], no_weights, no_weights,
-                    ))  # fmt: skip
+                finished = trainer.run(count, order, history[done : done + count])
                 done += finished
                 progress[0] = done
                 if finished < count:
@@ -428,21 +413,16 @@ class MLP:
         # batches of 64 rows or more run as two shards, on two threads when
         # that is faster (fastnn._threads); the threads need BLAS on one
         # thread, which small layers are faster with anyway.
-        trainer = None
         tiled = large_products(self.layer_sizes, batch)
         threaded = not tiled and shards_of(batch) > 1
         blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
         blas_single = blas.__enter__()
-        key = (self.dtype.str, use_order, tuple(self.layer_sizes), batch, n)
-        runner = TwinRunner(train, train_parallel, key, threaded and blas_single)
         try:
             # inside the try: the BLAS limit is restored even if allocating fails
             if tiled:
                 trainer = TiledTrainer(self, _writable(X), _writable(y), batch, use_order, opt_code, hyper)
             else:
-                acts, deltas, shard_grads, shard_loss, copies = self._shard_buffers(
-                    batch, threaded and blas_single
-                )
+                trainer = TwinTrainer(self, X, y, batch, use_order, opt_code, hyper, threaded and blas_single)
             done, diverged = run(epochs, callback)
             if diverged:
                 # The kernel stopped before the failing update, but the
