@@ -757,20 +757,7 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
         ref_alloc = _alloc_peak(whole)
 
     total = sum(seconds)
-    phases = []
-    for entry, t in zip(model, seconds):
-        p = dict(entry)
-        p["seconds"] = t
-        p["share"] = t / total if total > 0 else 0.0
-        p["gflops"] = entry["flops"] / t / 1e9 if t > 0 else 0.0
-        p["gbs"] = entry["bytes"] / t / 1e9 if t > 0 else 0.0
-        if entry["kind"] == "matmul":
-            p["limit"] = "gemm"
-            p["pct_of_limit"] = 100.0 * p["gflops"] / gemm
-        else:
-            p["limit"] = "bandwidth"
-            p["pct_of_limit"] = 100.0 * p["gbs"] / bandwidth
-        phases.append(p)
+    phases = _timed_phases(model, seconds, gemm, bandwidth)
     flops = sum(p["flops"] for p in phases)
     moved = sum(p["bytes"] for p in phases)
 
@@ -845,6 +832,26 @@ def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_
     tiled = large_products(sizes, nb)
     return {"seconds": float(np.median(times)), "runtime": "tiled" if tiled else "twins",
             "threads": workers if tiled else None}
+
+
+def _timed_phases(model, seconds, gemm, bandwidth):
+    """The phase model's entries with their times, rates and share of the limits."""
+    total = sum(seconds)
+    phases = []
+    for entry, t in zip(model, seconds):
+        p = dict(entry)
+        p["seconds"] = t
+        p["share"] = t / total if total > 0 else 0.0
+        p["gflops"] = entry["flops"] / t / 1e9 if t > 0 else 0.0
+        p["gbs"] = entry["bytes"] / t / 1e9 if t > 0 else 0.0
+        if entry["kind"] == "matmul":
+            p["limit"] = "gemm"
+            p["pct_of_limit"] = 100.0 * p["gflops"] / gemm
+        else:
+            p["limit"] = "bandwidth"
+            p["pct_of_limit"] = 100.0 * p["gbs"] / bandwidth
+        phases.append(p)
+    return phases
 
 
 def _group(fast, ref):
