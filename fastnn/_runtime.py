@@ -82,8 +82,10 @@ class TiledTrainer:
 
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
-        act, out, loss = model._codes()
-        self.net = tiled.Net(model._params, model._layout, np.int64(act), np.int64(out), np.int64(loss))
+        from fastnn._kernels.layout import keeps_slopes
+
+        out, loss = model._codes()
+        self.net = tiled.Net(model._params, model._layout, np.int64(out), np.int64(loss))
         self.X, self.Y = X, Y
         self.batch_size = int(batch_size)
         self.use_order = bool(use_order)
@@ -96,7 +98,7 @@ class TiledTrainer:
         if cached is None or cached[0] != key:
             work = tiled.workspace(
                 model.layer_sizes, self.batch_size, model._params.size, model.dtype, self.workers,
-                self.use_order, plan,
+                self.use_order, plan, keeps_slopes(model._layout),
             )
             cached = (key, work)
             model._workspace["tiled"] = cached
@@ -133,6 +135,7 @@ class TwinTrainer:
     """
 
     def __init__(self, model, X, Y, batch_size, use_order, optimizer_code, hyper, parallel_ok):
+        from fastnn._kernels import train as kt
         from fastnn._kernels.train import CONTROL_SIZE, train, train_parallel
 
         key = (model.dtype.str, use_order, tuple(model.layer_sizes), batch_size, X.shape[0])
@@ -140,10 +143,10 @@ class TwinTrainer:
         rows = batch_size if use_order else 0
         no_weights = np.empty(0, dtype=model.dtype)  # every sample weighs 1
         acts, deltas, shard_grads, shard_loss, copies = model._shard_buffers(batch_size, parallel_ok)
-        act, out, loss = model._codes()
-        # train's arguments, with the epochs (10), order (12) and history (24) of each call
+        out, loss = model._codes()
+        # train's arguments, with the epochs, order and history of each call
         self._args = [
-            X, Y, model._params, model._layout, act, out, loss, optimizer_code, hyper,
+            X, Y, model._params, model._layout, out, loss, optimizer_code, hyper,
             np.zeros(CONTROL_SIZE, dtype=np.float64),  # no stopping rule
             0, batch_size, None, use_order, model._state1, model._state2, model._step_count,
             acts, deltas, shard_grads, shard_loss, copies,
@@ -151,6 +154,7 @@ class TwinTrainer:
             None, no_weights, no_weights,
         ]  # fmt: skip
         self._parallel = False
+        self._positions = (kt.ARG_EPOCHS, kt.ARG_ORDER, kt.ARG_HISTORY)
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run` (at most ``epochs``), and which twin runs it."""
@@ -160,5 +164,6 @@ class TwinTrainer:
     def run(self, epochs, order, history):
         """Train ``epochs`` epochs with the twin `next_chunk` chose; returns epochs completed."""
         args = self._args
-        args[10], args[12], args[24] = epochs, order, history
+        at_epochs, at_order, at_history = self._positions
+        args[at_epochs], args[at_order], args[at_history] = epochs, order, history
         return self.runner.run(self._parallel, epochs, tuple(args))

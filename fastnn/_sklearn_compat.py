@@ -49,6 +49,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import _base as _sk_base
 from sklearn.neural_network import _multilayer_perceptron as _sk_mlp
 from sklearn.neural_network import _stochastic_optimizers as _sk_opt
+from sklearn.utils._param_validation import StrOptions  # noqa: F401  (listed in PRIVATE)
 
 # The oldest scikit-learn that fastnn supports and tests (CI runs the
 # scikit-learn tests against it and against the newest release). 1.4.1 and
@@ -350,8 +351,18 @@ PRIVATE = (
             ("_intercept_indptr", "written for scikit-learn's _unpack after L-BFGS-B",
              "lbfgs_fit"),
             ("_label_binarizer", "validation labels under early stopping", "classifier_fit"),
+            ("_parameter_constraints", "extended with the activations fastnn adds", "sgd_fit"),
         )
     ),  # fmt: skip
+    Private(
+        "utils._param_validation.StrOptions", "call", "the activation names the estimators accept",
+        layouts={("options", "deprecated"): _ALL},
+    ),
+    Private(
+        "base.BaseEstimator._validate_params", "call",
+        "extended: per-layer activations checked before any work",
+        layouts={("self",): _ALL},
+    ),
     # --- messages printed or raised as scikit-learn does
     *(
         Private(_MLP + "BaseMultilayerPerceptron." + where, "format", use, text=text)

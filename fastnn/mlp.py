@@ -11,8 +11,11 @@ from fastnn._runtime import TiledTrainer, TwinTrainer
 from fastnn._threads import blas_single_thread_for, large_products
 from fastnn._kernels import codes
 
-ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
-OUTPUT_ACTIVATIONS = ACTIVATIONS + ("softmax",)
+# hidden activations (fastnn._kernels.activations: value and slope tables)
+ACTIVATIONS = (
+    "sigmoid", "logistic", "tanh", "relu", "identity", "leaky_relu", "elu", "softplus", "gelu", "silu",
+)  # fmt: skip
+OUTPUT_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity", "softmax")
 LOSSES = ("sse", "mse", "log_loss")
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
@@ -37,6 +40,23 @@ def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon
     return np.array([learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64)
 
 
+def _hidden_activations(activation, n_hidden):
+    """The hidden layers' activation names from ``activation`` (a name, or one per hidden layer)."""
+    if isinstance(activation, str):
+        v.check_choice(activation, "activation", ACTIVATIONS)
+        return [activation] * n_hidden
+    if not isinstance(activation, (list, tuple)):
+        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
+    if len(activation) != n_hidden:
+        raise ValueError(
+            f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
+            "give one name per hidden layer, or one name for all"
+        )
+    for i, name in enumerate(activation):
+        v.check_choice(name, f"activation[{i}]", ACTIVATIONS)
+    return list(activation)
+
+
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or gradient.
 
@@ -56,8 +76,12 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         ``[n_features, hidden_1, ..., n_outputs]``; at least two entries.
-    activation : {"sigmoid", "logistic", "tanh", "relu", "identity"}
-        Activation of the hidden layers.
+    activation : str or sequence of str
+        Activation of the hidden layers: one of ``"sigmoid"`` (alias
+        ``"logistic"``), ``"tanh"``, ``"relu"``, ``"identity"``,
+        ``"leaky_relu"`` (slope 0.01 below 0), ``"elu"`` (alpha 1),
+        ``"softplus"``, ``"gelu"`` (exact, with erf) and ``"silu"``; or a
+        list with one name per hidden layer.
     output_activation : {"sigmoid", "logistic", "tanh", "relu", "identity", "softmax"}
         Activation of the output layer.
     loss : {"sse", "mse", "log_loss"}
@@ -86,6 +110,9 @@ class MLP:
     Weights are initialised like scikit-learn's MLP: uniform in
     ``[-b, b]`` with ``b = sqrt(f / (fan_in + fan_out))``, ``f = 2`` for a
     sigmoid hidden activation and 6 otherwise; biases from the same range.
+    With one activation per hidden layer, each layer's weights take the
+    factor of the activation they feed (the output layer: the last hidden
+    layer's).
 
     Examples
     --------
@@ -110,7 +137,7 @@ class MLP:
         random_state=None,
     ):
         sizes = v.check_layer_sizes(layer_sizes)
-        v.check_choice(activation, "activation", ACTIVATIONS)
+        hidden = _hidden_activations(activation, len(sizes) - 2)
         v.check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
         v.check_choice(loss, "loss", LOSSES)
         if loss == "log_loss" and output_activation not in ("sigmoid", "logistic", "softmax"):
@@ -123,7 +150,8 @@ class MLP:
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.layer_sizes = sizes
-        self.activation = activation
+        self.activation = activation if isinstance(activation, str) else list(hidden)
+        self._hidden = hidden
         self.output_activation = output_activation
         self.loss = loss
         self.bias = bool(bias)
@@ -135,22 +163,11 @@ class MLP:
 
     # ------------------------------------------------------------------ setup
     def _build(self):
-        sizes = self.layer_sizes
-        n_layers = len(sizes) - 1
-        layout = np.empty((n_layers, 4), dtype=np.int64)
-        off = 0
-        for i in range(n_layers):
-            fan_in, fan_out = sizes[i], sizes[i + 1]
-            layout[i, 0] = fan_in
-            layout[i, 1] = fan_out
-            layout[i, 2] = off
-            off += fan_in * fan_out
-            if self.bias:
-                layout[i, 3] = off
-                off += fan_out
-            else:
-                layout[i, 3] = -1
-        self._layout = layout
+        from fastnn._kernels import layout as kl
+
+        layer_codes = [codes.ACTIVATION_CODES[name] for name in self._hidden]
+        layer_codes.append(codes.ACTIVATION_CODES[self.output_activation])
+        self._layout, off = kl.build(self.layer_sizes, layer_codes, bias=self.bias)
         self._params = np.zeros(off, dtype=self.dtype)
         self._make_views()
         self._opt_name = None
@@ -163,14 +180,15 @@ class MLP:
     def _make_views(self):
         self.weights = []
         self.biases = [] if self.bias else None
-        for fan_in, fan_out, w_off, b_off in self._layout:
+        for fan_in, fan_out, w_off, b_off in self._layout[:, :4]:
             self.weights.append(self._params[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out))
             if self.bias:
                 self.biases.append(self._params[b_off : b_off + fan_out])
 
     def _init_parameters(self):
-        factor = 2.0 if self.activation in ("sigmoid", "logistic") else 6.0
         for i, W in enumerate(self.weights):
+            feeds = self._hidden[min(i, len(self._hidden) - 1)] if self._hidden else None
+            factor = 2.0 if feeds in ("sigmoid", "logistic") else 6.0
             fan_in, fan_out = W.shape
             bound = np.sqrt(factor / (fan_in + fan_out))
             W[...] = self._rng.uniform(-bound, bound, size=W.shape)
@@ -193,11 +211,8 @@ class MLP:
         return int(self._params.size)
 
     def _codes(self):
-        return (
-            codes.ACTIVATION_CODES[self.activation],
-            codes.ACTIVATION_CODES[self.output_activation],
-            codes.LOSS_CODES[self.loss],
-        )
+        # (output activation, loss); the hidden layers' codes are in the layout
+        return codes.ACTIVATION_CODES[self.output_activation], codes.LOSS_CODES[self.loss]
 
     def _buffers(self, rows):
         """Activation and delta workspaces for batches of up to ``rows`` rows."""
@@ -254,9 +269,9 @@ class MLP:
         from fastnn._kernels.dense import forward
 
         X = self._check_X(X)
-        act, out_act, _ = self._codes()
+        out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
-        out = forward(X, self._params, self._layout, act, out_act, acts)
+        out = forward(X, self._params, self._layout, out_act, acts, acts[:0])
         return out.copy()
 
     def loss_and_gradients(self, X, y, alpha=0.0):
@@ -279,14 +294,14 @@ class MLP:
 
         X, y = self._check_Xy(X, y)
         alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
-        act, out_act, loss = self._codes()
+        out_act, loss = self._codes()
         acts, deltas = self._buffers(X.shape[0])
         grads = np.empty_like(self._params)
         value = loss_and_gradients(
-            X, y, self._params, self._layout, act, out_act, loss, alpha, acts, deltas, grads
+            X, y, self._params, self._layout, out_act, loss, alpha, acts, deltas, grads
         )
         wg, bg = [], ([] if self.bias else None)
-        for fan_in, fan_out, w_off, b_off in self._layout:
+        for fan_in, fan_out, w_off, b_off in self._layout[:, :4]:
             wg.append(grads[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out))
             if self.bias:
                 bg.append(grads[b_off : b_off + fan_out])

@@ -485,24 +485,17 @@ def _max_rss_bytes():
 class _Network:
     """Flat buffers of one network and batch, laid out as fastnn's MLP lays them out."""
 
-    def __init__(self, sizes, nb, dt, bias, seed):
+    def __init__(self, sizes, nb, dt, bias, seed, act_code, out_code):
+        from fastnn._kernels import layout as kl
+
         self.sizes, self.nb, self.dt, self.bias = sizes, nb, dt, bias
         n_layers = len(sizes) - 1
-        layout = np.empty((n_layers, 4), dtype=np.int64)
-        off = 0
-        for i in range(n_layers):
-            layout[i, :3] = sizes[i], sizes[i + 1], off
-            off += sizes[i] * sizes[i + 1]
-            if bias:
-                layout[i, 3] = off
-                off += sizes[i + 1]
-            else:
-                layout[i, 3] = -1
+        layout, off = kl.build(sizes, [act_code] * (n_layers - 1) + [out_code], bias=bias)
         self.layout = layout
         rng = np.random.default_rng(seed)
         self.params = np.empty(off, dtype=dt)
         for i in range(n_layers):
-            fan_in, fan_out, w_off, b_off = layout[i]
+            fan_in, fan_out, w_off, b_off = layout[i, :4]
             bound = 1.0 / math.sqrt(fan_in)
             self.params[w_off:w_off + fan_in * fan_out] = rng.uniform(-bound, bound, fan_in * fan_out)
             if b_off >= 0:
@@ -516,7 +509,7 @@ class _Network:
         self.W, self.gW, self.b, self.gb, self.A, self.D = [], [], [], [], [], []
         a_off = 0
         for i in range(n_layers):
-            fan_in, fan_out, w_off, b_off = (int(v) for v in layout[i])
+            fan_in, fan_out, w_off, b_off = (int(v) for v in layout[i, :4])
             self.W.append(self.params[w_off:w_off + fan_in * fan_out].reshape(fan_in, fan_out))
             self.gW.append(self.grads[w_off:w_off + fan_in * fan_out].reshape(fan_in, fan_out))
             if b_off >= 0:
@@ -561,7 +554,7 @@ def _fused_step(net, act_code, out_code, learning_rate):
     from fastnn._kernels import train as kt
 
     def step():
-        kd.loss_and_gradients(net.X, net.Y, net.params, net.layout, act_code, out_code, codes.SSE,
+        kd.loss_and_gradients(net.X, net.Y, net.params, net.layout, out_code, codes.SSE,
                               0.0, net.acts, net.deltas, net.grads)
         kt.gd_update(net.params, net.grads, learning_rate)
 
@@ -726,7 +719,7 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
     memory = memory_model(sizes, nb, dt.name, bias)
     act_code = codes.ACTIVATION_CODES[activation]
     out_code = codes.ACTIVATION_CODES[output_activation]
-    net = _Network(sizes, nb, dt, bias, seed)
+    net = _Network(sizes, nb, dt, bias, seed, act_code, out_code)
 
     calls = _phase_calls(net, act_code, out_code, learning_rate)
     fused = _fused_step(net, act_code, out_code, learning_rate)
@@ -901,7 +894,7 @@ def _sweep_hidden(layer_sizes, batch_size, hidden_sizes, dtype, activation, step
     nets, steppers = [], []
     for h in hidden:
         layers = [sizes[0]] + [h] * (len(sizes) - 2) + [sizes[-1]]
-        net = _Network(layers, nb, dt, bool(bias), seed)
+        net = _Network(layers, nb, dt, bool(bias), seed, act_code, out_code)
         nets.append(net)
         steppers.append(_fused_step(net, act_code, out_code, learning_rate))
     for _ in range(warmup):

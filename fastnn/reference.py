@@ -8,7 +8,11 @@ name and argument order.
 Conventions (shared with the rest of the package):
 
 * weights are stored ``(fan_in, fan_out)`` and applied as ``X @ W + b``;
-* ``sigmoid_derivative`` and friends take the *activated* value;
+* ``sigmoid_derivative`` and friends take the *activated* value, except
+  ``gelu_derivative`` and ``silu_derivative``, which take ``z`` (the value
+  before the activation);
+* ``activation`` is one name for every hidden layer, or a list of one per
+  hidden layer;
 * losses: ``"sse"`` = ``sum((y - out)**2)``, ``"mse"`` = ``mean((y - out)**2)``
   over all elements, ``"log_loss"`` = mean over samples of the cross-entropy
   (binary with a sigmoid output, multiclass with softmax);
@@ -19,6 +23,7 @@ Conventions (shared with the rest of the package):
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import erf
 
 __all__ = [
     "sigmoid",
@@ -32,6 +37,16 @@ __all__ = [
     "softmax",
     "exp",
     "exp_derivative",
+    "leaky_relu",
+    "leaky_relu_derivative",
+    "elu",
+    "elu_derivative",
+    "softplus",
+    "softplus_derivative",
+    "gelu",
+    "gelu_derivative",
+    "silu",
+    "silu_derivative",
     "activate",
     "activation_derivative",
     "forward",
@@ -114,14 +129,75 @@ def exp_derivative(a):
     return a
 
 
+LEAKY_SLOPE = 0.01
+
+
+def leaky_relu(x):
+    """Leaky rectifier: ``x`` where ``x > 0``, else ``0.01 * x``."""
+    return np.where(x > 0, x, x * x.dtype.type(LEAKY_SLOPE))
+
+
+def leaky_relu_derivative(a):
+    """Derivative of leaky_relu given the activated value ``a``: 1 where ``a > 0``, else 0.01."""
+    return np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE))
+
+
+def elu(x):
+    """Exponential linear unit (alpha 1): ``x`` where ``x > 0``, else ``exp(x) - 1``."""
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def elu_derivative(a):
+    """Derivative of elu given the activated value ``a``: 1 where ``a > 0``, else ``a + 1``."""
+    return np.where(a > 0, a.dtype.type(1), a + 1)
+
+
+def softplus(x):
+    """``log(1 + exp(x))``, written so that it never overflows."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def softplus_derivative(a):
+    """Derivative of softplus given the activated value ``a``: ``sigmoid(x) = 1 - exp(-a)``."""
+    return -np.expm1(-a)
+
+
+def gelu(x):
+    """Gaussian error linear unit, exact: ``x * Phi(x)``, ``Phi`` the standard normal CDF."""
+    return x * x.dtype.type(0.5) * (1 + erf(x / x.dtype.type(np.sqrt(2.0))))
+
+
+def gelu_derivative(z):
+    """Derivative of gelu at ``z`` (not the activated value): ``Phi(z) + z * phi(z)``."""
+    cdf = z.dtype.type(0.5) * (1 + erf(z / z.dtype.type(np.sqrt(2.0))))
+    return cdf + z * np.exp(-(z * z) / 2) / z.dtype.type(np.sqrt(2.0 * np.pi))
+
+
+def silu(x):
+    """Sigmoid linear unit: ``x * sigmoid(x)``."""
+    return x * sigmoid(x)
+
+
+def silu_derivative(z):
+    """Derivative of silu at ``z`` (not the activated value): ``s * (1 + z * (1 - s))``."""
+    s = sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+# name -> (function, derivative, what the derivative takes: "a" or "z")
 _ACTIVATIONS = {
-    "identity": (identity, identity_derivative),
-    "exp": (exp, exp_derivative),
-    "sigmoid": (sigmoid, sigmoid_derivative),
-    "logistic": (sigmoid, sigmoid_derivative),
-    "tanh": (tanh, tanh_derivative),
-    "relu": (relu, relu_derivative),
-    "softmax": (softmax, None),
+    "identity": (identity, identity_derivative, "a"),
+    "exp": (exp, exp_derivative, "a"),
+    "sigmoid": (sigmoid, sigmoid_derivative, "a"),
+    "logistic": (sigmoid, sigmoid_derivative, "a"),
+    "tanh": (tanh, tanh_derivative, "a"),
+    "relu": (relu, relu_derivative, "a"),
+    "softmax": (softmax, None, "a"),
+    "leaky_relu": (leaky_relu, leaky_relu_derivative, "a"),
+    "elu": (elu, elu_derivative, "a"),
+    "softplus": (softplus, softplus_derivative, "a"),
+    "gelu": (gelu, gelu_derivative, "z"),
+    "silu": (silu, silu_derivative, "z"),
 }
 
 
@@ -130,12 +206,22 @@ def activate(z, name):
     return _ACTIVATIONS[name][0](z)
 
 
-def activation_derivative(a, name):
-    """Derivative of activation ``name`` given its activated value ``a``."""
-    deriv = _ACTIVATIONS[name][1]
+def activation_derivative(a, name, z=None):
+    """Derivative of activation ``name`` given its activated value ``a`` (and ``z``,
+    the value before it, for gelu and silu)."""
+    _, deriv, takes = _ACTIVATIONS[name]
     if deriv is None:
         raise ValueError("softmax has no elementwise derivative; use it as output with log_loss")
+    if takes == "z":
+        if z is None:
+            raise ValueError(f"the derivative of {name} needs z, the value before the activation")
+        return deriv(z)
     return deriv(a)
+
+
+def _hidden(activation, i):
+    """The activation of hidden layer ``i``: ``activation`` is a name or one per hidden layer."""
+    return activation if isinstance(activation, str) else activation[i]
 
 
 # --------------------------------------------------------------------------
@@ -152,7 +238,7 @@ def forward(X, weights, biases, activation, output_activation):
         z = acts[-1] @ W
         if biases is not None:
             z = z + biases[i]
-        name = output_activation if i == n_layers - 1 else activation
+        name = output_activation if i == n_layers - 1 else _hidden(activation, i)
         acts.append(activate(z, name))
     return acts
 
@@ -218,11 +304,15 @@ def output_delta(y, output, loss_name, output_activation, sample_weight=None):
     return d_out * activation_derivative(output, output_activation)
 
 
-def backward(acts, y, weights, activation, output_activation, loss_name, with_bias, sample_weight=None):
+def backward(
+    acts, y, weights, activation, output_activation, loss_name, with_bias, sample_weight=None, biases=None
+):
     """Backward pass: gradients of the loss for every weight (and bias).
 
     ``acts`` is the list returned by :func:`forward`. Returns
     ``(weight_grads, bias_grads)``; ``bias_grads`` is ``None`` without bias.
+    A hidden activation whose derivative needs ``z`` (gelu, silu) has it
+    computed again from ``acts``, ``weights`` and ``biases``.
     """
     n_layers = len(weights)
     delta = output_delta(y, acts[-1], loss_name, output_activation, sample_weight)
@@ -233,7 +323,11 @@ def backward(acts, y, weights, activation, output_activation, loss_name, with_bi
         if with_bias:
             bias_grads[i] = delta.sum(axis=0)
         if i > 0:
-            delta = (delta @ weights[i].T) * activation_derivative(acts[i], activation)
+            name = _hidden(activation, i - 1)
+            z = None
+            if _ACTIVATIONS[name][2] == "z":
+                z = acts[i - 1] @ weights[i - 1] + (biases[i - 1] if with_bias else 0)
+            delta = (delta @ weights[i].T) * activation_derivative(acts[i], name, z)
     return weight_grads, bias_grads
 
 
@@ -250,7 +344,8 @@ def loss_and_gradients(
     acts = forward(X, weights, biases, activation, output_activation)
     value = loss(y, acts[-1], loss_name, output_activation, sample_weight)
     wg, bg = backward(
-        acts, y, weights, activation, output_activation, loss_name, biases is not None, sample_weight
+        acts, y, weights, activation, output_activation, loss_name, biases is not None, sample_weight,
+        biases,
     )
     if alpha:
         n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))

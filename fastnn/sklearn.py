@@ -78,25 +78,45 @@ _OUT_CODES = {
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
-def _flat_layout(layer_units):
+# scikit-learn's hidden activations, and those fastnn adds (its kernels only)
+_SK_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+_ACTIVATIONS = _SK_ACTIVATIONS + ("leaky_relu", "elu", "softplus", "gelu", "silu")
+
+
+def _with_activations(constraints):
+    """scikit-learn's parameter constraints, with fastnn's activations (names or a tuple)."""
+    return {**constraints, "activation": [compat.StrOptions(set(_ACTIVATIONS)), tuple, list]}
+
+
+def _hidden_names(activation, n_hidden):
+    """The hidden layers' activation names: ``activation`` is a name or a tuple of one per layer."""
+    if isinstance(activation, str):
+        return [activation] * n_hidden
+    if len(activation) != n_hidden:
+        raise ValueError(
+            f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
+            "give one name per hidden layer, or one name for all"
+        )
+    for i, name in enumerate(activation):
+        if name not in _ACTIVATIONS:
+            raise ValueError(f"activation[{i}] must be one of {_ACTIVATIONS}, got {name!r}")
+    return list(activation)
+
+
+def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY):
     """Layout of a flat buffer in scikit-learn's packing order.
 
     All weights first (layer by layer, row-major ``(fan_in, fan_out)``), then
     all biases: the order of ``sklearn.neural_network``'s ``_pack``, so that
     the vector L-BFGS-B sees and the optimizer state lists map one to one.
+    ``activation`` (a name or one per hidden layer) and ``out_code`` are the
+    layers' activations.
     """
-    n_layers = len(layer_units) - 1
-    layout = np.empty((n_layers, 4), dtype=np.int64)
-    off = 0
-    for i in range(n_layers):
-        layout[i, 0] = layer_units[i]
-        layout[i, 1] = layer_units[i + 1]
-        layout[i, 2] = off
-        off += layer_units[i] * layer_units[i + 1]
-    for i in range(n_layers):
-        layout[i, 3] = off
-        off += layer_units[i + 1]
-    return layout, off
+    from fastnn._kernels import layout as kl
+
+    names = _hidden_names(activation, len(layer_units) - 2)
+    layer_codes = [codes.ACTIVATION_CODES[name] for name in names] + [out_code]
+    return kl.build(layer_units, layer_codes, weights_first=True)
 
 
 def _pack(arrays, dtype):
@@ -107,7 +127,7 @@ def _pack(arrays, dtype):
 def _views(flat, layout):
     """Per-layer ``(coefs, intercepts)`` views into ``flat``."""
     coefs, intercepts = [], []
-    for fan_in, fan_out, w_off, b_off in layout:
+    for fan_in, fan_out, w_off, b_off in layout[:, :4]:
         coefs.append(flat[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out))
         intercepts.append(flat[b_off : b_off + fan_out])
     return coefs, intercepts
@@ -193,17 +213,35 @@ class _FastnnMLPMixin:
         )
 
     def _fastnn_codes(self):
-        return (
-            codes.ACTIVATION_CODES[self.activation],
-            _OUT_CODES[self.out_activation_],
-            self._fastnn_loss_code,
-        )
+        # (output activation, loss); the hidden layers' codes are in the layout
+        return _OUT_CODES[self.out_activation_], self._fastnn_loss_code
+
+    def _fastnn_layout(self, layer_units):
+        """``(layout, n_params)`` of the network, with its activations."""
+        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_])
+
+    def _validate_params(self):
+        # scikit-learn's checks, then those of what fastnn adds: before any work
+        super()._validate_params()
+        hidden = self.hidden_layer_sizes
+        n_hidden = len(list(hidden)) if hasattr(hidden, "__iter__") else 1
+        _hidden_names(self.activation, n_hidden)
+
+    def _fastnn_fallback(self, what):
+        """Raise when scikit-learn's own code would run with an activation only fastnn has."""
+        if not (isinstance(self.activation, str) and self.activation in _SK_ACTIVATIONS):
+            raise ValueError(
+                f"activation={self.activation!r} runs in fastnn's kernels only, which take "
+                f"dense float32 or float64 input; {what} would run scikit-learn's code, "
+                f"whose activations are {_SK_ACTIVATIONS}"
+            )
 
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
             X = compat.validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
+            self._fastnn_fallback("sparse input")
             return super()._forward_pass_fast(X, check_input=False)
         from fastnn._kernels.dense import forward
 
@@ -212,11 +250,11 @@ class _FastnnMLPMixin:
             dtype = np.dtype(np.float64)
         X = np.ascontiguousarray(X, dtype=dtype)
         layer_units = [X.shape[1]] + [c.shape[1] for c in self.coefs_]
-        layout, _ = _flat_layout(layer_units)
+        layout, _ = self._fastnn_layout(layer_units)
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
-        act, out, _ = self._fastnn_codes()
+        out, _ = self._fastnn_codes()
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
-        output = forward(X, params, layout, act, out, acts)
+        output = forward(X, params, layout, out, acts, acts[:0])
         return output.copy()
 
     # --------------------------------------------------------------- lbfgs
@@ -225,22 +263,23 @@ class _FastnnMLPMixin:
     ):
         """scikit-learn's ``_fit_lbfgs`` on the compiled loss and gradient."""
         if not self._fastnn_supported(X, sample_weight):
+            self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
             return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
 
-        layout, size = _flat_layout(layer_units)
+        layout, size = self._fastnn_layout(layer_units)
         # the bookkeeping scikit-learn keeps for its own unpacking
         self._coef_indptr = [
-            (int(w), int(w + fi * fo), (int(fi), int(fo))) for fi, fo, w, _ in layout
+            (int(w), int(w + fi * fo), (int(fi), int(fo))) for fi, fo, w, _ in layout[:, :4]
         ]
-        self._intercept_indptr = [(int(b), int(b + fo)) for _, fo, _, b in layout]
+        self._intercept_indptr = [(int(b), int(b + fo)) for _, fo, _, b in layout[:, :4]]
 
         dtype = np.dtype(X.dtype)
         X = np.ascontiguousarray(X, dtype=dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
         weights = _weights(sample_weight, dtype)
-        act, out, loss_code = self._fastnn_codes()
+        out, loss_code = self._fastnn_codes()
         params = np.empty(size, dtype=dtype)
         grads = np.empty(size, dtype=dtype)
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
@@ -250,7 +289,7 @@ class _FastnnMLPMixin:
         def loss_grad(x):
             params[...] = x
             value = weighted_loss_and_gradients(
-                X, Y, weights, params, layout, act, out, loss_code, alpha, acts, work, grads
+                X, Y, weights, params, layout, out, loss_code, alpha, acts, work, grads
             )
             return value, grads.astype(np.float64)
 
@@ -296,6 +335,7 @@ class _FastnnMLPMixin:
     ):
         """scikit-learn's ``_fit_stochastic``, its epochs in compiled calls."""
         if not self._fastnn_supported(X, sample_weight):
+            self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
             return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels import train as kt
@@ -357,7 +397,7 @@ class _FastnnMLPMixin:
 
         # flat parameter buffer and optimizer state, in scikit-learn's packing order
         dtype = np.dtype(X.dtype)
-        layout, size = _flat_layout(layer_units)
+        layout, size = self._fastnn_layout(layer_units)
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         self.coefs_, self.intercepts_ = _views(params, layout)
         is_adam = isinstance(optimizer, AdamOptimizer)
@@ -391,7 +431,7 @@ class _FastnnMLPMixin:
         Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
         sample_idx = np.arange(n_samples, dtype=np.int64)
         perm = np.empty(n_samples, dtype=np.int64)
-        act, out, loss_code = self._fastnn_codes()
+        out, loss_code = self._fastnn_codes()
 
         # scikit-learn's stopping rule and learning-rate schedule run inside
         # the kernel, many epochs per call, unless something must happen
@@ -454,7 +494,7 @@ class _FastnnMLPMixin:
                     control[kt.C_TIME_STEP] = self.t_
                     control[kt.C_STOPPED] = 0.0
                     done = runner.run(use_parallel, count, (
-                        X_train, Y_train, params, layout, act, out, loss_code, opt_code, hyper,
+                        X_train, Y_train, params, layout, out, loss_code, opt_code, hyper,
                         control, count, batch_size, order, bool(self.shuffle), state1, state2,
                         step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch,
                         history, weights, W_batch,
@@ -595,8 +635,13 @@ _COMMON_DOC = """
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         Sizes of the hidden layers.
-    activation : {{"relu", "identity", "logistic", "tanh"}}, default="relu"
-        Activation of the hidden layers.
+    activation : str or tuple of str, default="relu"
+        Activation of the hidden layers: scikit-learn's ``"relu"``,
+        ``"identity"``, ``"logistic"``, ``"tanh"``, or one that fastnn adds
+        (``"leaky_relu"``, ``"elu"``, ``"softplus"``, ``"gelu"``, ``"silu"``,
+        computed in fastnn's kernels only, so dense input only); or a tuple
+        with one name per hidden layer. Weights are initialised with
+        scikit-learn's rule (factor 2 for ``"logistic"``, else 6).
     solver : {{"adam", "lbfgs", "sgd"}}, default="adam"
         Weight optimizer.
     alpha : float, default=1e-4
@@ -647,6 +692,7 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     )
 
     _fastnn_loss_code = codes.LOG_LOSS
+    _parameter_constraints = _with_activations(_SkMLPClassifier._parameter_constraints)
 
 
 class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
@@ -675,6 +721,8 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
     True
 """
     )
+
+    _parameter_constraints = _with_activations(_SkMLPRegressor._parameter_constraints)
 
     @property
     def _fastnn_loss_code(self):

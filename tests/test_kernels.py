@@ -15,6 +15,8 @@ from fastnn._kernels import dense as kd
 from fastnn._kernels import train as kt
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
+# the activations of the value/slope tables (gelu and silu keep their slopes)
+TABLE_ACTS = ["leaky_relu", "elu", "softplus", "gelu", "silu"]
 
 
 # ---------------------------------------------------------------- activations
@@ -91,7 +93,7 @@ def test_softmax_workspace_gives_the_same_gradients(dtype, weighted, rng):
     X.setflags(write=False)  # read-only input (a memory map, say) must compile too
     Y = _targets(rng, "log_loss", "softmax", n, sizes[-1], dtype)
     w = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else np.empty(0, dtype)
-    args = (codes.RELU, codes.SOFTMAX, codes.LOG_LOSS, 0.1)
+    args = (codes.SOFTMAX, codes.LOG_LOSS, 0.1)
     results = []
     for units in (sum(sizes[1:]), kd.deltas_units(sizes)):
         assert units == sum(sizes[1:]) or units == sum(sizes[1:]) + 2
@@ -108,7 +110,7 @@ def test_softmax_workspace_gives_the_same_gradients(dtype, weighted, rng):
         X, Y, m.weights, m.biases, "relu", "softmax", "log_loss", 0.1, w if weighted else None
     )
     assert_close(results[1][0], ev, dtype)
-    for (fi, fo, wo, bo), gw, gb in zip(m._layout, ewg, ebg):
+    for (fi, fo, wo, bo), gw, gb in zip(m._layout[:, :4], ewg, ebg):
         assert_close(results[1][1][wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
         assert_close(results[1][1][bo : bo + fo], gb, dtype)
 
@@ -215,13 +217,13 @@ def _model(sizes, act, out_act, loss, bias, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", ARCHS)
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", ACTS + TABLE_ACTS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_forward(dtype, sizes, act, bias, rng):
     m = _model(sizes, act, "sigmoid", "sse", bias, dtype)
     X = rng.standard_normal((13, sizes[0])).astype(dtype)
     acts = np.empty(13 * sum(sizes[1:]), dtype=dtype)
-    out = kd.forward(X, m._params, m._layout, codes.ACTIVATION_CODES[act], codes.SIGMOID, acts)
+    out = kd.forward(X, m._params, m._layout, codes.SIGMOID, acts, acts[:0])
     expected = ref.forward(X, m.weights, m.biases, act, "sigmoid")
     assert out.dtype == dtype
     assert_close(out, expected[-1], dtype)
@@ -229,7 +231,7 @@ def test_forward(dtype, sizes, act, bias, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", ARCHS)
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", ACTS + TABLE_ACTS)
 @pytest.mark.parametrize("loss,out_act", LOSS_CASES)
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -245,7 +247,7 @@ def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, weighted, rn
     acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
     deltas = np.empty_like(acts)
     grads = np.full_like(m._params, np.nan)
-    codes_ = (codes.ACTIVATION_CODES[act], codes.ACTIVATION_CODES[out_act], codes.LOSS_CODES[loss])
+    codes_ = (codes.ACTIVATION_CODES[out_act], codes.LOSS_CODES[loss])
     if weighted:
         w = rng.uniform(0.2, 3.0, n).astype(dtype)
         value = kd.weighted_loss_and_gradients(
@@ -256,10 +258,10 @@ def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, weighted, rn
         value = kd.loss_and_gradients(X, Y, m._params, m._layout, *codes_, alpha, acts, deltas, grads)
     ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, act, out_act, loss, alpha, w)
     assert_close(value, ev, dtype)
-    for (fi, fo, wo, bo), gw in zip(m._layout, ewg):
+    for (fi, fo, wo, bo), gw in zip(m._layout[:, :4], ewg):
         assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
     if bias:
-        for (fi, fo, wo, bo), gb in zip(m._layout, ebg):
+        for (fi, fo, wo, bo), gb in zip(m._layout[:, :4], ebg):
             assert_close(grads[bo : bo + fo], gb, dtype)
     assert grads.dtype == dtype
 
@@ -277,13 +279,13 @@ def test_poisson_loss_with_exp_output(dtype, weighted, rng):
     deltas = np.empty_like(acts)
     grads = np.full_like(m._params, np.nan)
     value = kd.weighted_loss_and_gradients(
-        X, Y, w, m._params, m._layout, codes.TANH, codes.EXP, codes.POISSON, 0.2, acts, deltas, grads
+        X, Y, w, m._params, m._layout, codes.EXP, codes.POISSON, 0.2, acts, deltas, grads
     )
     ev, ewg, ebg = ref.loss_and_gradients(
         X, Y, m.weights, m.biases, "tanh", "exp", "poisson", 0.2, w if weighted else None
     )
     assert_close(value, ev, dtype)
-    for (fi, fo, wo, bo), gw, gb in zip(m._layout, ewg, ebg):
+    for (fi, fo, wo, bo), gw, gb in zip(m._layout[:, :4], ewg, ebg):
         assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
         assert_close(grads[bo : bo + fo], gb, dtype)
 
@@ -347,7 +349,7 @@ def test_step_part_writes_one_step_to_the_other_set(dtype, shards, bias, optimiz
     sets = rng.standard_normal((2 * kt.MAX_SHARDS, 3, size)).astype(dtype)
     sets[:, 2] = np.abs(sets[:, 2])  # Adam's second moment is not negative
     weights = np.zeros(size, bool)
-    for fi, fo, wo, bo in layout:
+    for fi, fo, wo, bo in layout[:, :4]:
         weights[wo : wo + fi * fo] = True
 
     def expected(params, state1, state2):
@@ -498,7 +500,7 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
         control[kt.C_N_ITER_NO_CHANGE] = 1
         control[kt.C_BEST_LOSS] = np.inf
     return [
-        X, Y, m._params.copy(), m._layout, codes.RELU, codes.SOFTMAX, codes.LOG_LOSS,
+        X, Y, m._params.copy(), m._layout, codes.SOFTMAX, codes.LOG_LOSS,
         codes.OPTIMIZER_CODES[optimizer], hyper, control, epochs, batch, order, shuffle,
         np.zeros_like(m._params), np.zeros_like(m._params), np.zeros(1, np.int64),
         acts, deltas, grads, shard_loss, copies,
@@ -523,7 +525,7 @@ def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n
 
 # position in _train_args of the `copies` workspace, which the twins fill
 # differently (the parallel twin keeps its further copies there)
-_DIFFERING_WORKSPACES = (21,)
+_DIFFERING_WORKSPACES = (kt.ARG_COPIES,)
 
 
 def _assert_same_training(serial, parallel):
@@ -545,13 +547,13 @@ def test_parallel_twin_with_one_copy_shares_the_parameters(dtype, n, batch, rng)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
     one = kt.shard_buffers(batch, [9, 40, 3], serial[2].size, dtype, replicas=False)[4]
     assert one.shape == (kt.COPY_ROWS, serial[2].size)
-    parallel[21] = one
+    parallel[kt.ARG_COPIES] = one
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
     # the serial twin never needs more
     again = _train_args(dtype, n, batch, True, "adam", np.random.default_rng(5))
     alone = [a.copy() if isinstance(a, np.ndarray) else a for a in again]
-    alone[21] = one.copy()
+    alone[kt.ARG_COPIES] = one.copy()
     assert kt.train(*again) == kt.train(*alone) == 4
     _assert_same_training(again, alone)
 
@@ -562,10 +564,10 @@ def test_train_refuses_workspaces_too_small(twin, rng):
     before = args[2].copy()
     size = args[2].size
     for position, shape, name in (
-        (21, (kt.COPY_ROWS - 1, size), "copies"),
-        (21, (kt.COPY_ROWS, size - 1), "copies"),
-        (19, (kt.MAX_SHARDS, size), "grads"),
-        (20, (kt.MAX_SHARDS,), "shard_loss"),
+        (kt.ARG_COPIES, (kt.COPY_ROWS - 1, size), "copies"),
+        (kt.ARG_COPIES, (kt.COPY_ROWS, size - 1), "copies"),
+        (kt.ARG_GRADS, (kt.MAX_SHARDS, size), "grads"),
+        (kt.ARG_SHARD_LOSS, (kt.MAX_SHARDS,), "shard_loss"),
     ):
         bad = list(args)
         bad[position] = np.empty(shape)
@@ -652,7 +654,7 @@ def test_shard_rule_and_buffers():
 
 def test_train_kernel_stopping_rule(rng):
     args = _train_args(np.float64, 150, 100, True, "adam", rng, rule=True)
-    control = args[9]
+    control = args[kt.ARG_CONTROL]
     # epoch 1 improves on inf; epochs 2 and 3 do not by tol = 10: the count
     # exceeds n_iter_no_change = 1 after epoch 3
     assert kt.train(*args) == 3
@@ -722,8 +724,8 @@ def test_a_standing_helper_runs_the_jobs_posted_until_told_to_quit(rng):
     serial = _train_args(np.float64, 150, 100, True, "adam", rng)
     parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
     for args in (serial, parallel):
-        args[10] = 2  # epochs per call
-        args[12] = args[12][:2]  # the order of 2 epochs, used by both calls
+        args[kt.ARG_EPOCHS] = 2  # epochs per call
+        args[kt.ARG_ORDER] = args[kt.ARG_ORDER][:2]  # the order of 2 epochs, used by both calls
     assert kt.train(*serial) == kt.train(*serial) == 2
     sync = np.zeros(kt.SYNC_SIZE, np.int64)
     job = np.zeros(kt.JOB_SIZE, np.int64)

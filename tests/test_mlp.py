@@ -10,6 +10,7 @@ from fastnn import MLP, DivergenceError
 from fastnn import reference as ref
 
 ACTS = ["sigmoid", "tanh", "relu", "identity"]
+NEW_ACTS = ["leaky_relu", "elu", "softplus", "gelu", "silu"]
 LOSS_OUT = [("sse", "sigmoid"), ("mse", "identity"), ("mse", "tanh"), ("log_loss", "sigmoid"), ("log_loss", "softmax")]
 
 
@@ -88,12 +89,12 @@ def test_predict_and_gradients_match_reference(dtype, act, loss, out_act, bias, 
         assert bg is None
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity", "relu"])
+@pytest.mark.parametrize("act", ACTS + NEW_ACTS + [["gelu", "leaky_relu"]], ids=str)
 @pytest.mark.parametrize("loss,out_act", LOSS_OUT)
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("alpha", [0.0, 0.7])
 def test_gradients_match_finite_differences(act, loss, out_act, bias, alpha, rng):
-    sizes = [4, 6, 3]
+    sizes = [4, 6, 3] if isinstance(act, str) else [4, 6, 5, 3]
     m = MLP(sizes, activation=act, output_activation=out_act, loss=loss, bias=bias, random_state=1)
     X, Y = _data(rng, 8, sizes, loss, out_act)
     _, wg, bg = m.loss_and_gradients(X, Y, alpha=alpha)
@@ -112,7 +113,7 @@ def test_gradients_match_finite_differences(act, loss, out_act, bias, alpha, rng
             flat[i] = old
             numeric.append((up - down) / (2 * h))
     numeric = np.array(numeric)
-    if act == "relu":
+    if act in ("relu", "leaky_relu") or not isinstance(act, str):
         # kinks: compare where no pre-activation sits within h of zero
         np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5)
     else:
@@ -125,9 +126,10 @@ def test_gradients_match_finite_differences(act, loss, out_act, bias, alpha, rng
 # (fastnn._kernels.train.shard_count): 150 rows in one batch, or a batch of
 # 100 (two shards of 50) then a batch of 50 (one shard)
 @pytest.mark.parametrize("n,batch_size", [(23, None), (23, 5), (150, None), (150, 100)])
-def test_fit_matches_a_numpy_training_loop(dtype, optimizer, n, batch_size, rng):
-    sizes = [5, 12, 2]
-    m = MLP(sizes, activation="tanh", output_activation="sigmoid", loss="mse", dtype=dtype, random_state=4)
+@pytest.mark.parametrize("act", ["tanh", "gelu", ["silu", "elu"]], ids=str)
+def test_fit_matches_a_numpy_training_loop(dtype, optimizer, n, batch_size, act, rng):
+    sizes = [5, 12, 2] if isinstance(act, str) else [5, 12, 6, 2]
+    m = MLP(sizes, activation=act, output_activation="sigmoid", loss="mse", dtype=dtype, random_state=4)
     X, Y = _data(rng, n, sizes, "mse", "sigmoid", dtype)
     weights = [w.copy() for w in m.weights]
     biases = [b.copy() for b in m.biases]
@@ -150,7 +152,7 @@ def test_fit_matches_a_numpy_training_loop(dtype, optimizer, n, batch_size, rng)
         total = 0.0
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            value, wg, bg = ref.loss_and_gradients(X[idx], Y[idx], weights, biases, "tanh", "sigmoid", "mse")
+            value, wg, bg = ref.loss_and_gradients(X[idx], Y[idx], weights, biases, act, "sigmoid", "mse")
             total += value * len(idx)
             grads = [*wg, *bg]
             t += 1

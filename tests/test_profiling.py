@@ -120,7 +120,7 @@ def test_fit_exponent_is_exact_on_a_power_law():
 @pytest.mark.parametrize("bias", [False, True])
 def test_phase_calls_compute_the_oracle_gradients(bias):
     sizes, nb = [6, 9, 7, 3], 5
-    net = profiling._Network(sizes, nb, np.dtype(np.float64), bias, seed=3)
+    net = profiling._Network(sizes, nb, np.dtype(np.float64), bias, 3, codes.SIGMOID, codes.SIGMOID)
     weights = [W.copy() for W in net.W]
     biases = [b.copy() for b in net.b] if bias else None
     calls = profiling._phase_calls(net, codes.SIGMOID, codes.SIGMOID, 0.1)

@@ -117,11 +117,15 @@ CASES = [
     ([4, 10, 7, 2], 13, 13, "relu", "identity", "mse", "momentum", True),
     ([6, 5, 9, 6, 3], 17, 6, "sigmoid", "sigmoid", "log_loss", "adam", True),
     ([3, 2], 9, 9, "identity", "sigmoid", "sse", "gd", True),  # no hidden layer
+    # per-layer activations; gelu and silu keep their slopes from the forward pass
+    ([4, 10, 7, 2], 13, 5, ["gelu", "silu"], "identity", "mse", "adam", True),
+    ([6, 5, 9, 6, 3], 17, 17, ["leaky_relu", "elu", "softplus"], "softmax", "log_loss", "momentum", True),
+    ([5, 9, 3], 11, 4, "gelu", "sigmoid", "sse", "gd", False),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}-{c[3]}")
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
 def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):

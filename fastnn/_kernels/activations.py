@@ -1,16 +1,48 @@
 """Activation functions and their derivatives, elementwise and in place.
 
-Derivatives take the *activated* value, as the tutorial's
-``sigmoid_derivative(s) = s * (1 - s)`` does. All arithmetic stays in the
-arrays' own dtype.
+Every elementwise activation is one entry in each of two scalar tables:
+`value` (``a = f(z)``) and `slope` (``f'(z)``, given ``z`` and ``a``), with
+its code in ``fastnn._kernels.codes`` and its twin in ``fastnn.reference``.
+Adding an activation means an entry in each. The loops over rows call them;
+the four classic activations (and the softmax output) keep loops of their
+own, hoisted out of the per-element dispatch, because they are the defaults
+whose speed was measured (a sigmoid row vectorises its ``exp``).
+
+Derivatives of the activations not in ``codes.NEEDS_Z`` are computed from
+the *activated* value, as the tutorial's ``sigmoid_derivative(s) = s * (1 -
+s)`` does, so that the backward pass needs no stored ``z``. Those in
+``NEEDS_Z`` (gelu, silu) have their slope computed in the forward pass, while
+``z`` is at hand, and kept in a buffer of the activations' shape
+(`activate_row_keep`, `times_kept`). All arithmetic stays in the arrays' own
+dtype (`as_type_of` makes the constants).
 """
 
-import numpy as np
-from fastnn._kernels._jit import kernel
+import math
 
-from fastnn._kernels.codes import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from fastnn._kernels._jit import kernel
+from fastnn._kernels.codes import (
+    ELU,
+    EXP,
+    GELU,
+    IDENTITY,
+    LEAKY_RELU,
+    RELU,
+    SIGMOID,
+    SILU,
+    SOFTMAX,
+    SOFTPLUS,
+    TANH,
+)
 from fastnn._kernels.fastexp import exp_nonpositive
 from fastnn._kernels.views import flat
+
+LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (PyTorch's default)
+INV_SQRT2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @kernel(inline="always")
@@ -20,6 +52,74 @@ def sigmoid_scalar(z, one):
     e = exp_nonpositive(-abs(z))
     r = one / (one + e)
     return r if z >= 0 else e * r
+
+
+def as_type_of(x, value):
+    """``value`` as a scalar of ``x``'s float type (Python stand-in; compiled code uses the overload)."""
+    return np.float32(value) if isinstance(x, np.float32) else float(value)
+
+
+@overload(as_type_of)
+def _as_type_of_impl(x, value):
+    if x == types.float32:
+        return lambda x, value: np.float32(value)
+    return lambda x, value: np.float64(value)
+
+
+@kernel(inline="always")
+def value(code, z):
+    # a = f(z), one entry per elementwise activation
+    zero = as_type_of(z, 0.0)
+    one = as_type_of(z, 1.0)
+    half = as_type_of(z, 0.5)
+    if code == SIGMOID:
+        return sigmoid_scalar(z, one)
+    if code == TANH:
+        return np.tanh(z)
+    if code == RELU:
+        return zero if z < zero else z
+    if code == EXP:
+        return np.exp(z)
+    if code == LEAKY_RELU:
+        return z if z > zero else as_type_of(z, LEAKY_SLOPE) * z
+    if code == ELU:
+        return z if z > zero else math.expm1(z)
+    if code == SOFTPLUS:
+        return max(z, zero) + math.log1p(math.exp(-abs(z)))
+    if code == GELU:
+        return half * z * (one + math.erf(z * as_type_of(z, INV_SQRT2)))
+    if code == SILU:
+        return z * sigmoid_scalar(z, one)
+    return z  # IDENTITY
+
+
+@kernel(inline="always")
+def slope(code, z, a):
+    # f'(z), given a = f(z); the codes not in NEEDS_Z read a only
+    zero = as_type_of(a, 0.0)
+    one = as_type_of(a, 1.0)
+    half = as_type_of(a, 0.5)
+    if code == SIGMOID:
+        return a * (one - a)
+    if code == TANH:
+        return one - a * a
+    if code == RELU:
+        return zero if a <= zero else one
+    if code == EXP:
+        return a
+    if code == LEAKY_RELU:
+        return one if a > zero else as_type_of(a, LEAKY_SLOPE)
+    if code == ELU:
+        return one if a > zero else a + one
+    if code == SOFTPLUS:
+        return -math.expm1(-a)  # sigmoid(z) = 1 - exp(-softplus(z))
+    if code == GELU:
+        cdf = half * (one + math.erf(z * as_type_of(z, INV_SQRT2)))
+        return cdf + z * math.exp(-half * z * z) * as_type_of(z, INV_SQRT_2PI)
+    if code == SILU:
+        s = sigmoid_scalar(z, one)
+        return s * (one + z * (one - s))
+    return one  # IDENTITY
 
 
 @kernel
@@ -84,6 +184,9 @@ def activate_row(row, b, has_bias, code):
     elif code == EXP:
         for j in range(m):
             row[j] = np.exp(row[j])
+    elif code >= LEAKY_RELU:
+        for j in range(m):
+            row[j] = value(code, row[j])
     elif code == SOFTMAX:
         peak = row[0]
         for j in range(1, m):
@@ -162,6 +265,9 @@ def multiply_derivative(delta, A, code):
         for i in range(df.size):
             if af[i] <= zero:
                 df[i] = zero
+    else:
+        for i in range(df.size):
+            df[i] *= slope(code, af[i], af[i])
     return delta
 
 
@@ -198,14 +304,14 @@ def multiply_derivative_sum_rows(delta, A, code, sums):
                 x = d[j] * (one - a[j] * a[j])
                 d[j] = x
                 sums[j] += x
-        elif code == RELU:
-            for j in range(m):
-                x = zero if a[j] <= zero else d[j]
-                d[j] = x
-                sums[j] += x
-        else:
+        elif code == IDENTITY:
             for j in range(m):
                 sums[j] += d[j]
+        else:
+            for j in range(m):
+                x = d[j] * slope(code, a[j], a[j])
+                d[j] = x
+                sums[j] += x
     return delta
 
 
@@ -227,6 +333,39 @@ def derivative_row(delta, a, out, code):
     elif code == RELU:
         for j in range(m):
             out[j] = zero if a[j] <= zero else delta[j]
-    else:
+    elif code == IDENTITY:
         for j in range(m):
             out[j] = delta[j]
+    else:
+        for j in range(m):
+            out[j] = delta[j] * slope(code, a[j], a[j])
+
+
+@kernel(inline="always")
+def activate_row_keep(row, b, has_bias, code, slopes):
+    # row = act(row + b) in place, and slopes = act'(row + b): the forward
+    # pass of a layer whose derivative needs z (codes.NEEDS_Z)
+    for j in range(row.size):
+        z = row[j] + b[j] if has_bias else row[j]
+        a = value(code, z)
+        slopes[j] = slope(code, z, a)
+        row[j] = a
+
+
+@kernel(inline="always")
+def times_kept(delta, slopes, out, sums, with_sums):
+    # out = delta * slopes, elementwise over rows (2-D arrays of one shape;
+    # out may be delta or slopes); with_sums: sums[j] = column sums of out
+    n, m = out.shape
+    if with_sums:
+        for j in range(m):
+            sums[j] = 0
+    for i in range(n):
+        d = delta[i]
+        s = slopes[i]
+        o = out[i]
+        for j in range(m):
+            x = d[j] * s[j]
+            o[j] = x
+            if with_sums:
+                sums[j] += x

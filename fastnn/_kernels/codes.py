@@ -6,6 +6,15 @@ TANH = 2
 RELU = 3
 SOFTMAX = 4
 EXP = 5  # output only: scikit-learn's MLPRegressor(loss="poisson")
+LEAKY_RELU = 6  # z if z > 0 else 0.01 z
+ELU = 7  # z if z > 0 else exp(z) - 1
+SOFTPLUS = 8  # log(1 + exp(z))
+GELU = 9  # z * Phi(z), Phi the standard normal CDF (erf form)
+SILU = 10  # z * sigmoid(z)
+
+# hidden activations whose derivative needs z, not only a = f(z): the
+# training kernels keep f'(z) from the forward pass (fastnn._kernels.layout)
+NEEDS_Z = (GELU, SILU)
 
 ACTIVATION_CODES = {
     "identity": IDENTITY,
@@ -14,6 +23,11 @@ ACTIVATION_CODES = {
     "tanh": TANH,
     "relu": RELU,
     "softmax": SOFTMAX,
+    "leaky_relu": LEAKY_RELU,
+    "elu": ELU,
+    "softplus": SOFTPLUS,
+    "gelu": GELU,
+    "silu": SILU,
 }
 
 SSE = 0  # sum((y - out)**2)

@@ -1,9 +1,9 @@
 """Forward and backward passes of a stack of dense layers on flat buffers.
 
-Parameters live in one flat array ``params``; ``layout`` is an int64 array of
-shape ``(n_layers, 4)`` whose rows are ``(fan_in, fan_out, weight_offset,
-bias_offset)`` (``bias_offset = -1`` without bias). Weights are stored
-``(fan_in, fan_out)`` and applied as ``X @ W + b``. Gradients use the same
+Parameters live in one flat array ``params``; ``layout`` (see
+``fastnn._kernels.layout``) says where each layer's weights and bias are and
+which activation it applies. Weights are stored ``(fan_in, fan_out)`` and
+applied as ``X @ W + b``. Gradients use the same
 layout in ``grads``. Activations and deltas of a batch of ``nb`` rows are
 packed one layer after another in the flat workspaces ``acts`` and
 ``deltas`` (``nb * sum(fan_out)`` elements each).
@@ -16,11 +16,14 @@ from numba.extending import overload
 from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.activations import (
+    activate_row_keep,
     bias_activate,
     multiply_derivative,
     multiply_derivative_sum_rows,
     softmax_columns,
+    times_kept,
 )
+from fastnn._kernels.layout import B_OFF, CODE, FAN_IN, FAN_OUT, KEEP, W_OFF
 from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import (
     IDENTITY,
@@ -191,44 +194,55 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
 
 
 @kernel(inline="always")
-def forward(X, params, layout, activation_code, output_code, acts):
-    # a_0 = X; a_l = act(a_{l-1} @ W_l + b_l); returns a_L (a view into acts)
+def forward(X, params, layout, output_code, acts, slopes):
+    # a_0 = X; a_l = act_l(a_{l-1} @ W_l + b_l), act_l = layout[l, CODE] (the
+    # output layer: output_code); returns a_L (a view into acts). A layer
+    # with layout[l, KEEP] also writes act_l'(z) into its block of slopes
+    # (same offsets as acts), unless slopes is empty (prediction)
     n_layers = layout.shape[0]
     nb = X.shape[0]
     prev = X
     off = 0
     for layer in range(n_layers):
-        fan_in = layout[layer, 0]
-        fan_out = layout[layer, 1]
-        w_off = layout[layer, 2]
-        b_off = layout[layer, 3]
+        fan_in = layout[layer, FAN_IN]
+        fan_out = layout[layer, FAN_OUT]
+        w_off = layout[layer, W_OFF]
+        b_off = layout[layer, B_OFF]
         W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
         Z = as_matrix(acts[off : off + nb * fan_out], nb, fan_out)
         matmul(prev, W, Z)
-        code = output_code if layer == n_layers - 1 else activation_code
+        code = output_code if layer == n_layers - 1 else layout[layer, CODE]
         # one call site, one specialisation (the two branches compiled two)
         b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
-        bias_activate(Z, b, b_off >= 0, code)
+        if layout[layer, KEEP] != 0 and slopes.size > 0:
+            S = as_matrix(slopes[off : off + nb * fan_out], nb, fan_out)
+            for i in range(nb):
+                activate_row_keep(Z[i], b, b_off >= 0, code, S[i])
+        else:
+            bias_activate(Z, b, b_off >= 0, code)
         prev = Z
         off += nb * fan_out
     return prev
 
 
 @kernel(inline="always")
-def backward(X, params, layout, activation_code, acts, deltas, grads):
+def backward(X, params, layout, acts, deltas, grads):
     # given the output delta (last block of deltas), fill grads:
-    # dW_l = a_{l-1}.T @ d_l, db_l = sum_rows d_l, d_{l-1} = (d_l @ W_l.T) * act'(a_{l-1})
+    # dW_l = a_{l-1}.T @ d_l, db_l = sum_rows d_l, d_{l-1} = (d_l @ W_l.T) * act'(a_{l-1});
+    # a layer that kept its slopes (layout KEEP: in its block of deltas, see
+    # forward) gets d_l @ W_l.T in its block of acts, free once dW_l is
+    # done, and then d = that * slopes in its block of deltas
     n_layers = layout.shape[0]
     nb = X.shape[0]
     off = 0
     for layer in range(n_layers):
-        off += nb * layout[layer, 1]
+        off += nb * layout[layer, FAN_OUT]
     bias_done = False  # this layer's bias gradient summed with the derivative
     for layer in range(n_layers - 1, -1, -1):
-        fan_in = layout[layer, 0]
-        fan_out = layout[layer, 1]
-        w_off = layout[layer, 2]
-        b_off = layout[layer, 3]
+        fan_in = layout[layer, FAN_IN]
+        fan_out = layout[layer, FAN_OUT]
+        w_off = layout[layer, W_OFF]
+        b_off = layout[layer, B_OFF]
         off -= nb * fan_out
         D = as_matrix(deltas[off : off + nb * fan_out], nb, fan_out)
         gW = as_matrix(grads[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
@@ -247,19 +261,34 @@ def backward(X, params, layout, activation_code, acts, deltas, grads):
                     gb[j] += row[j]
         bias_done = False
         if layer > 0:
-            W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
-            prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
-            Dprev = as_matrix(deltas[off - nb * fan_in : off], nb, fan_in)
-            matmul_nt(D, W, Dprev)
-            prev_b_off = layout[layer - 1, 3]
-            if prev_b_off >= 0:
-                # the derivative and the previous layer's bias gradient in one pass
-                gb_prev = grads[prev_b_off : prev_b_off + fan_in]
-                multiply_derivative_sum_rows(Dprev, prev, activation_code, gb_prev)
-                bias_done = True
-            else:
-                multiply_derivative(Dprev, prev, activation_code)
+            back_into(params, layout, layer, nb, off, acts, deltas, grads, D)
+            bias_done = layout[layer - 1, B_OFF] >= 0
     return grads
+
+
+@kernel(inline="always")
+def back_into(params, layout, layer, nb, off, acts, deltas, grads, D):
+    # d_{l-1} = (D @ W_l.T) * act'(a_{l-1}) into the block of deltas before
+    # `off`, with the bias gradient of layer l-1 summed in the same pass
+    fan_in = layout[layer, FAN_IN]
+    fan_out = layout[layer, FAN_OUT]
+    w_off = layout[layer, W_OFF]
+    W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
+    prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
+    Dprev = as_matrix(deltas[off - nb * fan_in : off], nb, fan_in)
+    code = layout[layer - 1, CODE]
+    prev_b_off = layout[layer - 1, B_OFF]
+    gb_prev = grads[prev_b_off : prev_b_off + fan_in] if prev_b_off >= 0 else grads[0:0]
+    if layout[layer - 1, KEEP] != 0:
+        matmul_nt(D, W, prev)
+        times_kept(prev, Dprev, Dprev, gb_prev, prev_b_off >= 0)
+        return
+    matmul_nt(D, W, Dprev)
+    if prev_b_off >= 0:
+        # the derivative and the previous layer's bias gradient in one pass
+        multiply_derivative_sum_rows(Dprev, prev, code, gb_prev)
+    else:
+        multiply_derivative(Dprev, prev, code)
 
 
 @kernel(inline="always")
@@ -319,9 +348,7 @@ def deltas_units(layer_sizes):
 # shard, and inlining it into the parallel loop of the training kernel of the
 # time (compiled with parallel=True) made that kernel's cold compile about 15 s
 @kernel
-def partial_loss_and_gradients(
-    X, Y, w, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads
-):
+def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads):
     # forward, loss and backward for rows (X, Y) with sample weights w (empty:
     # all 1) that are part of a batch with normaliser n (rows, or the sum of
     # weights): the loss and gradients are this part's share of the batch's
@@ -337,7 +364,8 @@ def partial_loss_and_gradients(
         off += nb * layout[layer, 1]
     units = off + nb * n_out
     columns = output_code == SOFTMAX and deltas.size >= units + 2 * nb
-    output = forward(X, params, layout, activation_code, IDENTITY if columns else output_code, acts)
+    # (the hidden blocks of deltas keep the slopes of KEEP layers until backward)
+    output = forward(X, params, layout, IDENTITY if columns else output_code, acts, deltas)
     if columns:
         # the output block of acts, typed from acts: `output` may share the
         # type of X, read-only when X is
@@ -345,24 +373,21 @@ def partial_loss_and_gradients(
         softmax_columns(Z, deltas[off:units], deltas[units : units + 2 * nb])
     D = as_matrix(deltas[off:units], nb, n_out)
     value = loss_delta_rows(Y, output, w, loss_code, output_code, n, D)
-    backward(X, params, layout, activation_code, acts, deltas, grads)
+    backward(X, params, layout, acts, deltas, grads)
     return value
 
 
 @kernel
-def loss_and_gradients(
-    X, Y, params, layout, activation_code, output_code, loss_code, alpha, acts, deltas, grads
-):
+def loss_and_gradients(X, Y, params, layout, output_code, loss_code, alpha, acts, deltas, grads):
     # forward, loss (+ L2 penalty), backward; returns the loss, fills grads
     return weighted_loss_and_gradients(
-        X, Y, X[:0, 0], params, layout, activation_code, output_code, loss_code, alpha,
-        acts, deltas, grads,
-    )  # fmt: skip
+        X, Y, X[:0, 0], params, layout, output_code, loss_code, alpha, acts, deltas, grads
+    )
 
 
 @kernel
 def weighted_loss_and_gradients(
-    X, Y, w, params, layout, activation_code, output_code, loss_code, alpha, acts, deltas, grads
+    X, Y, w, params, layout, output_code, loss_code, alpha, acts, deltas, grads
 ):
     # loss_and_gradients with sample weights w (empty: all 1): the losses are
     # weighted means, normalised (with the L2 term) by the sum of the weights
@@ -373,7 +398,7 @@ def weighted_loss_and_gradients(
         for i in range(nb):
             n += w[i]
     value = partial_loss_and_gradients(
-        X, Y, w, params, layout, activation_code, output_code, loss_code, n, acts, deltas, grads
+        X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads
     )
     if alpha > 0:
         value += l2_penalty(params, layout, alpha, n, grads)

@@ -60,19 +60,20 @@ from collections import namedtuple
 import numpy as np
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import activate_row, derivative_row
+from fastnn._kernels.activations import activate_row, activate_row_keep, derivative_row, times_kept
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
+from fastnn._kernels.layout import B_OFF, CODE, FAN_IN, FAN_OUT, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import adam_rate, adam_step, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets (module level, so that compiled code caches).
-Net = namedtuple("Net", "params layout activation output loss")
+Net = namedtuple("Net", "params layout output loss")
 Data = namedtuple("Data", "X Y order use_order batch_size")
 Optim = namedtuple("Optim", "code hyper state1 state2 step_count")
-Work = namedtuple("Work", "plan acts grads groups parts scratch X_batch Y_batch sync")
+Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch sync")
 
 # plan[...]: the tiling, from the shapes only (see make_plan)
 P_ROWS = 0  # rows of a FORWARD / DELTA / GATHER tile
@@ -147,15 +148,21 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=No
     return plan
 
 
-def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None):
-    """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads."""
+def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False):
+    """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads.
+
+    ``keep``: some layer keeps its slopes (``layout.keeps_slopes``), in a
+    buffer laid out as the activations.
+    """
     if plan is None:
         plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
+    acts = plan[P_BLOCK] * int(sum(layer_sizes[1:]))
     return Work(
         plan,
-        np.empty(plan[P_BLOCK] * int(sum(layer_sizes[1:])), dtype=dtype),
+        np.empty(acts, dtype=dtype),
+        np.empty(acts if keep else 0, dtype=dtype),  # the slopes of KEEP layers
         np.empty(n_params, dtype=dtype),
         np.empty(plan[P_GROUPS] * (fan_in * fan_out + fan_out), dtype=dtype),
         np.zeros(plan[P_MAX_TILES] + 2 * plan[P_MAX_CHUNKS], dtype=np.float64),
@@ -169,6 +176,12 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
 @kernel(inline="always")
 def ceil_div(a, b):
     return -(-a // b)
+
+
+@kernel(inline="always")
+def layer_row(layout, layer):
+    # (fan_in, fan_out, weight offset, bias offset) of a layer
+    return layout[layer, FAN_IN], layout[layer, FAN_OUT], layout[layer, W_OFF], layout[layer, B_OFF]
 
 
 @kernel(inline="always")
@@ -230,18 +243,29 @@ def tile_count(net, work, kind, layer, rows):
 
 # ------------------------------------------------------------------ tasks
 @kernel
-def activate_rows(buf, off, ld, rows, cols, b, has_bias, code):
-    # the block (buf, off, ld) of rows x cols = act(block + b), in place
+def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep):
+    # the block (buf, off, ld) of rows x cols = act(block + b), in place;
+    # with `keep`, the same block of slopes = act'(block + b)
     for i in range(rows):
-        activate_row(buf[off + i * ld : off + i * ld + cols], b, has_bias, code)
+        row = buf[off + i * ld : off + i * ld + cols]
+        if keep:
+            activate_row_keep(row, b, has_bias, code, slopes[off + i * ld : off + i * ld + cols])
+        else:
+            activate_row(row, b, has_bias, code)
 
 
 @kernel
-def derivative_rows(delta, buf, off, ld, rows, cols, code):
-    # the block (buf, off, ld) = delta (rows x cols, contiguous) * act'(block), in place
+def derivative_rows(delta, buf, off, ld, rows, cols, code, slopes, keep):
+    # the block (buf, off, ld) = delta (rows x cols, contiguous) * act'(block),
+    # in place; with `keep`, act' is the same block of slopes
     for i in range(rows):
         a = buf[off + i * ld : off + i * ld + cols]
-        derivative_row(delta[i * cols : (i + 1) * cols], a, a, code)
+        d = delta[i * cols : (i + 1) * cols]
+        if keep:
+            s = slopes[off + i * ld : off + i * ld + cols]
+            times_kept(as_matrix(d, 1, cols), as_matrix(s, 1, cols), as_matrix(a, 1, cols), s[:0], False)
+        else:
+            derivative_row(d, a, a, code)
 
 
 # `at` is (start, b0, rows, nb, epoch, t): the batch's first row, the
@@ -271,7 +295,7 @@ def gather_task(data, work, task, at):
 def forward_task(net, data, work, layer, task, at):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
-    fan_in, fan_out, w_off, b_off = net.layout[layer]
+    fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     r0, c0, rows, cols = tile_at(task, at[2], fan_out, work.plan[P_ROWS], work.plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
@@ -279,7 +303,8 @@ def forward_task(net, data, work, layer, task, at):
          (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
     has_bias = b_off >= 0
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
-    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, net.activation)
+    code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
+    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep)
 
 
 @kernel
@@ -288,7 +313,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     # gradient at `acc`, and the delta of the last hidden layer (in place)
     start, b0, nr, nb = at[0], at[1], at[2], at[3]
     last = net.layout.shape[0] - 1
-    fan_in, o, w_off, b_off = net.layout[last]
+    fan_in, o, w_off, b_off = layer_row(net.layout, last)
     r0 = t * work.plan[P_OUT_ROWS]
     rows = min(work.plan[P_OUT_ROWS], nr - r0)
     a_off = act_offset(net.layout, last, work.plan[P_BLOCK]) + r0 * o
@@ -297,7 +322,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
-    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output)
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
@@ -312,7 +337,8 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     if last > 0:
         gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
              (scratch, 0, fan_in), False)  # fmt: skip
-        derivative_rows(scratch, src, src_off, ld, rows, fan_in, net.activation)
+        code, keep = net.layout[last - 1, CODE], net.layout[last - 1, KEEP] != 0
+        derivative_rows(scratch, src, src_off, ld, rows, fan_in, code, work.slopes, keep)
 
 
 @kernel
@@ -337,7 +363,7 @@ def gradient_task(net, data, work, layer, task, at):
     # block's rows in one product), and db[J] (+)= column sums of D[:, J];
     # accumulated over the blocks of the batch
     start, b0, nr = at[0], at[1], at[2]
-    fan_in, fan_out, w_off, b_off = net.layout[layer]
+    fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_COLS], work.plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
@@ -355,14 +381,15 @@ def gradient_task(net, data, work, layer, task, at):
 def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
-    fan_in, fan_out, w_off, _ = net.layout[layer + 1]
+    fan_in, fan_out, w_off, _ = layer_row(net.layout, layer + 1)
     r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS])
     d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
     a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
     gemm(rows, pc, fan_out, (work.acts, d_off, fan_out), False,
          (net.params, w_off + p0 * fan_out, fan_out), True, (scratch, 0, pc), False)  # fmt: skip
-    derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, net.activation)
+    code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
+    derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, code, work.slopes, keep)
 
 
 @kernel(inline="always")
@@ -392,7 +419,7 @@ def reduce_task(net, opt, work, chunk, nb):
     squares = 0.0
     bad = False
     for layer in range(last + 1):
-        fan_in, fan_out, w_off, b_off = net.layout[layer]
+        fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
         for part in range(2):  # weights, then the bias
             off = w_off if part == 0 else b_off
             size = fan_in * fan_out if part == 0 else fan_out

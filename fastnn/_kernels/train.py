@@ -447,7 +447,7 @@ def wait_until(sync, index, target):
 
 @kernel(nogil=True)
 def run_slot(
-    slot, X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    slot, X, Y, params, layout, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
     sync, threaded, job,
@@ -594,7 +594,7 @@ def run_slot(
                         own = s if s < n_copies else 0
                         ps = copy_set(own, live, params, state1, state2, copies)[0]
                         shard_loss[half + s] = partial_loss_and_gradients(
-                            xs, ys, ws, ps, layout, activation_code, output_code, loss_code, norm,
+                            xs, ys, ws, ps, layout, output_code, loss_code, norm,
                             acts[s], deltas[s], grads[half + s],
                         )  # fmt: skip
                         if not alone:
@@ -736,7 +736,7 @@ def _check_workspaces(params, grads, shard_loss, copies):
 
 
 def train(
-    X, Y, params, layout, activation_code, output_code, loss_code, optimizer_code, hyper,
+    X, Y, params, layout, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
 ):  # fmt: skip
@@ -748,7 +748,7 @@ def train(
     _check_workspaces(params, grads, shard_loss, copies)
     sync = np.zeros(SYNC_SIZE, dtype=np.int64)
     return int(run_slot(
-        np.int64(0), X, Y, params, layout, activation_code, output_code, loss_code,
+        np.int64(0), X, Y, params, layout, output_code, loss_code,
         optimizer_code, hyper, control, epochs, batch_size, order, use_order, state1, state2,
         step_count, acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history,
         sample_weight, W_batch, sync, np.int64(0), _NO_JOB,
@@ -775,17 +775,24 @@ def _helper_pool():
     return _helpers["pool"]
 
 
+# positions in train's arguments
+ARG_PARAMS, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 8, 9, 11
+ARG_GRADS, ARG_SHARD_LOSS, ARG_COPIES, ARG_HISTORY = 18, 19, 20, 23
+
+
 def _job_key(args):
     # what a helper's standing call was made with, but the epochs: the same
     # objects (alive, held by that call, so their ids are theirs) and values
-    return tuple(id(a) if isinstance(a, np.ndarray) else a for i, a in enumerate(args) if i != 10)
+    return tuple(
+        id(a) if isinstance(a, np.ndarray) else a for i, a in enumerate(args) if i != ARG_EPOCHS
+    )
 
 
 def _post(args):
-    # the `sync` of a job of args[10] epochs, posted to standing helpers, or
-    # None when none is posted: the helpers of the last call have returned
-    # or were called with other arrays, and new ones could not be met
-    epochs = args[10]
+    # the `sync` of a job of args[ARG_EPOCHS] epochs, posted to standing
+    # helpers, or None when none is posted: the helpers of the last call have
+    # returned or were called with other arrays, and new ones could not be met
+    epochs = args[ARG_EPOCHS]
     key = _job_key(args)
     server = _helpers["server"]
     if server is not None:
@@ -810,7 +817,7 @@ def _post(args):
         )
     _helpers["server"] = {"key": key, "sync": sync, "jobs": jobs}
     empty = list(args)
-    empty[10] = 0
+    empty[ARG_EPOCHS] = 0
     run_slot(np.int64(0), *empty, sync, np.int64(1), _NO_JOB)
     if sync[SYNC_MODE] == MODE_PARALLEL and all(post_job(job, sync, epochs) for job in jobs):
         return sync
@@ -829,7 +836,8 @@ def train_parallel(*args):
     last call spent starting helpers before the work (0 when they were
     waiting), which ``fastnn._threads.TwinRunner`` leaves out of its timing.
     """
-    params, grads, shard_loss, copies = args[2], args[19], args[20], args[21]
+    params, grads = args[ARG_PARAMS], args[ARG_GRADS]
+    shard_loss, copies = args[ARG_SHARD_LOSS], args[ARG_COPIES]
     _check_workspaces(params, grads, shard_loss, copies)
     # (as Python, with NUMBA_DISABLE_JIT, the slots' waits would hold the
     # GIL: one thread is faster)

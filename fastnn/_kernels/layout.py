@@ -1,0 +1,62 @@
+"""The ``layout`` array: where each layer's parameters live, and what it computes.
+
+Parameters live in one flat array; ``layout`` is an int64 array of shape
+``(n_layers, COLUMNS)``, one row per dense layer:
+
+* ``FAN_IN``, ``FAN_OUT``: the weight matrix is ``(fan_in, fan_out)``,
+  applied as ``X @ W + b``;
+* ``W_OFF``, ``B_OFF``: offsets of the weights (row-major) and of the bias
+  in the flat array (``B_OFF = -1``: no bias);
+* ``CODE``: the layer's activation (``fastnn._kernels.codes``); the output
+  layer's entry is the output activation;
+* ``KEEP``: 1 when the training kernels keep the layer's ``f'(z)`` from the
+  forward pass (activations in ``codes.NEEDS_Z``), because the backward pass
+  cannot compute it from the activated value.
+
+Putting the activation of each layer in the layout lets every kernel take
+per-layer activations without one more argument. Built in Python by `build`,
+the one place that knows the columns' order.
+"""
+
+import numpy as np
+
+from fastnn._kernels.codes import NEEDS_Z
+
+FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP = range(6)
+COLUMNS = 6
+
+
+def build(layer_sizes, layer_codes, bias=True, weights_first=False):
+    """``(layout, n_params)`` for dense layers ``layer_sizes`` with activations ``layer_codes``.
+
+    ``layer_codes`` has one code per layer (the hidden layers', then the
+    output's). Each layer's weights are followed by its bias, or, with
+    ``weights_first``, all weights come first and then all biases
+    (scikit-learn's packing order).
+    """
+    n_layers = len(layer_sizes) - 1
+    if len(layer_codes) != n_layers:
+        raise ValueError(f"{len(layer_codes)} activation codes for {n_layers} layers")
+    layout = np.empty((n_layers, COLUMNS), dtype=np.int64)
+    off = 0
+    for i in range(n_layers):
+        fan_in, fan_out = int(layer_sizes[i]), int(layer_sizes[i + 1])
+        layout[i, FAN_IN], layout[i, FAN_OUT], layout[i, W_OFF] = fan_in, fan_out, off
+        off += fan_in * fan_out
+        if bias and not weights_first:
+            layout[i, B_OFF] = off
+            off += fan_out
+        elif not bias:
+            layout[i, B_OFF] = -1
+        layout[i, CODE] = int(layer_codes[i])
+        layout[i, KEEP] = 1 if (i < n_layers - 1 and int(layer_codes[i]) in NEEDS_Z) else 0
+    if bias and weights_first:
+        for i in range(n_layers):
+            layout[i, B_OFF] = off
+            off += int(layer_sizes[i + 1])
+    return layout, off
+
+
+def keeps_slopes(layout):
+    """Whether any layer of ``layout`` keeps its ``f'(z)`` (see ``KEEP``)."""
+    return bool(layout[:, KEEP].any())
