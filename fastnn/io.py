@@ -256,6 +256,7 @@ def _dump_mlp(model):
         "output_activation": model.output_activation,
         "loss": model.loss,
         "bias": bool(model.bias),
+        "dropout": model.dropout,
         "dtype": model.dtype.name,
         "random_state": None if random_state is None else int(random_state),
         "optimizer": model._opt_name,
@@ -287,6 +288,7 @@ def _restore_mlp(config, arrays):
         bias=config["bias"],
         dtype=config["dtype"],
         random_state=0,
+        dropout=config.get("dropout", 0.0),  # (files written before dropout have none)
     )
     dt = model.dtype
     n = model.n_parameters

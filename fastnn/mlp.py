@@ -37,7 +37,9 @@ def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon
     beta_2 = v.check_float(beta_2, "beta_2", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
     epsilon = v.check_float(epsilon, "epsilon", minimum=0.0)
     alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
-    return np.array([learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha], dtype=np.float64)
+    from fastnn._kernels.train import hyper_array
+
+    return hyper_array(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)
 
 
 def _hidden_activations(activation, n_hidden):
@@ -55,6 +57,24 @@ def _hidden_activations(activation, n_hidden):
     for i, name in enumerate(activation):
         v.check_choice(name, f"activation[{i}]", ACTIVATIONS)
     return list(activation)
+
+
+def _dropout_rates(dropout, n_hidden):
+    """``(dropout as stored, one rate per hidden layer)`` from a rate or one per hidden layer."""
+
+    def rate(value, name):
+        return v.check_float(value, name, minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
+
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != n_hidden:
+            raise ValueError(
+                f"dropout has {len(dropout)} entries for {n_hidden} hidden layers; "
+                "give one rate per hidden layer, or one rate for all"
+            )
+        rates = [rate(value, f"dropout[{i}]") for i, value in enumerate(dropout)]
+        return rates, rates
+    single = rate(dropout, "dropout")
+    return single, [single] * n_hidden
 
 
 class DivergenceError(FloatingPointError):
@@ -93,7 +113,16 @@ class MLP:
     dtype : {"float64", "float32"}
         Precision of parameters and computation, kept end to end.
     random_state : None, int or numpy.random.Generator
-        Seeds the initial weights and the shuffles of :meth:`fit`.
+        Seeds the initial weights, the shuffles and the dropout masks of :meth:`fit`.
+    dropout : float or sequence of float, default 0
+        Inverted dropout of the hidden layers during :meth:`fit` (not in
+        :meth:`predict` or :meth:`loss_and_gradients`): each unit is zeroed
+        with this probability and the others are scaled by ``1 / (1 - rate)``;
+        a rate in [0, 1), or a list with one per hidden layer. The masks
+        come from a seed drawn from the model's random state once per
+        :meth:`fit` call and from each unit's epoch, row and column, so a
+        seeded fit is bit-identical run to run and for any number of threads.
+        Rates are used rounded to a multiple of ``2**-32``.
 
     Attributes
     ----------
@@ -135,9 +164,11 @@ class MLP:
         bias=True,
         dtype="float64",
         random_state=None,
+        dropout=0.0,
     ):
         sizes = v.check_layer_sizes(layer_sizes)
         hidden = _hidden_activations(activation, len(sizes) - 2)
+        stored_dropout, rates = _dropout_rates(dropout, len(sizes) - 2)
         v.check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
         v.check_choice(loss, "loss", LOSSES)
         if loss == "log_loss" and output_activation not in ("sigmoid", "logistic", "softmax"):
@@ -152,6 +183,8 @@ class MLP:
         self.layer_sizes = sizes
         self.activation = activation if isinstance(activation, str) else list(hidden)
         self._hidden = hidden
+        self.dropout = stored_dropout
+        self._rates = rates
         self.output_activation = output_activation
         self.loss = loss
         self.bias = bool(bias)
@@ -167,7 +200,7 @@ class MLP:
 
         layer_codes = [codes.ACTIVATION_CODES[name] for name in self._hidden]
         layer_codes.append(codes.ACTIVATION_CODES[self.output_activation])
-        self._layout, off = kl.build(self.layer_sizes, layer_codes, bias=self.bias)
+        self._layout, off = kl.build(self.layer_sizes, layer_codes, bias=self.bias, dropout=self._rates)
         self._params = np.zeros(off, dtype=self.dtype)
         self._make_views()
         self._opt_name = None
@@ -266,12 +299,12 @@ class MLP:
         -------
         ndarray of shape (n_samples, n_outputs), in the model's dtype.
         """
-        from fastnn._kernels.dense import forward
+        from fastnn._kernels.dense import NO_DROPOUT, forward
 
         X = self._check_X(X)
         out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
-        out = forward(X, self._params, self._layout, out_act, acts, acts[:0])
+        out = forward(X, self._params, self._layout, out_act, acts, acts[:0], NO_DROPOUT)
         return out.copy()
 
     def loss_and_gradients(self, X, y, alpha=0.0):
@@ -395,6 +428,11 @@ class MLP:
         else:
             chunk = epochs if callback is None else max(1, min(epochs, 1000))
         history = np.empty(epochs, dtype=np.float64)
+        from fastnn._kernels import layout as kl
+        from fastnn._kernels.train import H_EPOCH, H_SEED
+
+        if kl.has_dropout(self._layout):
+            hyper[H_SEED] = float(self._rng.integers(1 << 53))  # this call's masks
         # everything a replay needs to retrace this call's steps exactly
         start_state = (
             self._params.copy(), self._state1.copy(), self._state2.copy(),
@@ -412,6 +450,7 @@ class MLP:
                         order[e] = self._rng.permutation(n)
                 else:
                     order = np.empty((0, 0), dtype=np.int64)
+                hyper[H_EPOCH] = done  # the chunk's first epoch, for dropout's masks
                 finished = trainer.run(count, order, history[done : done + count])
                 done += finished
                 progress[0] = done
@@ -489,5 +528,7 @@ class MLP:
         return (
             f"MLP(layer_sizes={list(self.layer_sizes)}, activation={self.activation!r}, "
             f"output_activation={self.output_activation!r}, loss={self.loss!r}, "
-            f"bias={self.bias}, dtype={self.dtype.name!r})"
+            f"bias={self.bias}, dtype={self.dtype.name!r}"
+            + (f", dropout={self.dropout!r}" if any(self._rates) else "")
+            + ")"
         )

@@ -49,6 +49,7 @@ __all__ = [
     "silu_derivative",
     "activate",
     "activation_derivative",
+    "dropout_mask",
     "forward",
     "loss",
     "output_delta",
@@ -225,21 +226,69 @@ def _hidden(activation, i):
 
 
 # --------------------------------------------------------------------------
+# dropout
+# --------------------------------------------------------------------------
+def _splitmix(x):
+    """SplitMix64's output for states ``x`` (uint64 arrays, which wrap around)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(shape, rate, seed, epoch, first_row, layer, dtype=np.float64):
+    """Inverted dropout's mask of hidden layer ``layer`` for rows ``first_row ...``.
+
+    Entries are 0 (dropped) or ``1 / (1 - p)``, with ``p = round(rate *
+    2**32) / 2**32``: the unit ``(row, j)`` is dropped when the top 32 bits
+    of ``splitmix(key(row) + j)`` are below ``round(rate * 2**32)``, with
+    ``key(row) = splitmix(splitmix(splitmix(splitmix(seed) ^ epoch) ^ row) ^
+    layer)``. ``row`` is the row's position in the epoch.
+    """
+    threshold = int(round(rate * 2**32))
+    u = np.uint64
+    h = _splitmix(np.array([seed], dtype=u))
+    h = _splitmix(h ^ u(epoch))
+    rows = np.arange(shape[0], dtype=u) + u(first_row)
+    key = _splitmix(_splitmix(h ^ rows) ^ u(layer))
+    bits = _splitmix(key[:, None] + np.arange(shape[1], dtype=u)[None, :]) >> u(32)
+    scale = np.dtype(dtype).type(1.0 / (1.0 - threshold / 2**32))
+    return np.where(bits < u(threshold), np.dtype(dtype).type(0), scale)
+
+
+# --------------------------------------------------------------------------
 # network math
 # --------------------------------------------------------------------------
-def forward(X, weights, biases, activation, output_activation):
+def _masks(dropout, X, weights):
+    """The masks of the hidden layers for ``dropout = (rates, seed, epoch, first_row)`` (or Nones)."""
+    if dropout is None:
+        return [None] * (len(weights) - 1)
+    rates, seed, epoch, first_row = dropout
+    return [
+        dropout_mask((X.shape[0], W.shape[1]), rate, seed, epoch, first_row, i, X.dtype) if rate > 0 else None
+        for i, (rate, W) in enumerate(zip(rates, weights[:-1]))
+    ]
+
+
+def forward(X, weights, biases, activation, output_activation, dropout=None):
     """Forward pass of a stack of dense layers.
 
-    Returns the list of activations ``[X, a1, ..., aL]``.
+    Returns the list of activations ``[X, a1, ..., aL]``. ``dropout =
+    (rates, seed, epoch, first_row)`` multiplies each hidden layer's
+    activation by its :func:`dropout_mask` (training only).
     """
     acts = [X]
     n_layers = len(weights)
+    masks = _masks(dropout, X, weights)
     for i, W in enumerate(weights):
         z = acts[-1] @ W
         if biases is not None:
             z = z + biases[i]
         name = output_activation if i == n_layers - 1 else _hidden(activation, i)
-        acts.append(activate(z, name))
+        a = activate(z, name)
+        if i < n_layers - 1 and masks[i] is not None:
+            a = a * masks[i]
+        acts.append(a)
     return acts
 
 
@@ -305,15 +354,18 @@ def output_delta(y, output, loss_name, output_activation, sample_weight=None):
 
 
 def backward(
-    acts, y, weights, activation, output_activation, loss_name, with_bias, sample_weight=None, biases=None
-):
+    acts, y, weights, activation, output_activation, loss_name, with_bias, sample_weight=None, biases=None,
+    dropout=None,
+):  # fmt: skip
     """Backward pass: gradients of the loss for every weight (and bias).
 
-    ``acts`` is the list returned by :func:`forward`. Returns
-    ``(weight_grads, bias_grads)``; ``bias_grads`` is ``None`` without bias.
-    A hidden activation whose derivative needs ``z`` (gelu, silu) has it
-    computed again from ``acts``, ``weights`` and ``biases``.
+    ``acts`` is the list returned by :func:`forward` (with the same
+    ``dropout``). Returns ``(weight_grads, bias_grads)``; ``bias_grads`` is
+    ``None`` without bias. A hidden layer whose derivative needs ``z``
+    (gelu, silu) or whose output was dropped has ``z`` computed again from
+    ``acts``, ``weights`` and ``biases``.
     """
+    masks = _masks(dropout, acts[0], weights)
     n_layers = len(weights)
     delta = output_delta(y, acts[-1], loss_name, output_activation, sample_weight)
     weight_grads = [None] * n_layers
@@ -324,16 +376,19 @@ def backward(
             bias_grads[i] = delta.sum(axis=0)
         if i > 0:
             name = _hidden(activation, i - 1)
-            z = None
-            if _ACTIVATIONS[name][2] == "z":
+            mask, z, a = masks[i - 1], None, acts[i]
+            if _ACTIVATIONS[name][2] == "z" or mask is not None:
                 z = acts[i - 1] @ weights[i - 1] + (biases[i - 1] if with_bias else 0)
-            delta = (delta @ weights[i].T) * activation_derivative(acts[i], name, z)
+                a = activate(z, name)
+            slope = activation_derivative(a, name, z)
+            delta = (delta @ weights[i].T) * (slope if mask is None else slope * mask)
     return weight_grads, bias_grads
 
 
 def loss_and_gradients(
-    X, y, weights, biases, activation, output_activation, loss_name, alpha=0.0, sample_weight=None
-):
+    X, y, weights, biases, activation, output_activation, loss_name, alpha=0.0, sample_weight=None,
+    dropout=None,
+):  # fmt: skip
     """Loss and its gradients ``(loss, weight_grads, bias_grads)`` for one batch.
 
     ``alpha`` adds scikit-learn's L2 penalty ``0.5 * alpha * sum(W**2) / n``
@@ -341,11 +396,11 @@ def loss_and_gradients(
     their gradients; ``n`` is the number of rows, or the sum of
     ``sample_weight`` (scikit-learn's weighted loss).
     """
-    acts = forward(X, weights, biases, activation, output_activation)
+    acts = forward(X, weights, biases, activation, output_activation, dropout)
     value = loss(y, acts[-1], loss_name, output_activation, sample_weight)
     wg, bg = backward(
         acts, y, weights, activation, output_activation, loss_name, biases is not None, sample_weight,
-        biases,
+        biases, dropout,
     )
     if alpha:
         n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))

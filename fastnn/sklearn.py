@@ -243,7 +243,7 @@ class _FastnnMLPMixin:
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
             self._fastnn_fallback("sparse input")
             return super()._forward_pass_fast(X, check_input=False)
-        from fastnn._kernels.dense import forward
+        from fastnn._kernels.dense import NO_DROPOUT, forward
 
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in _FLOATS:
@@ -254,7 +254,7 @@ class _FastnnMLPMixin:
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         out, _ = self._fastnn_codes()
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
-        output = forward(X, params, layout, out, acts, acts[:0])
+        output = forward(X, params, layout, out, acts, acts[:0], NO_DROPOUT)
         return output.copy()
 
     # --------------------------------------------------------------- lbfgs
@@ -411,17 +411,14 @@ class _FastnnMLPMixin:
             state1 = _pack(optimizer.velocities, dtype)
             state2 = np.zeros(0, dtype=dtype)
             step_count = np.zeros(1, dtype=np.int64)
-        hyper = np.array(
-            [
-                optimizer.learning_rate_init if is_adam else optimizer.learning_rate,
-                0.0 if is_adam else optimizer.momentum,
-                0.0 if is_adam else float(bool(optimizer.nesterov)),
-                self.beta_1,
-                self.beta_2,
-                self.epsilon,
-                self.alpha,
-            ],
-            dtype=np.float64,
+        hyper = kt.hyper_array(
+            optimizer.learning_rate_init if is_adam else optimizer.learning_rate,
+            0.0 if is_adam else optimizer.momentum,
+            False if is_adam else bool(optimizer.nesterov),
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            self.alpha,
         )
         X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)

@@ -67,7 +67,9 @@ def _tiled(model, X, Y):
     from fastnn._kernels import codes
     from fastnn._runtime import TiledTrainer
 
-    hyper = np.array([0.01, 0.9, 0.0, 0.9, 0.999, 1e-8, 0.0])
+    from fastnn._kernels.train import hyper_array
+
+    hyper = hyper_array(0.01, 0.9, False, 0.9, 0.999, 1e-8, 0.0)
     order = np.stack([np.arange(X.shape[0])] * 2)
     trainer = TiledTrainer(model, X, Y, 64, True, codes.OPT_ADAM, hyper)
     trainer.run(2, order, np.empty(2))

@@ -223,7 +223,7 @@ def test_forward(dtype, sizes, act, bias, rng):
     m = _model(sizes, act, "sigmoid", "sse", bias, dtype)
     X = rng.standard_normal((13, sizes[0])).astype(dtype)
     acts = np.empty(13 * sum(sizes[1:]), dtype=dtype)
-    out = kd.forward(X, m._params, m._layout, codes.SIGMOID, acts, acts[:0])
+    out = kd.forward(X, m._params, m._layout, codes.SIGMOID, acts, acts[:0], kd.NO_DROPOUT)
     expected = ref.forward(X, m.weights, m.biases, act, "sigmoid")
     assert out.dtype == dtype
     assert_close(out, expected[-1], dtype)
@@ -343,7 +343,7 @@ def test_step_part_writes_one_step_to_the_other_set(dtype, shards, bias, optimiz
     layout, size = m._layout, m._params.size
     grads = rng.standard_normal((kt.MAX_SHARDS, size)).astype(dtype)
     alpha, nb, t = 0.3, 20.0, 3
-    hyper = np.array([0.01, 0.9, float(optimizer == "nesterov"), 0.9, 0.999, 1e-8, alpha])
+    hyper = kt.hyper_array(0.01, 0.9, optimizer == "nesterov", 0.9, 0.999, 1e-8, alpha)
     code = codes.OPTIMIZER_CODES["momentum" if optimizer == "nesterov" else optimizer]
     state_size = 0 if optimizer == "gd" else size
     sets = rng.standard_normal((2 * kt.MAX_SHARDS, 3, size)).astype(dtype)
@@ -492,7 +492,7 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
     order = np.array([rng.permutation(n) for _ in range(epochs)], dtype=np.int64)
     buffers = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
     acts, deltas, grads, shard_loss, copies = buffers
-    hyper = np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8, 1e-3])
+    hyper = kt.hyper_array(0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3)
     control = np.zeros(kt.CONTROL_SIZE)
     if rule:
         control[kt.C_RULE] = 1

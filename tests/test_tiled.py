@@ -20,6 +20,7 @@ from fastnn import reference as ref
 from fastnn._kernels import codes, tiled
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.blas import _block, gemm
+from fastnn._kernels.train import hyper_array
 from fastnn._runtime import TiledTrainer
 
 SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1)
@@ -73,7 +74,7 @@ def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, p
     code = codes.OPTIMIZER_CODES[optimizer]
     model._state1 = np.zeros_like(model._params)
     model._state2 = np.zeros_like(model._params)
-    hyper = np.array([lr, 0.9, 0.0, 0.9, 0.999, 1e-8, alpha])
+    hyper = hyper_array(lr, 0.9, False, 0.9, 0.999, 1e-8, alpha)
     if isinstance(plan, dict):
         plan = tiled.make_plan(model.layer_sizes, batch, model.dtype.itemsize, **plan)
     use_order = order.size > 0

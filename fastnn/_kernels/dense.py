@@ -23,7 +23,8 @@ from fastnn._kernels.activations import (
     softmax_columns,
     times_kept,
 )
-from fastnn._kernels.layout import B_OFF, CODE, FAN_IN, FAN_OUT, KEEP, W_OFF
+from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
+from fastnn._kernels.layout import B_OFF, CODE, DROP, FAN_IN, FAN_OUT, KEEP, W_OFF
 from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import (
     IDENTITY,
@@ -193,12 +194,18 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
     return total / (n * k) / 2.0
 
 
+# forward's `drop` without dropout (prediction, loss_and_gradients)
+NO_DROPOUT = (np.int64(-1), np.int64(0), np.int64(0))
+
+
 @kernel(inline="always")
-def forward(X, params, layout, output_code, acts, slopes):
+def forward(X, params, layout, output_code, acts, slopes, drop):
     # a_0 = X; a_l = act_l(a_{l-1} @ W_l + b_l), act_l = layout[l, CODE] (the
     # output layer: output_code); returns a_L (a view into acts). A layer
     # with layout[l, KEEP] also writes act_l'(z) into its block of slopes
-    # (same offsets as acts), unless slopes is empty (prediction)
+    # (same offsets as acts), unless slopes is empty (prediction). drop =
+    # (seed, epoch, position of X's first row in the epoch): the dropout of
+    # the layers with layout[l, DROP], when seed >= 0
     n_layers = layout.shape[0]
     nb = X.shape[0]
     prev = X
@@ -216,13 +223,26 @@ def forward(X, params, layout, output_code, acts, slopes):
         b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
         if layout[layer, KEEP] != 0 and slopes.size > 0:
             S = as_matrix(slopes[off : off + nb * fan_out], nb, fan_out)
-            for i in range(nb):
-                activate_row_keep(Z[i], b, b_off >= 0, code, S[i])
+            activate_kept(Z, b, b_off >= 0, code, S, layer, layout[layer, DROP], drop)
         else:
             bias_activate(Z, b, b_off >= 0, code)
         prev = Z
         off += nb * fan_out
     return prev
+
+
+@kernel(inline="always")
+def activate_kept(Z, b, has_bias, code, S, layer, threshold, drop):
+    # Z = act(Z + b) and S = act'(Z + b), row by row; with dropout (threshold
+    # > 0 and drop's seed >= 0) each row's mask applied to both
+    if threshold > 0 and drop[0] >= 0:
+        scale = Z.dtype.type(keep_scale(threshold))
+        for i in range(Z.shape[0]):
+            key = row_key(drop[0], drop[1], drop[2] + i, layer)
+            activate_row_drop(Z[i], b, has_bias, code, S[i], key, 0, threshold, scale)
+    else:
+        for i in range(Z.shape[0]):
+            activate_row_keep(Z[i], b, has_bias, code, S[i])
 
 
 @kernel(inline="always")
@@ -348,12 +368,13 @@ def deltas_units(layer_sizes):
 # shard, and inlining it into the parallel loop of the training kernel of the
 # time (compiled with parallel=True) made that kernel's cold compile about 15 s
 @kernel
-def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads):
+def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads, drop):
     # forward, loss and backward for rows (X, Y) with sample weights w (empty:
     # all 1) that are part of a batch with normaliser n (rows, or the sum of
     # weights): the loss and gradients are this part's share of the batch's
     # (without the L2 term), so that the shares of the parts sum to the
-    # batch's; fills grads, returns the loss share. With deltas of
+    # batch's; fills grads, returns the loss share. drop: see forward (the
+    # training kernels' dropout). With deltas of
     # nb * deltas_units(...) elements, a softmax output is computed on the
     # output block of deltas (free until the loss fills it) and two more
     # elements per row: see softmax_columns
@@ -365,7 +386,7 @@ def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, 
     units = off + nb * n_out
     columns = output_code == SOFTMAX and deltas.size >= units + 2 * nb
     # (the hidden blocks of deltas keep the slopes of KEEP layers until backward)
-    output = forward(X, params, layout, IDENTITY if columns else output_code, acts, deltas)
+    output = forward(X, params, layout, IDENTITY if columns else output_code, acts, deltas, drop)
     if columns:
         # the output block of acts, typed from acts: `output` may share the
         # type of X, read-only when X is
@@ -398,7 +419,7 @@ def weighted_loss_and_gradients(
         for i in range(nb):
             n += w[i]
     value = partial_loss_and_gradients(
-        X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads
+        X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads, NO_DROPOUT
     )
     if alpha > 0:
         value += l2_penalty(params, layout, alpha, n, grads)

@@ -10,8 +10,11 @@ Parameters live in one flat array; ``layout`` is an int64 array of shape
 * ``CODE``: the layer's activation (``fastnn._kernels.codes``); the output
   layer's entry is the output activation;
 * ``KEEP``: 1 when the training kernels keep the layer's ``f'(z)`` from the
-  forward pass (activations in ``codes.NEEDS_Z``), because the backward pass
-  cannot compute it from the activated value.
+  forward pass: activations in ``codes.NEEDS_Z``, whose derivative the
+  backward pass cannot compute from the activated value, and layers with
+  dropout, whose kept slope carries the mask;
+* ``DROP``: the layer's dropout rate as a threshold on 32 random bits,
+  ``round(rate * 2**32)`` (0: no dropout; see ``fastnn._kernels.dropout``).
 
 Putting the activation of each layer in the layout lets every kernel take
 per-layer activations without one more argument. Built in Python by `build`,
@@ -22,17 +25,23 @@ import numpy as np
 
 from fastnn._kernels.codes import NEEDS_Z
 
-FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP = range(6)
-COLUMNS = 6
+FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP = range(7)
+COLUMNS = 7
+DROP_BITS = 32
 
 
-def build(layer_sizes, layer_codes, bias=True, weights_first=False):
+def drop_threshold(rate):
+    """The ``DROP`` entry of a dropout rate in [0, 1): ``round(rate * 2**32)``."""
+    return int(round(float(rate) * (1 << DROP_BITS)))
+
+
+def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None):
     """``(layout, n_params)`` for dense layers ``layer_sizes`` with activations ``layer_codes``.
 
     ``layer_codes`` has one code per layer (the hidden layers', then the
-    output's). Each layer's weights are followed by its bias, or, with
-    ``weights_first``, all weights come first and then all biases
-    (scikit-learn's packing order).
+    output's); ``dropout``, one rate per hidden layer (None: none). Each
+    layer's weights are followed by its bias, or, with ``weights_first``,
+    all weights come first and then all biases (scikit-learn's packing order).
     """
     n_layers = len(layer_sizes) - 1
     if len(layer_codes) != n_layers:
@@ -49,12 +58,19 @@ def build(layer_sizes, layer_codes, bias=True, weights_first=False):
         elif not bias:
             layout[i, B_OFF] = -1
         layout[i, CODE] = int(layer_codes[i])
-        layout[i, KEEP] = 1 if (i < n_layers - 1 and int(layer_codes[i]) in NEEDS_Z) else 0
+        hidden = i < n_layers - 1
+        layout[i, DROP] = drop_threshold(dropout[i]) if (hidden and dropout is not None) else 0
+        layout[i, KEEP] = 1 if hidden and (int(layer_codes[i]) in NEEDS_Z or layout[i, DROP] > 0) else 0
     if bias and weights_first:
         for i in range(n_layers):
             layout[i, B_OFF] = off
             off += int(layer_sizes[i + 1])
     return layout, off
+
+
+def has_dropout(layout):
+    """Whether any layer of ``layout`` has dropout."""
+    return bool(layout[:, DROP].any())
 
 
 def keeps_slopes(layout):

@@ -64,9 +64,10 @@ from fastnn._kernels.activations import activate_row, activate_row_keep, derivat
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
-from fastnn._kernels.layout import B_OFF, CODE, FAN_IN, FAN_OUT, KEEP, W_OFF
+from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
+from fastnn._kernels.layout import B_OFF, CODE, DROP, FAN_IN, FAN_OUT, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
-from fastnn._kernels.train import adam_rate, adam_step, momentum_step
+from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets (module level, so that compiled code caches).
@@ -243,13 +244,22 @@ def tile_count(net, work, kind, layer, rows):
 
 # ------------------------------------------------------------------ tasks
 @kernel
-def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep):
+def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, drop):
     # the block (buf, off, ld) of rows x cols = act(block + b), in place;
-    # with `keep`, the same block of slopes = act'(block + b)
+    # with `keep`, the same block of slopes = act'(block + b). drop = (seed,
+    # epoch, the first row's position in the epoch, layer, first unit,
+    # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py)
+    seed, epoch, first_row, layer, first_unit, threshold = drop
+    dropping = keep and threshold > 0 and seed >= 0
+    scale = buf.dtype.type(keep_scale(threshold) if dropping else 1.0)
     for i in range(rows):
         row = buf[off + i * ld : off + i * ld + cols]
-        if keep:
-            activate_row_keep(row, b, has_bias, code, slopes[off + i * ld : off + i * ld + cols])
+        s = slopes[off + i * ld : off + i * ld + cols] if keep else slopes[0:0]
+        if dropping:
+            key = row_key(seed, epoch, first_row + i, layer)
+            activate_row_drop(row, b, has_bias, code, s, key, first_unit, threshold, scale)
+        elif keep:
+            activate_row_keep(row, b, has_bias, code, s)
         else:
             activate_row(row, b, has_bias, code)
 
@@ -292,7 +302,7 @@ def gather_task(data, work, task, at):
 
 
 @kernel
-def forward_task(net, data, work, layer, task, at):
+def forward_task(net, data, opt, work, layer, task, at):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
@@ -304,7 +314,9 @@ def forward_task(net, data, work, layer, task, at):
     has_bias = b_off >= 0
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
-    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep)
+    seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
+    drop = (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP])
+    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, drop)
 
 
 @kernel
@@ -322,7 +334,8 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
-    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False)
+    no_drop = (np.int64(-1), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_drop)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
@@ -474,7 +487,7 @@ def run_task(net, data, opt, work, kind, layer, task, worker):
     if kind == GATHER:
         gather_task(data, work, task, at)
     elif kind == FORWARD:
-        forward_task(net, data, work, layer, task, at)
+        forward_task(net, data, opt, work, layer, task, at)
     elif kind == OUTPUT:
         output_task(net, data, work, task, at, worker)
     elif kind == GRADIENT:

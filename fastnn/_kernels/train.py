@@ -1,7 +1,10 @@
 """Fused training loops: many epochs of forward, backward and update in one call.
 
 ``hyper`` is a float64 array ``(learning_rate, momentum, nesterov, beta_1,
-beta_2, epsilon, alpha)``; ``step_count`` a one-element int64 array holding
+beta_2, epsilon, alpha, dropout_seed, first_epoch)`` (`hyper_array`; the
+last two give dropout's masks their counters, see ``fastnn._kernels.dropout``:
+a seed < 0 is no dropout, and the epochs of a call are numbered from
+``first_epoch``); ``step_count`` a one-element int64 array holding
 Adam's step counter between calls. Optimizer state (``state1``, ``state2``)
 has the layout of ``params``. Scalars are cast to the parameters' dtype, so a
 float32 model is updated in float32. ``control`` (``CONTROL_SIZE`` float64,
@@ -144,6 +147,22 @@ COPY_STATE2 = 2
 
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
+# hyper[...]
+H_LR, H_MOMENTUM, H_NESTEROV, H_BETA_1, H_BETA_2, H_EPSILON, H_ALPHA, H_SEED, H_EPOCH = range(9)
+HYPER_SIZE = 9
+
+
+def hyper_array(learning_rate, momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                alpha=0.0, seed=-1, first_epoch=0):  # fmt: skip
+    """The kernels' ``hyper`` array (``HYPER_SIZE`` float64, indices ``H_*``)."""
+    if not -1 <= seed < 2**53:
+        raise ValueError(f"seed must be -1 or in [0, 2**53), got {seed}")
+    return np.array(
+        [learning_rate, momentum, float(nesterov), beta_1, beta_2, epsilon, alpha, seed, first_epoch],
+        dtype=np.float64,
+    )
+
+
 C_RULE = 0  # 0: run all epochs; 1: stop by the training-loss rule
 C_SCHEDULE = 1  # SCHEDULE_* (SGD only)
 C_LR_INIT = 2
@@ -593,9 +612,11 @@ def run_slot(
                                 ws = sample_weight[start + lo : start + hi]
                         own = s if s < n_copies else 0
                         ps = copy_set(own, live, params, state1, state2, copies)[0]
+                        # dropout's counters: the seed, the epoch of the fit, the shard's first row
+                        drop = (np.int64(hyp[H_SEED]), np.int64(hyp[H_EPOCH]) + epoch, np.int64(start + lo))
                         shard_loss[half + s] = partial_loss_and_gradients(
                             xs, ys, ws, ps, layout, output_code, loss_code, norm,
-                            acts[s], deltas[s], grads[half + s],
+                            acts[s], deltas[s], grads[half + s], drop,
                         )  # fmt: skip
                         if not alone:
                             atomic_add(sync, SYNC_SHARDS, 1)
@@ -722,7 +743,9 @@ def quit_job(job):
     atomic_cas(job, JOB_STATE, JOB_IDLE, JOB_QUIT)
 
 
-def _check_workspaces(params, grads, shard_loss, copies):
+def _check_workspaces(params, grads, shard_loss, copies, hyper):
+    if hyper.size != HYPER_SIZE:
+        raise ValueError(f"hyper has {hyper.size} entries, not {HYPER_SIZE} (see hyper_array)")
     if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 4 * MAX_SHARDS:
         raise ValueError(
             f"grads and shard_loss need {2 * MAX_SHARDS} and {4 * MAX_SHARDS} rows (see "
@@ -745,7 +768,7 @@ def train(
     See `run_slot` for the arguments and the result (epochs completed); the
     workspaces come from `shard_buffers`.
     """
-    _check_workspaces(params, grads, shard_loss, copies)
+    _check_workspaces(params, grads, shard_loss, copies, hyper)
     sync = np.zeros(SYNC_SIZE, dtype=np.int64)
     return int(run_slot(
         np.int64(0), X, Y, params, layout, output_code, loss_code,
@@ -776,7 +799,7 @@ def _helper_pool():
 
 
 # positions in train's arguments
-ARG_PARAMS, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 8, 9, 11
+ARG_PARAMS, ARG_HYPER, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 7, 8, 9, 11
 ARG_GRADS, ARG_SHARD_LOSS, ARG_COPIES, ARG_HISTORY = 18, 19, 20, 23
 
 
@@ -838,7 +861,7 @@ def train_parallel(*args):
     """
     params, grads = args[ARG_PARAMS], args[ARG_GRADS]
     shard_loss, copies = args[ARG_SHARD_LOSS], args[ARG_COPIES]
-    _check_workspaces(params, grads, shard_loss, copies)
+    _check_workspaces(params, grads, shard_loss, copies, args[ARG_HYPER])
     # (as Python, with NUMBA_DISABLE_JIT, the slots' waits would hold the
     # GIL: one thread is faster)
     replicas = copies.shape[0] >= COPY_ROWS * (2 * MAX_SHARDS - 1)
