@@ -100,6 +100,10 @@ SAMPLE_WEIGHT = "sample_weight" in _parameters(_Base._fit_stochastic)
 #: The "validation set is too small" error of ``early_stopping`` (1.7).
 VALIDATION_SIZE_CHECK = VERSION >= (1, 7, 0)
 
+#: Whether ``MLPRegressor.__init__`` takes ``loss`` (1.7 and later, as its
+#: first parameter); fastnn's constructor mirrors the installed one.
+REGRESSOR_LOSS = "loss" in _parameters(_sk_mlp.MLPRegressor.__init__)
+
 
 # ------------------------------------------------------------------ shims
 from sklearn.utils.validation import validate_data  # noqa: E402  (public from 1.6)
@@ -307,6 +311,14 @@ PRIVATE = (
         reviewed={"593d8fb4dc20": _ALL},
     ),
     # --- functions and constructors fastnn calls
+    *(
+        Private(
+            _MLP + cls + "._validate_input", "call",
+            "wrapped: callbacks checked, then called",
+            layouts={("self", "X", "y", "incremental", "reset"): _ALL},
+        )
+        for cls in ("MLPClassifier", "MLPRegressor")
+    ),
     Private(
         "utils.validation.validate_data", "call", "input validation in predict (public)",
         layouts={("_estimator", "X", "y", "reset", "validate_separately", "skip_check_array",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.optimize
@@ -67,7 +68,13 @@ from fastnn import _sklearn_compat as compat
 from fastnn._kernels import codes
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
-__all__ = ["MLPClassifier", "MLPRegressor", "format_sklearn_comparison", "sklearn_comparison"]
+__all__ = [
+    "EpochRecord",
+    "MLPClassifier",
+    "MLPRegressor",
+    "format_sklearn_comparison",
+    "sklearn_comparison",
+]
 
 _OUT_CODES = {
     "identity": codes.IDENTITY,
@@ -179,6 +186,76 @@ def _printing(bar):
     return contextlib.nullcontext() if bar is None else bar.external_write_mode()
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """What each of the ``callbacks`` of the estimators is given after an epoch.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch that just ended, counted from 1 in this call of ``fit`` or
+        ``partial_fit``: the estimator's ``n_iter_``. With ``solver="lbfgs"``,
+        the L-BFGS-B iteration that just ended.
+    loss : float
+        The training loss of that epoch, with its L2 term
+        (``loss_curve_[-1]``); with ``"lbfgs"``, the loss at the iterate.
+    validation_score : float or None
+        The score on the validation split (``validation_scores_[-1]``) under
+        ``early_stopping``, else None.
+    estimator : MLPClassifier or MLPRegressor
+        The estimator in training, with the weights after that epoch (its
+        ``coefs_`` may be updated in place by the next epochs: copy what you
+        keep). Left out of the record's ``repr`` and comparisons.
+
+    Examples
+    --------
+    >>> from fastnn.sklearn import EpochRecord
+    >>> EpochRecord(epoch=3, loss=0.25, validation_score=None, estimator=None)
+    EpochRecord(epoch=3, loss=0.25, validation_score=None)
+    """
+
+    epoch: int
+    loss: float
+    validation_score: float | None
+    estimator: object = field(repr=False, compare=False)
+
+
+class _StopLbfgs(Exception):
+    """Raised through SciPy's L-BFGS-B when a callback asked to stop; holds the iterate."""
+
+    def __init__(self, result):
+        super().__init__("a callback stopped L-BFGS-B")
+        self.result = result
+
+
+def _checked_callbacks(callbacks):
+    """``callbacks`` as a tuple (empty for None); a TypeError unless a list of callables."""
+    if callbacks is None:
+        return ()
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"callbacks must be None or a list of callables, got {type(callbacks).__name__}"
+        )
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables; callbacks[{i}] is {callback!r}")
+    return tuple(callbacks)
+
+
+def _stop_requested(callbacks, record):
+    """Calls every callback with ``record``; True when one of them returned True.
+
+    All are called, also after one asked to stop. Only True (a bool or a
+    NumPy bool) stops; any other value, None included, lets training go on.
+    """
+    stop = False
+    for callback in callbacks:
+        answer = callback(record)
+        if isinstance(answer, (bool, np.bool_)) and answer:
+            stop = True
+    return stop
+
+
 class _FastnnMLPMixin:
     """The compiled training and prediction paths shared by both estimators."""
 
@@ -198,6 +275,26 @@ class _FastnnMLPMixin:
             _OUT_CODES[self.out_activation_],
             self._fastnn_loss_code,
         )
+
+    # ------------------------------------------------------ callbacks, ...
+    def _validate_input(self, X, y, incremental, reset):
+        # the first step of scikit-learn's _fit: the checks come before any work
+        self._fastnn_check_new_params(X, incremental)
+        return super()._validate_input(X, y, incremental, reset)
+
+    def _fastnn_check_new_params(self, X, incremental):
+        """The checks of ``callbacks`` that ``_parameter_constraints`` cannot
+        make: the items and the input."""
+        if _checked_callbacks(self.callbacks) and scipy.sparse.issparse(X):
+            raise ValueError(
+                "callbacks need dense X: sparse input trains in scikit-learn's own code, "
+                "which calls none"
+            )
+
+    def _fastnn_end_callbacks(self, validation_score=None):
+        """The callbacks after an epoch (or L-BFGS-B iteration); True to stop."""
+        record = EpochRecord(self.n_iter_, self.loss_, validation_score, self)
+        return _stop_requested(_checked_callbacks(self.callbacks), record)
 
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
@@ -246,30 +343,42 @@ class _FastnnMLPMixin:
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
         work = np.empty(X.shape[0] * deltas_units(layer_units), dtype=dtype)
         alpha = float(self.alpha)
+        last = [np.nan]  # the loss at params, the point of the last evaluation
 
         def loss_grad(x):
             params[...] = x
-            value = weighted_loss_and_gradients(
+            last[0] = weighted_loss_and_gradients(
                 X, Y, weights, params, layout, act, out, loss_code, alpha, acts, work, grads
             )
-            return value, grads.astype(np.float64)
+            return last[0], grads.astype(np.float64)
+
+        def loss_at(xk):
+            same = np.array_equal(params, xk.astype(dtype))
+            return float(last[0]) if same else float(loss_grad(xk)[0])
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = _pack(list(self.coefs_) + list(self.intercepts_), np.float64)
-        with blas_single_thread_for(layer_units, X.shape[0]):
-            opt_res = self._fastnn_minimize(loss_grad, x0, iprint)
-        self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
+        callback = self._fastnn_lbfgs_callback(loss_at, layout, dtype) if self.callbacks else None
+        try:
+            with blas_single_thread_for(layer_units, X.shape[0]):
+                opt_res = self._fastnn_minimize(loss_grad, x0, iprint, callback)
+            self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
+        except _StopLbfgs as stopped:
+            # a callback stopped it: no ConvergenceWarning
+            opt_res = stopped.result
+            self.n_iter_ = opt_res.nit
         self.loss_ = opt_res.fun
         self.coefs_, self.intercepts_ = (
             [a.copy() for a in part] for part in _views(opt_res.x.astype(dtype), layout)
         )
 
-    def _fastnn_minimize(self, loss_grad, x0, iprint):
+    def _fastnn_minimize(self, loss_grad, x0, iprint, callback=None):
         return scipy.optimize.minimize(
             loss_grad,
             x0,
             method="L-BFGS-B",
             jac=True,
+            callback=callback,
             options={
                 "maxfun": self.max_fun,
                 "maxiter": self.max_iter,
@@ -277,6 +386,28 @@ class _FastnnMLPMixin:
                 **compat.lbfgs_print_options(iprint),
             },
         )
+
+    def _fastnn_lbfgs_callback(self, loss_at, layout, dtype):
+        """SciPy's per-iteration callback: the estimator set to the iterate
+        (``coefs_``, ``intercepts_``, ``loss_``, ``n_iter_``), then the callbacks.
+
+        A stop raises :class:`_StopLbfgs` with the iterate, on every SciPy
+        release (SciPy's own ``StopIteration`` needs 1.11 and warns as a failure).
+        """
+        iteration = [0]
+
+        def on_iteration(xk):
+            iteration[0] += 1
+            self.n_iter_ = iteration[0]
+            self.loss_ = loss_at(xk)
+            self.coefs_, self.intercepts_ = (
+                [a.copy() for a in part] for part in _views(xk.astype(dtype), layout)
+            )
+            if self._fastnn_end_callbacks():
+                result = scipy.optimize.OptimizeResult(x=xk, fun=self.loss_, nit=iteration[0])
+                raise _StopLbfgs(result)
+
+        return on_iteration
 
     # scikit-learn calls it with or without sample_weight, by release
     _fit_lbfgs = compat.override(_fastnn_fit_lbfgs, "_fit_lbfgs")
@@ -395,8 +526,8 @@ class _FastnnMLPMixin:
 
         # scikit-learn's stopping rule and learning-rate schedule run inside
         # the kernel, many epochs per call, unless something must happen
-        # between epochs in Python (a validation score, a printed line)
-        in_kernel = not (early_stopping or incremental or self.verbose)
+        # between epochs in Python (a validation score, a printed line, a callback)
+        in_kernel = not (early_stopping or incremental or self.verbose or self.callbacks)
         control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)
         control[kt.C_RULE] = 1.0 if in_kernel else 0.0
         if not is_adam:
@@ -550,7 +681,8 @@ class _FastnnMLPMixin:
     def _fastnn_end_of_epoch(self, args):
         """scikit-learn's bookkeeping after an epoch, in Python: the printed
         lines, the stopping rule (with the validation score under early
-        stopping) and the learning-rate schedule. Returns True to stop."""
+        stopping) and the learning-rate schedule; then the callbacks.
+        Returns True to stop."""
         optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = (
             args
         )
@@ -566,22 +698,41 @@ class _FastnnMLPMixin:
                 self, early_stopping, X_val, y_val, sample_weight_val
             )
             optimizer.iteration_ends(self.t_)
-            if self._no_improvement_count > self.n_iter_no_change:
-                if early_stopping:
-                    msg = (
-                        "Validation score did not improve more than "
-                        "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                    )
-                else:
-                    msg = (
-                        "Training loss did not improve more than tol=%f"
-                        " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                    )
-                # (prints msg and "Stopping." or the new learning rate when verbose)
-                if optimizer.trigger_stopping(msg, self.verbose):
-                    return True
-                self._no_improvement_count = 0
-        return bool(incremental)
+            stop = self._fastnn_stopping_rule(optimizer, early_stopping)
+            # the callbacks see the epoch's bookkeeping done; any may stop
+            score = self.validation_scores_[-1] if early_stopping else None
+            if self._fastnn_end_callbacks(score):
+                stop = True
+        return stop or bool(incremental)
+
+    def _fastnn_stopping_rule(self, optimizer, early_stopping):
+        """scikit-learn's tol / n_iter_no_change rule after an epoch; True to stop."""
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if early_stopping:
+            msg = (
+                "Validation score did not improve more than "
+                "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+            )
+        else:
+            msg = (
+                "Training loss did not improve more than tol=%f"
+                " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+            )
+        # (prints msg and "Stopping." or the new learning rate when verbose)
+        if optimizer.trigger_stopping(msg, self.verbose):
+            return True
+        self._no_improvement_count = 0
+        return False
+
+
+_FASTNN_PARAMETERS = ("callbacks",)
+
+
+def _sklearn_arguments(values):
+    """The ``locals()`` of a constructor, less fastnn's own parameters: scikit-learn's."""
+    skip = ("self", "__class__", *_FASTNN_PARAMETERS)
+    return {name: value for name, value in values.items() if name not in skip}
 
 
 _COMMON_DOC = """
@@ -610,7 +761,23 @@ max_fun
         ``Validation score: ...`` under early stopping, the stopping and
         learning-rate messages). With ``verbose >= 2`` and tqdm installed, a
         progress bar on stderr comes in addition to them.
-{extra}
+{extra}    callbacks : list of callable, default=None
+        fastnn's own. Each is called after every epoch with an
+        :class:`EpochRecord` ``(epoch, loss, validation_score, estimator)``,
+        after scikit-learn's bookkeeping of the epoch (the stopping rule, the
+        learning-rate schedule). A callback that returns True stops training
+        after that epoch (``n_iter_`` counts the epochs that ran, and no
+        ``ConvergenceWarning`` is raised); any other value lets it go on. With
+        ``solver="lbfgs"`` they are called after every L-BFGS-B iteration,
+        with the loss at the iterate and the estimator's weights set to it.
+        An exception raised by a callback ends ``fit`` and propagates; the
+        estimator then holds the weights of the last epoch (under
+        ``early_stopping``, not the best ones). Setting callbacks makes the
+        ``"sgd"`` and ``"adam"`` solvers run one compiled call per epoch; the
+        numbers stay those of a fit without callbacks. They need dense ``X``
+        (sparse input trains in scikit-learn's code). To clone, pickle or
+        search estimators in parallel, the callbacks must pickle.
+
     Attributes
     ----------
     coefs_, intercepts_ : list of ndarray
@@ -647,6 +814,22 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     )
 
     _fastnn_loss_code = codes.LOG_LOSS
+    _parameter_constraints: dict = {
+        **_SkMLPClassifier._parameter_constraints,
+        "callbacks": [list, tuple, None],
+    }
+
+    # scikit-learn's parameters and defaults (1.6.1 to 1.9.1), then fastnn's
+    def __init__(
+        self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+        batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+        max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+        warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+        validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        n_iter_no_change=10, max_fun=15000, callbacks=None,
+    ):  # fmt: skip
+        super().__init__(**_sklearn_arguments(locals()))
+        self.callbacks = callbacks
 
 
 class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
@@ -675,6 +858,40 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
     True
 """
     )
+
+    _parameter_constraints: dict = {
+        **_SkMLPRegressor._parameter_constraints,
+        "callbacks": [list, tuple, None],
+    }
+
+    # scikit-learn's parameters and defaults, then fastnn's; 1.7 added loss, first
+    if compat.REGRESSOR_LOSS:
+
+        def __init__(
+            self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+            solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+            learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+            random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+            nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+            beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+            callbacks=None,
+        ):  # fmt: skip
+            super().__init__(**_sklearn_arguments(locals()))
+            self.callbacks = callbacks
+
+    else:
+
+        def __init__(
+            self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+            alpha=0.0001, batch_size="auto", learning_rate="constant",
+            learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+            random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+            nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+            beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+            callbacks=None,
+        ):  # fmt: skip
+            super().__init__(**_sklearn_arguments(locals()))
+            self.callbacks = callbacks
 
     @property
     def _fastnn_loss_code(self):

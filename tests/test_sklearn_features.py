@@ -1,0 +1,263 @@
+"""fastnn.sklearn's own parameters: callbacks.
+
+At their defaults the estimators are scikit-learn's (tests/test_sklearn.py);
+here, what each new parameter does, and that it leaves the numbers alone
+where it should.
+"""
+
+import dataclasses
+import inspect
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+import scipy.sparse  # noqa: E402
+from sklearn import neural_network as sknn  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+
+from fastnn import _sklearn_compat as compat  # noqa: E402
+from fastnn import sklearn as fsk  # noqa: E402
+
+_rng = np.random.RandomState(0)
+X = _rng.randn(150, 6)
+Y_MULTICLASS = np.array([3, 5, 7])[np.digitize(X[:, 0], [-0.3, 0.9])]
+Y_BINARY = (X[:, 0] + 0.3 * X[:, 1] > 0.6).astype(int)
+Y_MULTILABEL = (X[:, :3] > np.array([0.0, 0.8, -0.5])).astype(int)
+Y_REGRESSION = 2.0 * X[:, 0] - X[:, 1] + 0.1 * _rng.randn(150)
+Y_COUNTS = _rng.poisson(np.exp(0.5 * X[:, 0]))
+WEIGHTS = _rng.uniform(0.2, 2.0, 150)
+SMALL = dict(hidden_layer_sizes=(7, 5), activation="tanh", batch_size=32, random_state=1)
+
+
+def params_of(est):
+    return list(est.coefs_) + list(est.intercepts_)
+
+
+def assert_same_params(ours, theirs, atol=0.0):
+    for a, b in zip(params_of(ours), params_of(theirs), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+
+
+def fit_quietly(est, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(*args, **kwargs)
+
+
+# ------------------------------------------------------------- callbacks
+def _go_on(record):
+    return None
+
+
+def _never_stop(record):
+    return False
+
+
+class Recorder:
+    """A callback that keeps its records (and, optionally, stops at an epoch)."""
+
+    def __init__(self, stop_at=None, answer=True):
+        self.records, self.stop_at, self.answer = [], stop_at, answer
+
+    def __call__(self, record):
+        self.records.append(record)
+        return self.answer if record.epoch == self.stop_at else None
+
+
+@pytest.mark.parametrize("early_stopping", [False, True], ids=["tol_rule", "early_stopping"])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_callbacks_that_go_on_leave_the_fit_bit_identical(kind, solver, shuffle, early_stopping):
+    cls, y = {
+        "classifier": (fsk.MLPClassifier, Y_MULTICLASS),
+        "regressor": (fsk.MLPRegressor, Y_REGRESSION),
+    }[kind]
+    # max_iter over the tol rule's stop (in-kernel without callbacks), and several chunks
+    params = dict(solver=solver, shuffle=shuffle, early_stopping=early_stopping, max_iter=60)
+    params.update(SMALL)
+    recorder = Recorder()
+    ours = fit_quietly(cls(callbacks=[_go_on, recorder, _never_stop], **params), X, y)
+    plain = fit_quietly(cls(**params), X, y)
+    assert_same_params(ours, plain)
+    assert ours.loss_curve_ == plain.loss_curve_ and ours.n_iter_ == plain.n_iter_
+    assert ours.t_ == plain.t_ and ours.best_loss_ == plain.best_loss_
+    assert ours.validation_scores_ == plain.validation_scores_
+    assert [r.epoch for r in recorder.records] == list(range(1, ours.n_iter_ + 1))
+    assert [r.loss for r in recorder.records] == ours.loss_curve_
+    scores = [r.validation_score for r in recorder.records]
+    assert scores == (ours.validation_scores_ if early_stopping else [None] * ours.n_iter_)
+    assert all(r.estimator is ours for r in recorder.records)
+
+
+@pytest.mark.parametrize("answer", [True, np.True_])
+def test_a_callback_returning_true_stops_after_that_epoch(answer):
+    params = dict(solver="sgd", max_iter=5, **SMALL)
+    stopper, watcher = Recorder(stop_at=3, answer=answer), Recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = fsk.MLPClassifier(callbacks=[stopper, watcher], **params).fit(X, Y_MULTICLASS)
+        assert est.n_iter_ == len(est.loss_curve_) == 3
+        # stopped at the last epoch: still no ConvergenceWarning
+        fsk.MLPClassifier(callbacks=[Recorder(stop_at=5)], **params).fit(X, Y_MULTICLASS)
+    assert len(watcher.records) == 3  # the others are called too on the last epoch
+    with pytest.warns(ConvergenceWarning):
+        three = fsk.MLPClassifier(**dict(params, max_iter=3)).fit(X, Y_MULTICLASS)
+    assert_same_params(est, three)
+
+
+@pytest.mark.parametrize("answer", [1, "stop", [True]])
+def test_only_true_stops(answer):
+    est = fit_quietly(
+        fsk.MLPRegressor(max_iter=6, callbacks=[Recorder(stop_at=2, answer=answer)], **SMALL),
+        X, Y_REGRESSION,
+    )  # fmt: skip
+    assert est.n_iter_ == 6
+
+
+def test_callbacks_in_partial_fit_see_each_call_as_an_epoch():
+    recorder = Recorder()
+    est = fsk.MLPClassifier(solver="adam", callbacks=[recorder], **SMALL)
+    for _ in range(3):
+        est.partial_fit(X, Y_BINARY, classes=[0, 1])
+    assert [r.epoch for r in recorder.records] == [1, 1, 1]
+    assert [r.loss for r in recorder.records] == est.loss_curve_
+
+
+def test_lbfgs_calls_the_callbacks_after_every_iteration():
+    params = dict(solver="lbfgs", max_iter=40, **SMALL)
+    recorder = Recorder()
+    snapshots = []
+    def keep_weights(record):
+        snapshots.append([c.copy() for c in record.estimator.coefs_])
+
+    ours = fsk.MLPClassifier(callbacks=[recorder, keep_weights], **params)
+    fit_quietly(ours, X, Y_MULTICLASS)
+    plain = fit_quietly(fsk.MLPClassifier(**params), X, Y_MULTICLASS)
+    assert_same_params(ours, plain)
+    assert ours.loss_ == plain.loss_ and ours.n_iter_ == plain.n_iter_
+    assert [r.epoch for r in recorder.records] == list(range(1, ours.n_iter_ + 1))
+    assert all(r.validation_score is None for r in recorder.records)
+    assert recorder.records[-1].loss == ours.loss_
+    losses = [r.loss for r in recorder.records]
+    assert losses == sorted(losses, reverse=True)  # L-BFGS-B's iterates descend
+    for a, b in zip(snapshots[-1], ours.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_callback_stops_lbfgs_without_a_convergence_warning():
+    params = dict(solver="lbfgs", **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        stopped = fsk.MLPClassifier(callbacks=[Recorder(stop_at=4)], max_iter=40, **params)
+        stopped.fit(X, Y_MULTICLASS)
+    assert stopped.n_iter_ == 4
+    with pytest.warns(ConvergenceWarning):
+        four = fsk.MLPClassifier(max_iter=4, **params).fit(X, Y_MULTICLASS)
+    assert_same_params(stopped, four)
+    assert stopped.loss_ == four.loss_
+
+
+class Boom(Exception):
+    pass
+
+
+def _explode_at_3(record):
+    if record.epoch == 3:
+        raise Boom("epoch 3")
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_a_callback_that_raises_leaves_a_consistent_estimator(solver):
+    params = dict(solver=solver, **SMALL)
+    est = fsk.MLPClassifier(callbacks=[_explode_at_3], max_iter=20, **params)
+    with pytest.raises(Boom, match="epoch 3"):
+        est.fit(X, Y_MULTICLASS)
+    assert est.n_iter_ == 3
+    three = fit_quietly(fsk.MLPClassifier(max_iter=3, **params), X, Y_MULTICLASS)
+    assert_same_params(est, three)
+    # independent arrays, usable at once
+    arrays = params_of(est)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
+    np.testing.assert_array_equal(est.predict_proba(X), three.predict_proba(X))
+    if solver != "lbfgs":
+        assert len(est.loss_curve_) == 3
+        est.set_params(callbacks=None).partial_fit(X, Y_MULTICLASS)  # the optimizer state holds
+        assert est.n_iter_ == 1
+
+
+@pytest.mark.parametrize(
+    "callbacks, error, match",
+    [
+        (_go_on, ValueError, "callbacks"),  # a callable, not a list: the constraints say so
+        ("print", ValueError, "callbacks"),
+        ([_go_on, 3], TypeError, r"callbacks\[1\] is 3"),
+    ],
+)
+def test_callbacks_are_checked_before_any_work(callbacks, error, match):
+    for est in (fsk.MLPClassifier(callbacks=callbacks), fsk.MLPRegressor(callbacks=callbacks)):
+        y = Y_BINARY if isinstance(est, fsk.MLPClassifier) else Y_REGRESSION
+        with pytest.raises(error, match=match):
+            est.fit(X, y)
+        assert not hasattr(est, "coefs_")
+
+
+def test_callbacks_need_dense_input():
+    est = fsk.MLPRegressor(callbacks=[_go_on], max_iter=3, **SMALL)
+    with pytest.raises(ValueError, match="callbacks need dense X"):
+        est.fit(scipy.sparse.csr_matrix(X), Y_REGRESSION)
+    assert not hasattr(est, "coefs_")
+    fit_quietly(est.set_params(callbacks=[]), scipy.sparse.csr_matrix(X), Y_REGRESSION)
+
+
+def test_epoch_record_is_a_small_frozen_dataclass():
+    est = fsk.MLPRegressor()
+    record = fsk.EpochRecord(epoch=2, loss=0.5, validation_score=None, estimator=est)
+    assert dataclasses.is_dataclass(record)
+    assert [f.name for f in dataclasses.fields(record)] == [
+        "epoch", "loss", "validation_score", "estimator",
+    ]  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.epoch = 3
+    assert repr(record) == "EpochRecord(epoch=2, loss=0.5, validation_score=None)"
+    assert "EpochRecord" in fsk.__all__
+
+
+# ------------------------------------------------------ the parameters
+@pytest.mark.parametrize(
+    "ours, theirs, new",
+    [
+        (fsk.MLPClassifier, sknn.MLPClassifier, ("callbacks",)),
+        (fsk.MLPRegressor, sknn.MLPRegressor, ("callbacks",)),
+    ],
+)
+def test_constructor_is_sklearns_plus_the_new_parameters(ours, theirs, new):
+    mine = list(inspect.signature(ours.__init__).parameters.values())
+    base = list(inspect.signature(theirs.__init__).parameters.values())
+    assert mine[: len(base)] == base  # names, kinds, defaults and order of the installed release
+    added = mine[len(base) :]
+    assert [p.name for p in added] == list(new)
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is None for p in added)
+    assert ours().get_params() == {**theirs().get_params(), **dict.fromkeys(new)}
+
+
+def test_new_parameters_travel_with_get_set_params_clone_and_pickle():
+    recorder = Recorder()
+    est = fsk.MLPClassifier(callbacks=[recorder], max_iter=3)
+    assert est.get_params()["callbacks"] == [recorder]
+    est.set_params(callbacks=(_go_on,))
+    assert est.callbacks == (_go_on,)
+    copy = clone(est)
+    assert copy.callbacks == (_go_on,)
+    fit_quietly(est.set_params(**SMALL), X, Y_BINARY)
+    restored = pickle.loads(pickle.dumps(est))
+    assert restored.callbacks == (_go_on,)
+    np.testing.assert_array_equal(restored.predict_proba(X), est.predict_proba(X))
+    reg = pickle.loads(pickle.dumps(fsk.MLPRegressor(callbacks=[_never_stop])))
+    assert reg.get_params()["callbacks"] == [_never_stop]
