@@ -280,7 +280,8 @@ PRIVATE = (
     ),
     Private(
         _MLP + "BaseMultilayerPerceptron._update_no_improvement_count", "reimplemented",
-        "the tol / n_iter_no_change rule, run inside the kernel between epochs",
+        "the tol / n_iter_no_change rule, run inside the kernel between epochs; also "
+        "wrapped (called, then the validation loss appended to validation_loss_curve_)",
         layouts={
             ("self", "early_stopping", "X", "y", "sample_weight"): _SW17,
             ("self", "early_stopping", "X_val", "y_val"): _NOSW,
@@ -311,6 +312,11 @@ PRIVATE = (
         reviewed={"593d8fb4dc20": _ALL},
     ),
     # --- functions and constructors fastnn calls
+    Private(
+        _MLP + "BaseMultilayerPerceptron._initialize", "call",
+        "wrapped: called, then validation_loss_curve_ set beside validation_scores_",
+        layouts={("self", "y", "layer_units", "dtype"): _ALL},
+    ),
     *(
         Private(
             _MLP + cls + "._validate_input", "call",
@@ -318,6 +324,10 @@ PRIVATE = (
             layouts={("self", "X", "y", "incremental", "reset"): _ALL},
         )
         for cls in ("MLPClassifier", "MLPRegressor")
+    ),
+    Private(
+        "neural_network._base.LOSS_FUNCTIONS", "call",
+        "the validation loss (validation_loss_curve_), with sample_weight from 1.7",
     ),
     Private(
         "utils.validation.validate_data", "call", "input validation in predict (public)",

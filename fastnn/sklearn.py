@@ -62,6 +62,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+from sklearn.neural_network._base import LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
 from fastnn import _sklearn_compat as compat
@@ -290,6 +291,46 @@ class _FastnnMLPMixin:
                 "callbacks need dense X: sparse input trains in scikit-learn's own code, "
                 "which calls none"
             )
+
+    def _initialize(self, y, layer_units, dtype):
+        super()._initialize(y, layer_units, dtype)
+        # beside validation_scores_ (set by the same call): a list under early stopping
+        stochastic = self.solver in ("sgd", "adam")
+        self.validation_loss_curve_ = [] if (stochastic and self.early_stopping) else None
+
+    def _update_no_improvement_count(self, early_stopping, X, y, *sample_weight):
+        # (scikit-learn 1.7 and later pass the validation split's sample_weight)
+        super()._update_no_improvement_count(early_stopping, X, y, *sample_weight)
+        if early_stopping:
+            self.validation_loss_curve_.append(self._fastnn_validation_loss(X, y, *sample_weight))
+
+    def _fastnn_validation_loss(self, X, y, sample_weight=None):
+        """The loss of the validation split, computed as scikit-learn's ``_backprop``
+        computes a batch's: the same loss function and L2 term, with the weights."""
+        if is_classifier(self):
+            y = self._fastnn_binarized(y)
+        output = self._forward_pass_fast(X, check_input=False)
+        name = self.loss
+        if name == "log_loss" and self.out_activation_ == "logistic":
+            name = "binary_log_loss"
+        weights = () if sample_weight is None else (sample_weight,)
+        loss = LOSS_FUNCTIONS[name](y.reshape(output.shape), output, *weights)
+        values = 0
+        for s in self.coefs_:
+            s = s.ravel()
+            values += np.dot(s, s)
+        sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
+        return float(loss + (0.5 * self.alpha) * values / sw_sum)
+
+    def _fastnn_binarized(self, labels):
+        """Class labels -> the bool targets of the output units, as ``_label_binarizer``
+        makes them (without its checks, a tenth of the time: this runs every epoch)."""
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            return np.asarray(labels).astype(bool)  # an indicator matrix already
+        index = np.searchsorted(self.classes_, labels)
+        if self.n_outputs_ == 1:  # binary: one unit, for classes_[1]
+            return (index == 1)[:, None]
+        return index[:, None] == np.arange(self.n_outputs_)
 
     def _fastnn_end_callbacks(self, validation_score=None):
         """The callbacks after an epoch (or L-BFGS-B iteration); True to stop."""
@@ -784,7 +825,14 @@ max_fun
         Weights ``(fan_in, fan_out)`` and biases of each layer.
     loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
 n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
-        As in scikit-learn.{attrs}
+        As in scikit-learn.
+    validation_loss_curve_ : list of float or None
+        fastnn's own. Under ``early_stopping`` (``"sgd"`` and ``"adam"``),
+        the loss on the validation split after each epoch, beside
+        ``validation_scores_``: the loss that ``loss_curve_`` reports, with
+        the L2 term ``0.5 * alpha * sum(W**2) / n`` (``n`` the validation rows,
+        or the sum of their sample weights), weighted by their sample weights
+        when there are some. None otherwise.{attrs}
 
     Notes
     -----

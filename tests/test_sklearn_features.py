@@ -1,4 +1,4 @@
-"""fastnn.sklearn's own parameters: callbacks.
+"""fastnn.sklearn's own parameters: validation_loss_curve_ and callbacks.
 
 At their defaults the estimators are scikit-learn's (tests/test_sklearn.py);
 here, what each new parameter does, and that it leaves the numbers alone
@@ -16,6 +16,7 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 
 import scipy.sparse  # noqa: E402
+from scipy.special import xlogy  # noqa: E402
 from sklearn import neural_network as sknn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -48,6 +49,116 @@ def fit_quietly(est, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return est.fit(*args, **kwargs)
+
+
+# ----------------------------------------------- validation_loss_curve_
+def record_splits(monkeypatch):
+    """The parts of every early-stopping split fastnn.sklearn makes, in a list."""
+    splits = []
+
+    def recording_split(*arrays, **kwargs):
+        parts = fsk_split(*arrays, **kwargs)
+        splits.append(parts)
+        return parts
+
+    fsk_split = fsk.train_test_split
+    monkeypatch.setattr(fsk, "train_test_split", recording_split)
+    return splits
+
+
+def numpy_loss(est, X_val, Y_val, weights=None):
+    """loss_curve_'s loss of ``est`` on a validation split, from predict(_proba) and NumPy.
+
+    ``Y_val``: the targets as the estimator trains on them (binarized labels,
+    or the regression targets as a column).
+    """
+    Y = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
+    w = np.ones(len(X_val)) if weights is None else np.asarray(weights, dtype=np.float64)
+    average = lambda terms: (w @ terms) / w.sum()  # noqa: E731  (per output)
+    if isinstance(est, fsk.MLPClassifier):
+        P = est.predict_proba(X_val).astype(np.float64)
+        eps = np.finfo(est.coefs_[0].dtype).eps
+        if est.out_activation_ == "softmax":
+            loss = -average(xlogy(Y, np.clip(P, eps, 1 - eps))).sum()
+        else:
+            P = np.clip(P[:, 1:] if P.shape[1] == 2 and Y.shape[1] == 1 else P, eps, 1 - eps)
+            loss = -average(xlogy(Y, P) + xlogy(1 - Y, 1 - P)).sum()
+    else:
+        P = est.predict(X_val).astype(np.float64).reshape(Y.shape)
+        if est.out_activation_ == "exp":
+            loss = average(xlogy(Y, Y / P) - Y + P).sum()
+        else:
+            loss = 0.5 * average((Y - P) ** 2).mean()
+    squares = sum(float(np.sum(c.astype(np.float64) ** 2)) for c in est.coefs_)
+    return loss + 0.5 * est.alpha * squares / w.sum()
+
+
+VALIDATION_CASES = {
+    "binary": (fsk.MLPClassifier, {}, Y_BINARY),
+    "multiclass": (fsk.MLPClassifier, {}, Y_MULTICLASS),
+    "multilabel": (fsk.MLPClassifier, {}, Y_MULTILABEL),
+    "regression": (fsk.MLPRegressor, {}, Y_REGRESSION),
+    "poisson": (fsk.MLPRegressor, {"loss": "poisson"}, Y_COUNTS),
+}
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("case", list(VALIDATION_CASES))
+def test_validation_loss_curve_is_the_loss_of_the_validation_split(
+    case, weighted, dtype, rtol, monkeypatch
+):
+    cls, extra, y = VALIDATION_CASES[case]
+    if (weighted or case == "poisson") and not compat.SAMPLE_WEIGHT:
+        pytest.skip("sample_weight and loss='poisson' need scikit-learn 1.7")
+    splits = record_splits(monkeypatch)
+    Xd = X.astype(dtype)
+    fit_params = {"sample_weight": WEIGHTS} if weighted else {}
+    params = dict(solver="adam", max_iter=12, early_stopping=True, alpha=0.3, **SMALL, **extra)
+
+    # each epoch's entry, against NumPy on the weights of that epoch
+    expected = []
+
+    def check_epoch(record):
+        _, X_val, _, Y_val, *w = splits[-1]
+        expected.append(numpy_loss(record.estimator, X_val, Y_val, *w[1:]))
+
+    ours = fit_quietly(cls(callbacks=[check_epoch], **params), Xd, y, **fit_params)
+    assert len(ours.validation_loss_curve_) == len(ours.validation_scores_) == ours.n_iter_
+    np.testing.assert_allclose(ours.validation_loss_curve_, expected, rtol=rtol)
+
+    # without callbacks: the same curve, and the fitted (best) weights' entry
+    plain = fit_quietly(cls(**params), Xd, y, **fit_params)
+    assert plain.validation_loss_curve_ == ours.validation_loss_curve_
+    _, X_val, _, Y_val, *w = splits[-1]
+    best = int(np.argmax(plain.validation_scores_))
+    np.testing.assert_allclose(
+        plain.validation_loss_curve_[best], numpy_loss(plain, X_val, Y_val, *w[1:]), rtol=rtol
+    )
+
+
+def test_validation_loss_curve_is_none_without_early_stopping_and_grows_with_warm_start():
+    y = Y_MULTICLASS
+    assert fit_quietly(fsk.MLPClassifier(max_iter=5, **SMALL), X, y).validation_loss_curve_ is None
+    lbfgs = fsk.MLPClassifier(solver="lbfgs", max_iter=5, early_stopping=True, **SMALL)
+    assert fit_quietly(lbfgs, X, y).validation_loss_curve_ is None
+    est = fsk.MLPClassifier(max_iter=4, early_stopping=True, warm_start=True, **SMALL)
+    fit_quietly(est, X, y)
+    first = list(est.validation_loss_curve_)
+    assert len(first) == 4 and np.all(np.isfinite(first))
+    fit_quietly(est, X, y)
+    assert len(est.validation_loss_curve_) == len(est.validation_scores_) == 8
+    assert est.validation_loss_curve_[:4] == first
+    est.set_params(warm_start=False, early_stopping=False)
+    assert fit_quietly(est, X, y).validation_loss_curve_ is None
+
+
+def test_validation_loss_curve_of_sparse_input_matches_dense():
+    params = dict(solver="sgd", max_iter=8, early_stopping=True, **SMALL)
+    sparse = fit_quietly(fsk.MLPRegressor(**params), scipy.sparse.csr_matrix(X), Y_REGRESSION)
+    dense = fit_quietly(fsk.MLPRegressor(**params), X, Y_REGRESSION)
+    assert len(sparse.validation_loss_curve_) == sparse.n_iter_ == dense.n_iter_
+    np.testing.assert_allclose(sparse.validation_loss_curve_, dense.validation_loss_curve_, 1e-10)
 
 
 # ------------------------------------------------------------- callbacks
