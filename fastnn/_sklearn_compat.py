@@ -320,7 +320,7 @@ PRIVATE = (
     *(
         Private(
             _MLP + cls + "._validate_input", "call",
-            "wrapped: callbacks checked, then called",
+            "wrapped: class_weight and callbacks checked, then called",
             layouts={("self", "X", "y", "incremental", "reset"): _ALL},
         )
         for cls in ("MLPClassifier", "MLPRegressor")
@@ -328,6 +328,11 @@ PRIVATE = (
     Private(
         "neural_network._base.LOSS_FUNCTIONS", "call",
         "the validation loss (validation_loss_curve_), with sample_weight from 1.7",
+    ),
+    Private(
+        "utils._param_validation.StrOptions", "call",
+        "the parameter constraint of class_weight='balanced'",
+        layouts={("options", "deprecated"): _ALL},
     ),
     Private(
         "utils.validation.validate_data", "call", "input validation in predict (public)",

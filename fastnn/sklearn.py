@@ -36,6 +36,13 @@ by the sum of the batch's weights), and so does
 need scikit-learn 1.7 or later. Sparse input runs scikit-learn's own NumPy
 code unchanged.
 
+Three things are fastnn's own, and leave every number alone at their
+defaults: ``MLPClassifier(class_weight=...)`` (as ``LogisticRegression``'s,
+through the sample weights; scikit-learn 1.7 or later), the
+``validation_loss_curve_`` attribute under ``early_stopping``, and
+``callbacks``, called after every epoch with an :class:`EpochRecord`, which
+can stop training.
+
 Supported scikit-learn releases: ``fastnn._sklearn_compat.MIN_VERSION``
 (1.6.1) to the newest; that module lists the private parts of scikit-learn
 that these classes rely on, and its tests check them against the installed
@@ -57,6 +64,7 @@ from fastnn._optional import import_optional
 
 import_optional("sklearn", "fastnn.sklearn")  # one line naming the extra when scikit-learn is missing
 
+import sklearn
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -64,6 +72,8 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._base import LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
 from fastnn import _sklearn_compat as compat
 from fastnn._kernels import codes
@@ -277,20 +287,57 @@ class _FastnnMLPMixin:
             self._fastnn_loss_code,
         )
 
-    # ------------------------------------------------------ callbacks, ...
+    # ---------------------------------------- class_weight, callbacks, ...
     def _validate_input(self, X, y, incremental, reset):
         # the first step of scikit-learn's _fit: the checks come before any work
         self._fastnn_check_new_params(X, incremental)
         return super()._validate_input(X, y, incremental, reset)
 
     def _fastnn_check_new_params(self, X, incremental):
-        """The checks of ``callbacks`` that ``_parameter_constraints`` cannot
-        make: the items and the input."""
+        """The checks of ``callbacks`` and ``class_weight`` that ``_parameter_constraints``
+        cannot make: the items, the input, the call and the scikit-learn release."""
         if _checked_callbacks(self.callbacks) and scipy.sparse.issparse(X):
             raise ValueError(
                 "callbacks need dense X: sparse input trains in scikit-learn's own code, "
                 "which calls none"
             )
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return
+        if not compat.SAMPLE_WEIGHT:
+            raise ValueError(
+                "class_weight needs scikit-learn >= 1.7 (it weighs the samples through "
+                f"sample_weight, which 1.7 added); scikit-learn {sklearn.__version__} is "
+                "installed"
+            )
+        if incremental and isinstance(class_weight, str):
+            raise ValueError(
+                f"class_weight={class_weight!r} is not supported for partial_fit: it needs "
+                f"the whole y. Use compute_class_weight({class_weight!r}, classes=classes, "
+                "y=y) on all the targets (or a large enough sample of them) and pass the "
+                "resulting weights as a dict {class: weight}."
+            )
+
+    def _fastnn_sample_weight(self, y, sample_weight, dtype):
+        """``sample_weight`` (or ones) times the ``class_weight`` of each sample's label.
+
+        ``y``: the binarized targets that scikit-learn's ``_fit`` passes on.
+        Returns ``sample_weight`` itself without ``class_weight``.
+        """
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            weights = compute_sample_weight(class_weight, y.astype(np.int64))
+        else:
+            index = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(np.intp)
+            per_class = compute_class_weight(
+                class_weight, classes=self.classes_, y=self.classes_[index]
+            )
+            weights = per_class[index]
+        if sample_weight is not None:
+            weights = sample_weight * weights
+        return np.asarray(weights, dtype=dtype)
 
     def _initialize(self, y, layer_units, dtype):
         super()._initialize(y, layer_units, dtype)
@@ -362,6 +409,7 @@ class _FastnnMLPMixin:
         self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
     ):
         """scikit-learn's ``_fit_lbfgs`` on the compiled loss and gradient."""
+        sample_weight = self._fastnn_sample_weight(y, sample_weight, X.dtype)
         if not self._fastnn_supported(X, sample_weight):
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
             return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
@@ -467,6 +515,7 @@ class _FastnnMLPMixin:
         incremental,
     ):
         """scikit-learn's ``_fit_stochastic``, its epochs in compiled calls."""
+        sample_weight = self._fastnn_sample_weight(y, sample_weight, X.dtype)
         if not self._fastnn_supported(X, sample_weight):
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
             return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
@@ -767,7 +816,7 @@ class _FastnnMLPMixin:
         return False
 
 
-_FASTNN_PARAMETERS = ("callbacks",)
+_FASTNN_PARAMETERS = ("class_weight", "callbacks")
 
 
 def _sklearn_arguments(values):
@@ -844,10 +893,25 @@ n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
 """
 
 
+_CLASS_WEIGHT_DOC = """\
+    class_weight : dict, list of dict or "balanced", default=None
+        fastnn's own, as ``LogisticRegression``'s: each sample's weight is
+        multiplied by the weight of its class (``{class: weight}``;
+        ``"balanced"``: ``n_samples / (n_classes * np.bincount(y))``; for
+        multilabel ``y``, a list of dicts, one per label, or ``"balanced"``,
+        the weights of the labels multiplied), on top of ``sample_weight``.
+        The fit is the one with ``sample_weight=compute_sample_weight(class_weight,
+        y)`` (times ``sample_weight``), with every solver, and under
+        ``early_stopping`` the validation score is weighted too. ``partial_fit``
+        takes a dict but not ``"balanced"``, which needs the whole ``y``.
+        Needs scikit-learn 1.7 or later (a ValueError before).
+"""
+
+
 class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     __doc__ = (
         "Multi-layer perceptron classifier, a faster drop-in for scikit-learn's.\n"
-        + _COMMON_DOC.format(name="MLPClassifier", extra="", notes="",
+        + _COMMON_DOC.format(name="MLPClassifier", extra=_CLASS_WEIGHT_DOC, notes="",
                              attrs="\n    classes_ : ndarray\n        Class labels.")
         + """
     Examples
@@ -864,6 +928,7 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     _fastnn_loss_code = codes.LOG_LOSS
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
         "callbacks": [list, tuple, None],
     }
 
@@ -874,9 +939,10 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
         max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
         warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
         validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-        n_iter_no_change=10, max_fun=15000, callbacks=None,
+        n_iter_no_change=10, max_fun=15000, class_weight=None, callbacks=None,
     ):  # fmt: skip
         super().__init__(**_sklearn_arguments(locals()))
+        self.class_weight = class_weight
         self.callbacks = callbacks
 
 

@@ -1,4 +1,4 @@
-"""fastnn.sklearn's own parameters: validation_loss_curve_ and callbacks.
+"""fastnn.sklearn's own parameters: class_weight, validation_loss_curve_ and callbacks.
 
 At their defaults the estimators are scikit-learn's (tests/test_sklearn.py);
 here, what each new parameter does, and that it leaves the numbers alone
@@ -20,12 +20,24 @@ from scipy.special import xlogy  # noqa: E402
 from sklearn import neural_network as sknn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score  # noqa: E402
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight  # noqa: E402
 
 from fastnn import _sklearn_compat as compat  # noqa: E402
 from fastnn import sklearn as fsk  # noqa: E402
 
+needs_sklearn_17 = pytest.mark.skipif(
+    not compat.SAMPLE_WEIGHT,
+    reason=f"scikit-learn {sklearn.__version__}'s MLPs take no sample_weight (added in 1.7), "
+    "which class_weight trains through",
+)
+before_sklearn_17 = pytest.mark.skipif(
+    compat.SAMPLE_WEIGHT, reason="class_weight works from scikit-learn 1.7 on"
+)
+
 _rng = np.random.RandomState(0)
 X = _rng.randn(150, 6)
+# unbalanced (63, 55 and 32 samples), labels that are not their indices
 Y_MULTICLASS = np.array([3, 5, 7])[np.digitize(X[:, 0], [-0.3, 0.9])]
 Y_BINARY = (X[:, 0] + 0.3 * X[:, 1] > 0.6).astype(int)
 Y_MULTILABEL = (X[:, :3] > np.array([0.0, 0.8, -0.5])).astype(int)
@@ -33,6 +45,7 @@ Y_REGRESSION = 2.0 * X[:, 0] - X[:, 1] + 0.1 * _rng.randn(150)
 Y_COUNTS = _rng.poisson(np.exp(0.5 * X[:, 0]))
 WEIGHTS = _rng.uniform(0.2, 2.0, 150)
 SMALL = dict(hidden_layer_sizes=(7, 5), activation="tanh", batch_size=32, random_state=1)
+CLASS_WEIGHTS = {"balanced": "balanced", "dict": {3: 1.0, 5: 4.0, 7: 0.5}}
 
 
 def params_of(est):
@@ -45,10 +58,143 @@ def assert_same_params(ours, theirs, atol=0.0):
         np.testing.assert_allclose(a, b, rtol=0, atol=atol)
 
 
+def largest_difference(one, other):
+    return max(np.abs(a - b).max() for a, b in zip(params_of(one), params_of(other)))
+
+
 def fit_quietly(est, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return est.fit(*args, **kwargs)
+
+
+# ---------------------------------------------------------- class_weight
+@needs_sklearn_17
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("class_weight", list(CLASS_WEIGHTS))
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_class_weight_is_the_equivalent_sample_weight(solver, class_weight, dtype, atol):
+    class_weight = CLASS_WEIGHTS[class_weight]
+    Xd = X.astype(dtype)
+    params = dict(solver=solver, max_iter=25, **SMALL)
+    ours = fsk.MLPClassifier(class_weight=class_weight, **params)
+    weighted = fit_quietly(ours, Xd, Y_MULTICLASS)
+    equivalent = compute_sample_weight(class_weight, Y_MULTICLASS)
+    by_hand = fit_quietly(fsk.MLPClassifier(**params), Xd, Y_MULTICLASS, sample_weight=equivalent)
+    assert_same_params(weighted, by_hand, atol=atol)
+    assert weighted.n_iter_ == by_hand.n_iter_
+    # and the weights did something
+    plain = fit_quietly(fsk.MLPClassifier(**params), Xd, Y_MULTICLASS)
+    assert largest_difference(weighted, plain) > 1e-3
+
+
+@needs_sklearn_17
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_class_weight_multiplies_sample_weight_also_under_early_stopping(solver):
+    params = dict(solver=solver, max_iter=30, early_stopping=True, **SMALL)
+    class_weight = CLASS_WEIGHTS["dict"]
+    weighted = fit_quietly(
+        fsk.MLPClassifier(class_weight=class_weight, **params),
+        X, Y_MULTICLASS, sample_weight=WEIGHTS,
+    )  # fmt: skip
+    equivalent = WEIGHTS * compute_sample_weight(class_weight, Y_MULTICLASS)
+    by_hand = fit_quietly(fsk.MLPClassifier(**params), X, Y_MULTICLASS, sample_weight=equivalent)
+    assert_same_params(weighted, by_hand)
+    if solver == "sgd":  # the validation split's score is weighted alike
+        assert weighted.validation_scores_ == by_hand.validation_scores_
+        assert weighted.validation_loss_curve_ == by_hand.validation_loss_curve_
+
+
+@needs_sklearn_17
+@pytest.mark.parametrize(
+    "y, class_weight",
+    [
+        (Y_BINARY, {0: 1.0, 1: 5.0}),
+        (Y_BINARY, "balanced"),
+        (Y_MULTILABEL, "balanced"),
+        (Y_MULTILABEL, [{0: 1.0, 1: 3.0}, {0: 1.0, 1: 2.0}, {0: 0.5, 1: 1.0}]),
+    ],
+    ids=["binary-dict", "binary-balanced", "multilabel-balanced", "multilabel-dicts"],
+)
+def test_class_weight_of_binary_and_multilabel_targets(y, class_weight):
+    params = dict(solver="adam", max_iter=20, **SMALL)
+    weighted = fit_quietly(fsk.MLPClassifier(class_weight=class_weight, **params), X, y)
+    equivalent = compute_sample_weight(class_weight, y)
+    by_hand = fit_quietly(fsk.MLPClassifier(**params), X, y, sample_weight=equivalent)
+    assert_same_params(weighted, by_hand)
+    assert largest_difference(weighted, fit_quietly(fsk.MLPClassifier(**params), X, y)) > 1e-4
+
+
+@needs_sklearn_17
+def test_class_weight_on_sparse_input_in_sklearns_code():
+    params = dict(solver="sgd", max_iter=10, **SMALL)
+    sparse = scipy.sparse.csr_matrix(X)
+    weighted = fit_quietly(fsk.MLPClassifier(class_weight="balanced", **params), sparse, Y_BINARY)
+    equivalent = compute_sample_weight("balanced", Y_BINARY)
+    by_hand = fit_quietly(fsk.MLPClassifier(**params), sparse, Y_BINARY, sample_weight=equivalent)
+    assert_same_params(weighted, by_hand)
+    dense = fit_quietly(fsk.MLPClassifier(class_weight="balanced", **params), X, Y_BINARY)
+    assert_same_params(weighted, dense, atol=1e-12)
+
+
+@needs_sklearn_17
+def test_class_weight_in_partial_fit_takes_a_dict_not_balanced():
+    classes = np.unique(Y_MULTICLASS)
+    class_weight = {7: 2.0, 3: 0.5}  # 5 keeps 1
+    ours = fsk.MLPClassifier(solver="sgd", class_weight=class_weight, **SMALL)
+    theirs = fsk.MLPClassifier(solver="sgd", **SMALL)
+    per_class = compute_class_weight(class_weight, classes=classes, y=Y_MULTICLASS)
+    for rows in (slice(0, 50), slice(50, 100), slice(100, 150)):
+        part = Y_MULTICLASS[rows]
+        ours.partial_fit(X[rows], part, classes=classes)
+        weights = per_class[np.searchsorted(classes, part)]
+        theirs.partial_fit(X[rows], part, classes=classes, sample_weight=weights)
+    assert_same_params(ours, theirs)
+
+    balanced = fsk.MLPClassifier(solver="sgd", class_weight="balanced", **SMALL)
+    with pytest.raises(ValueError, match="'balanced' is not supported for partial_fit"):
+        balanced.partial_fit(X, Y_MULTICLASS, classes=classes)
+    assert not hasattr(balanced, "coefs_")  # raised before any work: a retry starts afresh
+    balanced.set_params(class_weight=class_weight).partial_fit(X[:50], Y_MULTICLASS[:50])
+    fresh = fsk.MLPClassifier(solver="sgd", class_weight=class_weight, **SMALL)
+    fresh.partial_fit(X[:50], Y_MULTICLASS[:50], classes=classes)
+    assert_same_params(balanced, fresh)
+
+
+@before_sklearn_17
+def test_class_weight_before_sklearn_17_names_the_release():
+    est = fsk.MLPClassifier(class_weight="balanced", max_iter=5, **SMALL)
+    with pytest.raises(ValueError, match=r"class_weight needs scikit-learn >= 1\.7"):
+        est.fit(X, Y_MULTICLASS)
+    assert not hasattr(est, "coefs_")
+
+
+def test_class_weight_is_validated():
+    with pytest.raises(ValueError, match="class_weight"):
+        fsk.MLPClassifier(class_weight="auto").fit(X, Y_BINARY)
+    assert "class_weight" not in fsk.MLPRegressor().get_params()
+
+
+@needs_sklearn_17
+def test_grid_search_over_class_weight():
+    grid = [None, "balanced", CLASS_WEIGHTS["dict"]]
+    base = fsk.MLPClassifier(solver="lbfgs", max_iter=30, **SMALL)
+    cv = KFold(3, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = GridSearchCV(base, {"class_weight": grid}, cv=cv, scoring="neg_log_loss")
+        search.fit(X, Y_MULTICLASS)
+        by_hand = [
+            cross_val_score(
+                clone(base).set_params(class_weight=cw), X, Y_MULTICLASS, cv=cv,
+                scoring="neg_log_loss",
+            ).mean()
+            for cw in grid
+        ]  # fmt: skip
+    assert search.cv_results_["param_class_weight"].tolist() == grid
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], by_hand, rtol=1e-12)
+    assert len(set(np.round(by_hand, 12))) == 3  # each candidate trained differently
+    assert search.best_params_["class_weight"] == grid[int(np.argmax(by_hand))]
 
 
 # ----------------------------------------------- validation_loss_curve_
@@ -344,7 +490,7 @@ def test_epoch_record_is_a_small_frozen_dataclass():
 @pytest.mark.parametrize(
     "ours, theirs, new",
     [
-        (fsk.MLPClassifier, sknn.MLPClassifier, ("callbacks",)),
+        (fsk.MLPClassifier, sknn.MLPClassifier, ("class_weight", "callbacks")),
         (fsk.MLPRegressor, sknn.MLPRegressor, ("callbacks",)),
     ],
 )
@@ -360,15 +506,16 @@ def test_constructor_is_sklearns_plus_the_new_parameters(ours, theirs, new):
 
 def test_new_parameters_travel_with_get_set_params_clone_and_pickle():
     recorder = Recorder()
-    est = fsk.MLPClassifier(callbacks=[recorder], max_iter=3)
-    assert est.get_params()["callbacks"] == [recorder]
-    est.set_params(callbacks=(_go_on,))
-    assert est.callbacks == (_go_on,)
+    est = fsk.MLPClassifier(class_weight={0: 1.0, 1: 2.0}, callbacks=[recorder], max_iter=3)
+    params = est.get_params()
+    assert params["class_weight"] == {0: 1.0, 1: 2.0} and params["callbacks"] == [recorder]
+    est.set_params(class_weight="balanced", callbacks=(_go_on,))
+    assert est.class_weight == "balanced" and est.callbacks == (_go_on,)
     copy = clone(est)
-    assert copy.callbacks == (_go_on,)
-    fit_quietly(est.set_params(**SMALL), X, Y_BINARY)
+    assert copy.class_weight == "balanced" and copy.callbacks == (_go_on,)
+    fit_quietly(est.set_params(class_weight=None, **SMALL), X, Y_BINARY)
     restored = pickle.loads(pickle.dumps(est))
-    assert restored.callbacks == (_go_on,)
+    assert restored.callbacks == (_go_on,) and restored.class_weight is None
     np.testing.assert_array_equal(restored.predict_proba(X), est.predict_proba(X))
     reg = pickle.loads(pickle.dumps(fsk.MLPRegressor(callbacks=[_never_stop])))
     assert reg.get_params()["callbacks"] == [_never_stop]
