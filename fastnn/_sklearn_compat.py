@@ -49,7 +49,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import _base as _sk_base
 from sklearn.neural_network import _multilayer_perceptron as _sk_mlp
 from sklearn.neural_network import _stochastic_optimizers as _sk_opt
-from sklearn.utils._param_validation import StrOptions  # noqa: F401  (listed in PRIVATE)
 
 # The oldest scikit-learn that fastnn supports and tests (CI runs the
 # scikit-learn tests against it and against the newest release). 1.4.1 and
@@ -100,6 +99,10 @@ SAMPLE_WEIGHT = "sample_weight" in _parameters(_Base._fit_stochastic)
 
 #: The "validation set is too small" error of ``early_stopping`` (1.7).
 VALIDATION_SIZE_CHECK = VERSION >= (1, 7, 0)
+
+#: Whether ``MLPRegressor.__init__`` takes ``loss`` (1.7 and later, as its
+#: first parameter); fastnn's constructor mirrors the installed one.
+REGRESSOR_LOSS = "loss" in _parameters(_sk_mlp.MLPRegressor.__init__)
 
 
 # ------------------------------------------------------------------ shims
@@ -277,7 +280,8 @@ PRIVATE = (
     ),
     Private(
         _MLP + "BaseMultilayerPerceptron._update_no_improvement_count", "reimplemented",
-        "the tol / n_iter_no_change rule, run inside the kernel between epochs",
+        "the tol / n_iter_no_change rule, run inside the kernel between epochs; also "
+        "wrapped (called, then the validation loss appended to validation_loss_curve_)",
         layouts={
             ("self", "early_stopping", "X", "y", "sample_weight"): _SW17,
             ("self", "early_stopping", "X_val", "y_val"): _NOSW,
@@ -308,6 +312,28 @@ PRIVATE = (
         reviewed={"593d8fb4dc20": _ALL},
     ),
     # --- functions and constructors fastnn calls
+    Private(
+        _MLP + "BaseMultilayerPerceptron._initialize", "call",
+        "wrapped: called, then validation_loss_curve_ set beside validation_scores_",
+        layouts={("self", "y", "layer_units", "dtype"): _ALL},
+    ),
+    *(
+        Private(
+            _MLP + cls + "._validate_input", "call",
+            "wrapped: class_weight and callbacks checked, then called",
+            layouts={("self", "X", "y", "incremental", "reset"): _ALL},
+        )
+        for cls in ("MLPClassifier", "MLPRegressor")
+    ),
+    Private(
+        "neural_network._base.LOSS_FUNCTIONS", "call",
+        "the validation loss (validation_loss_curve_), with sample_weight from 1.7",
+    ),
+    Private(
+        "utils._param_validation.StrOptions", "call",
+        "the parameter constraints of class_weight='balanced' and of the activation names",
+        layouts={("options", "deprecated"): _ALL},
+    ),
     Private(
         "utils.validation.validate_data", "call", "input validation in predict (public)",
         layouts={("_estimator", "X", "y", "reset", "validate_separately", "skip_check_array",
@@ -354,10 +380,6 @@ PRIVATE = (
             ("_parameter_constraints", "extended with the activations fastnn adds", "sgd_fit"),
         )
     ),  # fmt: skip
-    Private(
-        "utils._param_validation.StrOptions", "call", "the activation names the estimators accept",
-        layouts={("options", "deprecated"): _ALL},
-    ),
     Private(
         "base.BaseEstimator._validate_params", "call",
         "extended: per-layer activations checked before any work",

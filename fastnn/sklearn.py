@@ -36,6 +36,13 @@ by the sum of the batch's weights), and so does
 need scikit-learn 1.7 or later. Sparse input runs scikit-learn's own NumPy
 code unchanged.
 
+Three things are fastnn's own, and leave every number alone at their
+defaults: ``MLPClassifier(class_weight=...)`` (as ``LogisticRegression``'s,
+through the sample weights; scikit-learn 1.7 or later), the
+``validation_loss_curve_`` attribute under ``early_stopping``, and
+``callbacks``, called after every epoch with an :class:`EpochRecord`, which
+can stop training.
+
 Supported scikit-learn releases: ``fastnn._sklearn_compat.MIN_VERSION``
 (1.6.1) to the newest; that module lists the private parts of scikit-learn
 that these classes rely on, and its tests check them against the installed
@@ -47,6 +54,8 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from numbers import Real
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.optimize
@@ -56,18 +65,28 @@ from fastnn._optional import import_optional
 
 import_optional("sklearn", "fastnn.sklearn")  # one line naming the extra when scikit-learn is missing
 
+import sklearn
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+from sklearn.neural_network._base import LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
 from fastnn import _sklearn_compat as compat
 from fastnn._kernels import codes
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
-__all__ = ["MLPClassifier", "MLPRegressor", "format_sklearn_comparison", "sklearn_comparison"]
+__all__ = [
+    "EpochRecord",
+    "MLPClassifier",
+    "MLPRegressor",
+    "format_sklearn_comparison",
+    "sklearn_comparison",
+]
 
 _OUT_CODES = {
     "identity": codes.IDENTITY,
@@ -85,7 +104,7 @@ _ACTIVATIONS = _SK_ACTIVATIONS + ("leaky_relu", "elu", "softplus", "gelu", "silu
 
 def _with_activations(constraints):
     """scikit-learn's parameter constraints, with fastnn's activations (names or a tuple)."""
-    return {**constraints, "activation": [compat.StrOptions(set(_ACTIVATIONS)), tuple, list]}
+    return {**constraints, "activation": [StrOptions(set(_ACTIVATIONS)), tuple, list]}
 
 
 def _hidden_names(activation, n_hidden):
@@ -103,20 +122,20 @@ def _hidden_names(activation, n_hidden):
     return list(activation)
 
 
-def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY):
+def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY, dropout=None):
     """Layout of a flat buffer in scikit-learn's packing order.
 
     All weights first (layer by layer, row-major ``(fan_in, fan_out)``), then
     all biases: the order of ``sklearn.neural_network``'s ``_pack``, so that
     the vector L-BFGS-B sees and the optimizer state lists map one to one.
     ``activation`` (a name or one per hidden layer) and ``out_code`` are the
-    layers' activations.
+    layers' activations; ``dropout``, one rate per hidden layer (None: none).
     """
     from fastnn._kernels import layout as kl
 
     names = _hidden_names(activation, len(layer_units) - 2)
     layer_codes = [codes.ACTIVATION_CODES[name] for name in names] + [out_code]
-    return kl.build(layer_units, layer_codes, weights_first=True)
+    return kl.build(layer_units, layer_codes, weights_first=True, dropout=dropout)
 
 
 def _pack(arrays, dtype):
@@ -199,6 +218,76 @@ def _printing(bar):
     return contextlib.nullcontext() if bar is None else bar.external_write_mode()
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """What each of the ``callbacks`` of the estimators is given after an epoch.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch that just ended, counted from 1 in this call of ``fit`` or
+        ``partial_fit``: the estimator's ``n_iter_``. With ``solver="lbfgs"``,
+        the L-BFGS-B iteration that just ended.
+    loss : float
+        The training loss of that epoch, with its L2 term
+        (``loss_curve_[-1]``); with ``"lbfgs"``, the loss at the iterate.
+    validation_score : float or None
+        The score on the validation split (``validation_scores_[-1]``) under
+        ``early_stopping``, else None.
+    estimator : MLPClassifier or MLPRegressor
+        The estimator in training, with the weights after that epoch (its
+        ``coefs_`` may be updated in place by the next epochs: copy what you
+        keep). Left out of the record's ``repr`` and comparisons.
+
+    Examples
+    --------
+    >>> from fastnn.sklearn import EpochRecord
+    >>> EpochRecord(epoch=3, loss=0.25, validation_score=None, estimator=None)
+    EpochRecord(epoch=3, loss=0.25, validation_score=None)
+    """
+
+    epoch: int
+    loss: float
+    validation_score: float | None
+    estimator: object = field(repr=False, compare=False)
+
+
+class _StopLbfgs(Exception):
+    """Raised through SciPy's L-BFGS-B when a callback asked to stop; holds the iterate."""
+
+    def __init__(self, result):
+        super().__init__("a callback stopped L-BFGS-B")
+        self.result = result
+
+
+def _checked_callbacks(callbacks):
+    """``callbacks`` as a tuple (empty for None); a TypeError unless a list of callables."""
+    if callbacks is None:
+        return ()
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"callbacks must be None or a list of callables, got {type(callbacks).__name__}"
+        )
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables; callbacks[{i}] is {callback!r}")
+    return tuple(callbacks)
+
+
+def _stop_requested(callbacks, record):
+    """Calls every callback with ``record``; True when one of them returned True.
+
+    All are called, also after one asked to stop. Only True (a bool or a
+    NumPy bool) stops; any other value, None included, lets training go on.
+    """
+    stop = False
+    for callback in callbacks:
+        answer = callback(record)
+        if isinstance(answer, (bool, np.bool_)) and answer:
+            stop = True
+    return stop
+
+
 class _FastnnMLPMixin:
     """The compiled training and prediction paths shared by both estimators."""
 
@@ -217,8 +306,15 @@ class _FastnnMLPMixin:
         return _OUT_CODES[self.out_activation_], self._fastnn_loss_code
 
     def _fastnn_layout(self, layer_units):
-        """``(layout, n_params)`` of the network, with its activations."""
-        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_])
+        """``(layout, n_params)`` of the network, with its activations and dropout."""
+        rates = self._fastnn_dropout(len(layer_units) - 2)
+        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_], rates)
+
+    def _fastnn_dropout(self, n_hidden):
+        """One dropout rate per hidden layer (errors name ``dropout``)."""
+        from fastnn.mlp import _dropout_rates
+
+        return _dropout_rates(self.dropout, n_hidden)[1]
 
     def _validate_params(self):
         # scikit-learn's checks, then those of what fastnn adds: before any work
@@ -226,15 +322,120 @@ class _FastnnMLPMixin:
         hidden = self.hidden_layer_sizes
         n_hidden = len(list(hidden)) if hasattr(hidden, "__iter__") else 1
         _hidden_names(self.activation, n_hidden)
+        if any(self._fastnn_dropout(n_hidden)) and self.solver == "lbfgs":
+            raise ValueError("dropout needs solver='sgd' or 'adam', not 'lbfgs': it makes the loss random")
 
     def _fastnn_fallback(self, what):
-        """Raise when scikit-learn's own code would run with an activation only fastnn has."""
+        """Raise when scikit-learn's own code would run with an activation or dropout only fastnn has."""
         if not (isinstance(self.activation, str) and self.activation in _SK_ACTIVATIONS):
             raise ValueError(
                 f"activation={self.activation!r} runs in fastnn's kernels only, which take "
                 f"dense float32 or float64 input; {what} would run scikit-learn's code, "
                 f"whose activations are {_SK_ACTIVATIONS}"
             )
+        rates = self.dropout if isinstance(self.dropout, (tuple, list)) else [self.dropout]
+        if any(rate != 0 for rate in rates):
+            raise ValueError(
+                f"dropout={self.dropout!r} runs in fastnn's kernels only, which take dense float32 "
+                f"or float64 input; {what} would run scikit-learn's code, which has no dropout"
+            )
+
+    # ---------------------------------------- class_weight, callbacks, ...
+    def _validate_input(self, X, y, incremental, reset):
+        # the first step of scikit-learn's _fit: the checks come before any work
+        self._fastnn_check_new_params(X, incremental)
+        return super()._validate_input(X, y, incremental, reset)
+
+    def _fastnn_check_new_params(self, X, incremental):
+        """The checks of ``callbacks`` and ``class_weight`` that ``_parameter_constraints``
+        cannot make: the items, the input, the call and the scikit-learn release."""
+        if _checked_callbacks(self.callbacks) and scipy.sparse.issparse(X):
+            raise ValueError(
+                "callbacks need dense X: sparse input trains in scikit-learn's own code, "
+                "which calls none"
+            )
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return
+        if not compat.SAMPLE_WEIGHT:
+            raise ValueError(
+                "class_weight needs scikit-learn >= 1.7 (it weighs the samples through "
+                f"sample_weight, which 1.7 added); scikit-learn {sklearn.__version__} is "
+                "installed"
+            )
+        if incremental and isinstance(class_weight, str):
+            raise ValueError(
+                f"class_weight={class_weight!r} is not supported for partial_fit: it needs "
+                f"the whole y. Use compute_class_weight({class_weight!r}, classes=classes, "
+                "y=y) on all the targets (or a large enough sample of them) and pass the "
+                "resulting weights as a dict {class: weight}."
+            )
+
+    def _fastnn_sample_weight(self, y, sample_weight, dtype):
+        """``sample_weight`` (or ones) times the ``class_weight`` of each sample's label.
+
+        ``y``: the binarized targets that scikit-learn's ``_fit`` passes on.
+        Returns ``sample_weight`` itself without ``class_weight``.
+        """
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            weights = compute_sample_weight(class_weight, y.astype(np.int64))
+        else:
+            index = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(np.intp)
+            per_class = compute_class_weight(
+                class_weight, classes=self.classes_, y=self.classes_[index]
+            )
+            weights = per_class[index]
+        if sample_weight is not None:
+            weights = sample_weight * weights
+        return np.asarray(weights, dtype=dtype)
+
+    def _initialize(self, y, layer_units, dtype):
+        super()._initialize(y, layer_units, dtype)
+        # beside validation_scores_ (set by the same call): a list under early stopping
+        stochastic = self.solver in ("sgd", "adam")
+        self.validation_loss_curve_ = [] if (stochastic and self.early_stopping) else None
+
+    def _update_no_improvement_count(self, early_stopping, X, y, *sample_weight):
+        # (scikit-learn 1.7 and later pass the validation split's sample_weight)
+        super()._update_no_improvement_count(early_stopping, X, y, *sample_weight)
+        if early_stopping:
+            self.validation_loss_curve_.append(self._fastnn_validation_loss(X, y, *sample_weight))
+
+    def _fastnn_validation_loss(self, X, y, sample_weight=None):
+        """The loss of the validation split, computed as scikit-learn's ``_backprop``
+        computes a batch's: the same loss function and L2 term, with the weights."""
+        if is_classifier(self):
+            y = self._fastnn_binarized(y)
+        output = self._forward_pass_fast(X, check_input=False)
+        name = self.loss
+        if name == "log_loss" and self.out_activation_ == "logistic":
+            name = "binary_log_loss"
+        weights = () if sample_weight is None else (sample_weight,)
+        loss = LOSS_FUNCTIONS[name](y.reshape(output.shape), output, *weights)
+        values = 0
+        for s in self.coefs_:
+            s = s.ravel()
+            values += np.dot(s, s)
+        sw_sum = X.shape[0] if sample_weight is None else sample_weight.sum()
+        return float(loss + (0.5 * self.alpha) * values / sw_sum)
+
+    def _fastnn_binarized(self, labels):
+        """Class labels -> the bool targets of the output units, as ``_label_binarizer``
+        makes them (without its checks, a tenth of the time: this runs every epoch)."""
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            return np.asarray(labels).astype(bool)  # an indicator matrix already
+        index = np.searchsorted(self.classes_, labels)
+        if self.n_outputs_ == 1:  # binary: one unit, for classes_[1]
+            return (index == 1)[:, None]
+        return index[:, None] == np.arange(self.n_outputs_)
+
+    def _fastnn_end_callbacks(self, validation_score=None):
+        """The callbacks after an epoch (or L-BFGS-B iteration); True to stop."""
+        record = EpochRecord(self.n_iter_, self.loss_, validation_score, self)
+        return _stop_requested(_checked_callbacks(self.callbacks), record)
 
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
@@ -262,6 +463,7 @@ class _FastnnMLPMixin:
         self, X, y, sample_weight, activations, deltas, coef_grads, intercept_grads, layer_units
     ):
         """scikit-learn's ``_fit_lbfgs`` on the compiled loss and gradient."""
+        sample_weight = self._fastnn_sample_weight(y, sample_weight, X.dtype)
         if not self._fastnn_supported(X, sample_weight):
             self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
@@ -285,30 +487,42 @@ class _FastnnMLPMixin:
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
         work = np.empty(X.shape[0] * deltas_units(layer_units), dtype=dtype)
         alpha = float(self.alpha)
+        last = [np.nan]  # the loss at params, the point of the last evaluation
 
         def loss_grad(x):
             params[...] = x
-            value = weighted_loss_and_gradients(
+            last[0] = weighted_loss_and_gradients(
                 X, Y, weights, params, layout, out, loss_code, alpha, acts, work, grads
             )
-            return value, grads.astype(np.float64)
+            return last[0], grads.astype(np.float64)
+
+        def loss_at(xk):
+            same = np.array_equal(params, xk.astype(dtype))
+            return float(last[0]) if same else float(loss_grad(xk)[0])
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         x0 = _pack(list(self.coefs_) + list(self.intercepts_), np.float64)
-        with blas_single_thread_for(layer_units, X.shape[0]):
-            opt_res = self._fastnn_minimize(loss_grad, x0, iprint)
-        self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
+        callback = self._fastnn_lbfgs_callback(loss_at, layout, dtype) if self.callbacks else None
+        try:
+            with blas_single_thread_for(layer_units, X.shape[0]):
+                opt_res = self._fastnn_minimize(loss_grad, x0, iprint, callback)
+            self.n_iter_ = compat.check_optimize_result("lbfgs", opt_res, self.max_iter)
+        except _StopLbfgs as stopped:
+            # a callback stopped it: no ConvergenceWarning
+            opt_res = stopped.result
+            self.n_iter_ = opt_res.nit
         self.loss_ = opt_res.fun
         self.coefs_, self.intercepts_ = (
             [a.copy() for a in part] for part in _views(opt_res.x.astype(dtype), layout)
         )
 
-    def _fastnn_minimize(self, loss_grad, x0, iprint):
+    def _fastnn_minimize(self, loss_grad, x0, iprint, callback=None):
         return scipy.optimize.minimize(
             loss_grad,
             x0,
             method="L-BFGS-B",
             jac=True,
+            callback=callback,
             options={
                 "maxfun": self.max_fun,
                 "maxiter": self.max_iter,
@@ -316,6 +530,28 @@ class _FastnnMLPMixin:
                 **compat.lbfgs_print_options(iprint),
             },
         )
+
+    def _fastnn_lbfgs_callback(self, loss_at, layout, dtype):
+        """SciPy's per-iteration callback: the estimator set to the iterate
+        (``coefs_``, ``intercepts_``, ``loss_``, ``n_iter_``), then the callbacks.
+
+        A stop raises :class:`_StopLbfgs` with the iterate, on every SciPy
+        release (SciPy's own ``StopIteration`` needs 1.11 and warns as a failure).
+        """
+        iteration = [0]
+
+        def on_iteration(xk):
+            iteration[0] += 1
+            self.n_iter_ = iteration[0]
+            self.loss_ = loss_at(xk)
+            self.coefs_, self.intercepts_ = (
+                [a.copy() for a in part] for part in _views(xk.astype(dtype), layout)
+            )
+            if self._fastnn_end_callbacks():
+                result = scipy.optimize.OptimizeResult(x=xk, fun=self.loss_, nit=iteration[0])
+                raise _StopLbfgs(result)
+
+        return on_iteration
 
     # scikit-learn calls it with or without sample_weight, by release
     _fit_lbfgs = compat.override(_fastnn_fit_lbfgs, "_fit_lbfgs")
@@ -334,11 +570,13 @@ class _FastnnMLPMixin:
         incremental,
     ):
         """scikit-learn's ``_fit_stochastic``, its epochs in compiled calls."""
+        sample_weight = self._fastnn_sample_weight(y, sample_weight, X.dtype)
         if not self._fastnn_supported(X, sample_weight):
             self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
             return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels import train as kt
+        from fastnn._kernels.layout import has_dropout
 
         if not incremental or not hasattr(self, "_optimizer"):
             params_list = list(self.coefs_) + list(self.intercepts_)
@@ -420,6 +658,8 @@ class _FastnnMLPMixin:
             self.epsilon,
             self.alpha,
         )
+        if has_dropout(layout):  # this call's dropout masks
+            hyper[kt.H_SEED] = float(self._random_state.randint(0, 1 << 53, dtype=np.int64))
         X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
         weights = _weights(sample_weight, dtype)
@@ -432,8 +672,8 @@ class _FastnnMLPMixin:
 
         # scikit-learn's stopping rule and learning-rate schedule run inside
         # the kernel, many epochs per call, unless something must happen
-        # between epochs in Python (a validation score, a printed line)
-        in_kernel = not (early_stopping or incremental or self.verbose)
+        # between epochs in Python (a validation score, a printed line, a callback)
+        in_kernel = not (early_stopping or incremental or self.verbose or self.callbacks)
         control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)
         control[kt.C_RULE] = 1.0 if in_kernel else 0.0
         if not is_adam:
@@ -481,6 +721,7 @@ class _FastnnMLPMixin:
                     stop = self._fastnn_end_of_epoch(epoch_args)
                 else:
                     use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
+                    hyper[kt.H_EPOCH] = self.n_iter_  # the chunk's first epoch, for dropout's masks
                     if self.shuffle:
                         # scikit-learn's per-epoch shuffles, for each epoch of the chunk
                         rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
@@ -587,7 +828,8 @@ class _FastnnMLPMixin:
     def _fastnn_end_of_epoch(self, args):
         """scikit-learn's bookkeeping after an epoch, in Python: the printed
         lines, the stopping rule (with the validation score under early
-        stopping) and the learning-rate schedule. Returns True to stop."""
+        stopping) and the learning-rate schedule; then the callbacks.
+        Returns True to stop."""
         optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar = (
             args
         )
@@ -603,22 +845,41 @@ class _FastnnMLPMixin:
                 self, early_stopping, X_val, y_val, sample_weight_val
             )
             optimizer.iteration_ends(self.t_)
-            if self._no_improvement_count > self.n_iter_no_change:
-                if early_stopping:
-                    msg = (
-                        "Validation score did not improve more than "
-                        "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                    )
-                else:
-                    msg = (
-                        "Training loss did not improve more than tol=%f"
-                        " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                    )
-                # (prints msg and "Stopping." or the new learning rate when verbose)
-                if optimizer.trigger_stopping(msg, self.verbose):
-                    return True
-                self._no_improvement_count = 0
-        return bool(incremental)
+            stop = self._fastnn_stopping_rule(optimizer, early_stopping)
+            # the callbacks see the epoch's bookkeeping done; any may stop
+            score = self.validation_scores_[-1] if early_stopping else None
+            if self._fastnn_end_callbacks(score):
+                stop = True
+        return stop or bool(incremental)
+
+    def _fastnn_stopping_rule(self, optimizer, early_stopping):
+        """scikit-learn's tol / n_iter_no_change rule after an epoch; True to stop."""
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if early_stopping:
+            msg = (
+                "Validation score did not improve more than "
+                "tol=%f for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+            )
+        else:
+            msg = (
+                "Training loss did not improve more than tol=%f"
+                " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+            )
+        # (prints msg and "Stopping." or the new learning rate when verbose)
+        if optimizer.trigger_stopping(msg, self.verbose):
+            return True
+        self._no_improvement_count = 0
+        return False
+
+
+_FASTNN_PARAMETERS = ("class_weight", "callbacks", "dropout")
+
+
+def _sklearn_arguments(values):
+    """The ``locals()`` of a constructor, less fastnn's own parameters: scikit-learn's."""
+    skip = ("self", "__class__", *_FASTNN_PARAMETERS)
+    return {name: value for name, value in values.items() if name not in skip}
 
 
 _COMMON_DOC = """
@@ -652,14 +913,46 @@ max_fun
         ``Validation score: ...`` under early stopping, the stopping and
         learning-rate messages). With ``verbose >= 2`` and tqdm installed, a
         progress bar on stderr comes in addition to them.
-{extra}
+{extra}    dropout : float or tuple of float, default=0.0
+        fastnn's own. Inverted dropout of the hidden layers during ``fit`` and
+        ``partial_fit`` with ``"sgd"`` or ``"adam"`` (not ``"lbfgs"``, whose
+        line search needs a deterministic loss; not in prediction): each unit
+        is zeroed with this probability and the others are scaled by ``1 / (1
+        - rate)``; one rate, or a tuple with one per hidden layer. The masks
+        come from a seed drawn from ``random_state`` once per call and from
+        each unit's epoch, row and column, so a seeded fit is bit-identical
+        run to run. At 0 nothing is drawn: the numbers stay scikit-learn's.
+    callbacks : list of callable, default=None
+        fastnn's own. Each is called after every epoch with an
+        :class:`EpochRecord` ``(epoch, loss, validation_score, estimator)``,
+        after scikit-learn's bookkeeping of the epoch (the stopping rule, the
+        learning-rate schedule). A callback that returns True stops training
+        after that epoch (``n_iter_`` counts the epochs that ran, and no
+        ``ConvergenceWarning`` is raised); any other value lets it go on. With
+        ``solver="lbfgs"`` they are called after every L-BFGS-B iteration,
+        with the loss at the iterate and the estimator's weights set to it.
+        An exception raised by a callback ends ``fit`` and propagates; the
+        estimator then holds the weights of the last epoch (under
+        ``early_stopping``, not the best ones). Setting callbacks makes the
+        ``"sgd"`` and ``"adam"`` solvers run one compiled call per epoch; the
+        numbers stay those of a fit without callbacks. They need dense ``X``
+        (sparse input trains in scikit-learn's code). To clone, pickle or
+        search estimators in parallel, the callbacks must pickle.
+
     Attributes
     ----------
     coefs_, intercepts_ : list of ndarray
         Weights ``(fan_in, fan_out)`` and biases of each layer.
     loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
 n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
-        As in scikit-learn.{attrs}
+        As in scikit-learn.
+    validation_loss_curve_ : list of float or None
+        fastnn's own. Under ``early_stopping`` (``"sgd"`` and ``"adam"``),
+        the loss on the validation split after each epoch, beside
+        ``validation_scores_``: the loss that ``loss_curve_`` reports, with
+        the L2 term ``0.5 * alpha * sum(W**2) / n`` (``n`` the validation rows,
+        or the sum of their sample weights), weighted by their sample weights
+        when there are some. None otherwise.{attrs}
 
     Notes
     -----
@@ -671,10 +964,25 @@ n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, t_
 """
 
 
+_CLASS_WEIGHT_DOC = """\
+    class_weight : dict, list of dict or "balanced", default=None
+        fastnn's own, as ``LogisticRegression``'s: each sample's weight is
+        multiplied by the weight of its class (``{class: weight}``;
+        ``"balanced"``: ``n_samples / (n_classes * np.bincount(y))``; for
+        multilabel ``y``, a list of dicts, one per label, or ``"balanced"``,
+        the weights of the labels multiplied), on top of ``sample_weight``.
+        The fit is the one with ``sample_weight=compute_sample_weight(class_weight,
+        y)`` (times ``sample_weight``), with every solver, and under
+        ``early_stopping`` the validation score is weighted too. ``partial_fit``
+        takes a dict but not ``"balanced"``, which needs the whole ``y``.
+        Needs scikit-learn 1.7 or later (a ValueError before).
+"""
+
+
 class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     __doc__ = (
         "Multi-layer perceptron classifier, a faster drop-in for scikit-learn's.\n"
-        + _COMMON_DOC.format(name="MLPClassifier", extra="", notes="",
+        + _COMMON_DOC.format(name="MLPClassifier", extra=_CLASS_WEIGHT_DOC, notes="",
                              attrs="\n    classes_ : ndarray\n        Class labels.")
         + """
     Examples
@@ -689,7 +997,26 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
     )
 
     _fastnn_loss_code = codes.LOG_LOSS
-    _parameter_constraints = _with_activations(_SkMLPClassifier._parameter_constraints)
+    _parameter_constraints: dict = {
+        **_with_activations(_SkMLPClassifier._parameter_constraints),
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+        "callbacks": [list, tuple, None],
+        "dropout": [Real, tuple, list],
+    }
+
+    # scikit-learn's parameters and defaults (1.6.1 to 1.9.1), then fastnn's
+    def __init__(
+        self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+        batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+        max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+        warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+        validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        n_iter_no_change=10, max_fun=15000, class_weight=None, callbacks=None, dropout=0.0,
+    ):  # fmt: skip
+        super().__init__(**_sklearn_arguments(locals()))
+        self.class_weight = class_weight
+        self.callbacks = callbacks
+        self.dropout = dropout
 
 
 class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
@@ -719,7 +1046,42 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
 """
     )
 
-    _parameter_constraints = _with_activations(_SkMLPRegressor._parameter_constraints)
+    _parameter_constraints: dict = {
+        **_with_activations(_SkMLPRegressor._parameter_constraints),
+        "callbacks": [list, tuple, None],
+        "dropout": [Real, tuple, list],
+    }
+
+    # scikit-learn's parameters and defaults, then fastnn's; 1.7 added loss, first
+    if compat.REGRESSOR_LOSS:
+
+        def __init__(
+            self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+            solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+            learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+            random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+            nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+            beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+            callbacks=None, dropout=0.0,
+        ):  # fmt: skip
+            super().__init__(**_sklearn_arguments(locals()))
+            self.callbacks = callbacks
+            self.dropout = dropout
+
+    else:
+
+        def __init__(
+            self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+            alpha=0.0001, batch_size="auto", learning_rate="constant",
+            learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+            random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+            nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+            beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+            callbacks=None, dropout=0.0,
+        ):  # fmt: skip
+            super().__init__(**_sklearn_arguments(locals()))
+            self.callbacks = callbacks
+            self.dropout = dropout
 
     @property
     def _fastnn_loss_code(self):

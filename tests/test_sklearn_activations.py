@@ -129,3 +129,92 @@ def test_params_clone_and_grid_search_carry_tuples(rng):
         grid.fit(X, y)
     assert len(grid.cv_results_["params"]) == 2
     assert grid.best_params_["activation"] in ("relu", ("gelu", "silu"))
+
+
+# ---------------------------------------------------------------- dropout
+def test_dropout_fit_is_seeded_and_zero_dropout_is_the_plain_fit(rng):
+    X, y = _data(rng, n=120)
+    kw = dict(hidden_layer_sizes=(12, 8), max_iter=6, random_state=0, activation=("gelu", "relu"))
+    a = MLPClassifier(dropout=(0.3, 0.1), **kw).fit(X, y)
+    b = MLPClassifier(dropout=(0.3, 0.1), **kw).fit(X, y)
+    plain = MLPClassifier(**kw).fit(X, y)
+    zero = MLPClassifier(dropout=0.0, **kw).fit(X, y)
+    for p, q, r, s in zip(a.coefs_, b.coefs_, plain.coefs_, zero.coefs_):
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(r, s)
+    assert a.loss_curve_ != plain.loss_curve_
+    # prediction does not drop: the same weights predict the same with or without it
+    plain.coefs_, plain.intercepts_ = a.coefs_, a.intercepts_
+    np.testing.assert_array_equal(plain.predict_proba(X), a.predict_proba(X))
+
+
+def test_dropout_epochs_match_reference_gradient_descent(rng):
+    # full-batch sgd without momentum or shuffling: the reference's steps,
+    # with masks from the seed drawn after the initial weights
+    X = rng.standard_normal((50, 4))
+    y = X[:, 0] - X[:, 1] ** 2
+    rates = [0.25, 0.5]
+    reg = MLPRegressor(hidden_layer_sizes=(9, 6), activation=("silu", "tanh"), solver="sgd", batch_size=50,
+                       shuffle=False, momentum=0.0, learning_rate_init=0.05, alpha=1e-3, random_state=4,
+                       dropout=tuple(rates), max_iter=3)  # fmt: skip
+    replay = np.random.RandomState(4)
+    weights, biases = [], []
+    for fan_in, fan_out in [(4, 9), (9, 6), (6, 1)]:
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(replay.uniform(-bound, bound, (fan_in, fan_out)))
+        biases.append(replay.uniform(-bound, bound, fan_out))
+    seed = int(replay.randint(0, 1 << 53, dtype=np.int64))
+    with pytest.warns(Warning):
+        reg.fit(X, y)
+    expected = []
+    for epoch in range(3):
+        value, wg, bg = ref.loss_and_gradients(
+            X, y.reshape(-1, 1), weights, biases, ["silu", "tanh"], "identity", "squared_error",
+            alpha=1e-3, dropout=(rates, seed, epoch, 0),
+        )  # fmt: skip
+        expected.append(value)
+        for p, g in zip(weights + biases, wg + bg):
+            ref.gd_update(p, g, 0.05)
+    np.testing.assert_allclose(reg.loss_curve_, expected, rtol=1e-12)
+    for got, want in zip(reg.coefs_ + reg.intercepts_, weights + biases):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "params,exc,words",
+    [
+        (dict(dropout=1.0), ValueError, ["dropout", "< 1"]),
+        (dict(dropout=(0.1,)), ValueError, ["dropout", "1 entries", "2 hidden layers"]),
+        (dict(dropout=(0.1, -0.2)), ValueError, ["dropout[1]"]),
+        (dict(dropout="0.2"), ValueError, ["dropout"]),
+        (dict(dropout=0.2, solver="lbfgs"), ValueError, ["dropout", "lbfgs"]),
+    ],
+)
+def test_bad_dropout_fails_before_any_work(params, exc, words, rng):
+    X, y = _data(rng)
+    clf = MLPClassifier(hidden_layer_sizes=(6, 4), max_iter=5, random_state=0).fit(X, y)
+    before = [c.copy() for c in clf.coefs_]
+    clf.set_params(warm_start=True, **params)
+    with pytest.raises(exc) as err:
+        clf.fit(X, y)
+    for word in words:
+        assert word in str(err.value)
+    for c, b in zip(clf.coefs_, before):
+        np.testing.assert_array_equal(c, b)
+
+
+def test_dropout_with_sparse_input_is_a_clear_error(rng):
+    X, y = _data(rng)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(dropout=0.2, max_iter=3).fit(scipy.sparse.csr_matrix(X), y)
+
+
+def test_grid_search_over_dropout(rng):
+    X, y = _data(rng, n=90)
+    grid = GridSearchCV(
+        MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=10, random_state=0),
+        {"dropout": [0.0, (0.2, 0.1)]}, cv=2,
+    )  # fmt: skip
+    grid.fit(X, y)
+    assert [p["dropout"] for p in grid.cv_results_["params"]] == [0.0, (0.2, 0.1)]
+    assert clone(MLPClassifier(dropout=(0.2, 0.1))).get_params()["dropout"] == (0.2, 0.1)
