@@ -247,6 +247,15 @@ def _restore_rng(saved):
 
 # ---------------------------------------------------------------------- MLP
 def _dump_mlp(model):
+    from fastnn.activation import Activation
+
+    custom = [a for a in model._hidden if isinstance(a, Activation)]
+    if custom:
+        raise TypeError(
+            f"a model using {custom[0]!r} cannot be saved: a .npz file holds no code. "
+            "Pickle the model instead (its functions must be importable), or save its weights "
+            "(model.weights, model.biases) and rebuild it with the same Activation"
+        )
     random_state = model.random_state
     if random_state is not None and not isinstance(random_state, (int, np.integer)):
         random_state = None  # a Generator: its state is stored below

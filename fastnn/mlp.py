@@ -7,6 +7,7 @@ import contextlib
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn.activation import Activation
 from fastnn._runtime import TiledTrainer, TwinTrainer
 from fastnn._threads import blas_single_thread_for, large_products
 from fastnn._kernels import codes
@@ -43,20 +44,33 @@ def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon
 
 
 def _hidden_activations(activation, n_hidden):
-    """The hidden layers' activation names from ``activation`` (a name, or one per hidden layer)."""
-    if isinstance(activation, str):
-        v.check_choice(activation, "activation", ACTIVATIONS)
-        return [activation] * n_hidden
+    """The hidden layers' activations (names or ``Activation`` objects) from
+    ``activation``: one for all, or one per hidden layer."""
+    if isinstance(activation, (str, Activation)):
+        return [_check_activation(activation, "activation")] * n_hidden
     if not isinstance(activation, (list, tuple)):
-        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
+        raise TypeError(f"activation must be a name, an Activation or a list of them, got {activation!r}")
     if len(activation) != n_hidden:
         raise ValueError(
             f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
-            "give one name per hidden layer, or one name for all"
+            "give one per hidden layer, or one for all"
         )
-    for i, name in enumerate(activation):
-        v.check_choice(name, f"activation[{i}]", ACTIVATIONS)
-    return list(activation)
+    return [_check_activation(entry, f"activation[{i}]") for i, entry in enumerate(activation)]
+
+
+def _check_activation(entry, name):
+    """A hidden activation: a known name, or a ``fastnn.Activation``."""
+    return entry if isinstance(entry, Activation) else v.check_choice(entry, name, ACTIVATIONS)
+
+
+def activation_code(entry):
+    """The kernels' code of a hidden activation (a name or an ``Activation``)."""
+    return codes.CUSTOM if isinstance(entry, Activation) else codes.ACTIVATION_CODES[entry]
+
+
+def activation_addresses(hidden, dtype):
+    """Per hidden layer, the ``(FN, DFN)`` addresses of an ``Activation`` in ``dtype``, or None."""
+    return [entry.addresses(dtype) if isinstance(entry, Activation) else None for entry in hidden]
 
 
 def _dropout_rates(dropout, n_hidden):
@@ -96,12 +110,13 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         ``[n_features, hidden_1, ..., n_outputs]``; at least two entries.
-    activation : str or sequence of str
+    activation : str, Activation or sequence of them
         Activation of the hidden layers: one of ``"sigmoid"`` (alias
         ``"logistic"``), ``"tanh"``, ``"relu"``, ``"identity"``,
         ``"leaky_relu"`` (slope 0.01 below 0), ``"elu"`` (alpha 1),
-        ``"softplus"``, ``"gelu"`` (exact, with erf) and ``"silu"``; or a
-        list with one name per hidden layer.
+        ``"softplus"``, ``"gelu"`` (exact, with erf) and ``"silu"``; a
+        :class:`fastnn.Activation` (compiled functions of your own); or a
+        list with one of these per hidden layer.
     output_activation : {"sigmoid", "logistic", "tanh", "relu", "identity", "softmax"}
         Activation of the output layer.
     loss : {"sse", "mse", "log_loss"}
@@ -181,7 +196,7 @@ class MLP:
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.layer_sizes = sizes
-        self.activation = activation if isinstance(activation, str) else list(hidden)
+        self.activation = activation if isinstance(activation, (str, Activation)) else list(hidden)
         self._hidden = hidden
         self.dropout = stored_dropout
         self._rates = rates
@@ -198,9 +213,12 @@ class MLP:
     def _build(self):
         from fastnn._kernels import layout as kl
 
-        layer_codes = [codes.ACTIVATION_CODES[name] for name in self._hidden]
+        layer_codes = [activation_code(entry) for entry in self._hidden]
         layer_codes.append(codes.ACTIVATION_CODES[self.output_activation])
-        self._layout, off = kl.build(self.layer_sizes, layer_codes, bias=self.bias, dropout=self._rates)
+        self._layout, off = kl.build(
+            self.layer_sizes, layer_codes, bias=self.bias, dropout=self._rates,
+            functions=activation_addresses(self._hidden, self.dtype),
+        )  # fmt: skip
         self._params = np.zeros(off, dtype=self.dtype)
         self._make_views()
         self._opt_name = None
@@ -520,9 +538,15 @@ class MLP:
         return state
 
     def __setstate__(self, state):
+        from fastnn._kernels import layout as kl
+
         self.__dict__.update(state)
         self._workspace = {}
         self._make_views()
+        # the compiled functions of Activation objects live at other addresses in this process
+        for i, pair in enumerate(activation_addresses(self._hidden, self.dtype)):
+            if pair is not None:
+                self._layout[i, kl.FN], self._layout[i, kl.DFN] = pair
 
     def __repr__(self):
         return (

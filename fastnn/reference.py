@@ -202,27 +202,44 @@ _ACTIVATIONS = {
 }
 
 
+def _entry(name):
+    """``(function, derivative, takes)`` of an activation: a name of the table, or
+    an object with scalar ``function(z)`` and ``derivative(z, a)`` (a
+    ``fastnn.Activation``, duck-typed: this module imports nothing of fastnn),
+    applied element by element."""
+    if isinstance(name, str):
+        return _ACTIVATIONS[name]
+
+    def function(z):
+        return np.vectorize(name.function, otypes=[z.dtype])(z)
+
+    def derivative(z, a):
+        return np.vectorize(name.derivative, otypes=[z.dtype])(z, a)
+
+    return function, derivative, "za"
+
+
 def activate(z, name):
-    """Apply the activation called ``name`` to ``z``."""
-    return _ACTIVATIONS[name][0](z)
+    """Apply the activation called ``name`` (or an object with ``function``) to ``z``."""
+    return _entry(name)[0](z)
 
 
 def activation_derivative(a, name, z=None):
     """Derivative of activation ``name`` given its activated value ``a`` (and ``z``,
-    the value before it, for gelu and silu)."""
-    _, deriv, takes = _ACTIVATIONS[name]
+    the value before it, for gelu, silu and objects with ``derivative(z, a)``)."""
+    _, deriv, takes = _entry(name)
     if deriv is None:
         raise ValueError("softmax has no elementwise derivative; use it as output with log_loss")
-    if takes == "z":
-        if z is None:
-            raise ValueError(f"the derivative of {name} needs z, the value before the activation")
-        return deriv(z)
-    return deriv(a)
+    if takes in ("z", "za") and z is None:
+        raise ValueError(f"the derivative of {name} needs z, the value before the activation")
+    if takes == "za":
+        return deriv(z, a)
+    return deriv(z if takes == "z" else a)
 
 
 def _hidden(activation, i):
-    """The activation of hidden layer ``i``: ``activation`` is a name or one per hidden layer."""
-    return activation if isinstance(activation, str) else activation[i]
+    """The activation of hidden layer ``i``: ``activation`` is one for all, or a list of one per layer."""
+    return activation[i] if isinstance(activation, (list, tuple)) else activation
 
 
 # --------------------------------------------------------------------------
@@ -377,7 +394,7 @@ def backward(
         if i > 0:
             name = _hidden(activation, i - 1)
             mask, z, a = masks[i - 1], None, acts[i]
-            if _ACTIVATIONS[name][2] == "z" or mask is not None:
+            if _entry(name)[2] != "a" or mask is not None:
                 z = acts[i - 1] @ weights[i - 1] + (biases[i - 1] if with_bias else 0)
                 a = activate(z, name)
             slope = activation_derivative(a, name, z)

@@ -77,6 +77,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
 from fastnn import _sklearn_compat as compat
+from fastnn.activation import Activation
 from fastnn._kernels import codes
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
@@ -104,38 +105,43 @@ _ACTIVATIONS = _SK_ACTIVATIONS + ("leaky_relu", "elu", "softplus", "gelu", "silu
 
 def _with_activations(constraints):
     """scikit-learn's parameter constraints, with fastnn's activations (names or a tuple)."""
-    return {**constraints, "activation": [StrOptions(set(_ACTIVATIONS)), tuple, list]}
+    return {**constraints, "activation": [StrOptions(set(_ACTIVATIONS)), Activation, tuple, list]}
 
 
 def _hidden_names(activation, n_hidden):
-    """The hidden layers' activation names: ``activation`` is a name or a tuple of one per layer."""
-    if isinstance(activation, str):
+    """The hidden layers' activations (names or ``fastnn.Activation``): ``activation`` is
+    one for all, or a tuple of one per layer."""
+    if isinstance(activation, (str, Activation)):
         return [activation] * n_hidden
     if len(activation) != n_hidden:
         raise ValueError(
             f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
-            "give one name per hidden layer, or one name for all"
+            "give one per hidden layer, or one for all"
         )
     for i, name in enumerate(activation):
-        if name not in _ACTIVATIONS:
-            raise ValueError(f"activation[{i}] must be one of {_ACTIVATIONS}, got {name!r}")
+        if not isinstance(name, Activation) and name not in _ACTIVATIONS:
+            raise ValueError(f"activation[{i}] must be one of {_ACTIVATIONS} or an Activation, got {name!r}")
     return list(activation)
 
 
-def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY, dropout=None):
+def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY, dropout=None, dtype=np.float64):
     """Layout of a flat buffer in scikit-learn's packing order.
 
     All weights first (layer by layer, row-major ``(fan_in, fan_out)``), then
     all biases: the order of ``sklearn.neural_network``'s ``_pack``, so that
     the vector L-BFGS-B sees and the optimizer state lists map one to one.
     ``activation`` (a name or one per hidden layer) and ``out_code`` are the
-    layers' activations; ``dropout``, one rate per hidden layer (None: none).
+    layers' activations; ``dropout``, one rate per hidden layer (None: none);
+    ``dtype``, the one a ``fastnn.Activation`` is compiled for.
     """
     from fastnn._kernels import layout as kl
 
-    names = _hidden_names(activation, len(layer_units) - 2)
-    layer_codes = [codes.ACTIVATION_CODES[name] for name in names] + [out_code]
-    return kl.build(layer_units, layer_codes, weights_first=True, dropout=dropout)
+    from fastnn.mlp import activation_addresses, activation_code
+
+    hidden = _hidden_names(activation, len(layer_units) - 2)
+    layer_codes = [activation_code(entry) for entry in hidden] + [out_code]
+    functions = activation_addresses(hidden, dtype)
+    return kl.build(layer_units, layer_codes, weights_first=True, dropout=dropout, functions=functions)
 
 
 def _pack(arrays, dtype):
@@ -305,10 +311,10 @@ class _FastnnMLPMixin:
         # (output activation, loss); the hidden layers' codes are in the layout
         return _OUT_CODES[self.out_activation_], self._fastnn_loss_code
 
-    def _fastnn_layout(self, layer_units):
-        """``(layout, n_params)`` of the network, with its activations and dropout."""
+    def _fastnn_layout(self, layer_units, dtype):
+        """``(layout, n_params)`` of the network in ``dtype``, with its activations and dropout."""
         rates = self._fastnn_dropout(len(layer_units) - 2)
-        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_], rates)
+        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_], rates, dtype)
 
     def _fastnn_dropout(self, n_hidden):
         """One dropout rate per hidden layer (errors name ``dropout``)."""
@@ -451,7 +457,7 @@ class _FastnnMLPMixin:
             dtype = np.dtype(np.float64)
         X = np.ascontiguousarray(X, dtype=dtype)
         layer_units = [X.shape[1]] + [c.shape[1] for c in self.coefs_]
-        layout, _ = self._fastnn_layout(layer_units)
+        layout, _ = self._fastnn_layout(layer_units, dtype)
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         out, _ = self._fastnn_codes()
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
@@ -470,7 +476,7 @@ class _FastnnMLPMixin:
             return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
 
-        layout, size = self._fastnn_layout(layer_units)
+        layout, size = self._fastnn_layout(layer_units, X.dtype)
         # the bookkeeping scikit-learn keeps for its own unpacking
         self._coef_indptr = [
             (int(w), int(w + fi * fo), (int(fi), int(fo))) for fi, fo, w, _ in layout[:, :4]
@@ -635,7 +641,7 @@ class _FastnnMLPMixin:
 
         # flat parameter buffer and optimizer state, in scikit-learn's packing order
         dtype = np.dtype(X.dtype)
-        layout, size = self._fastnn_layout(layer_units)
+        layout, size = self._fastnn_layout(layer_units, dtype)
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         self.coefs_, self.intercepts_ = _views(params, layout)
         is_adam = isinstance(optimizer, AdamOptimizer)

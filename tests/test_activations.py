@@ -6,11 +6,12 @@ inside a model: per-layer lists, bad arguments, saving. The training kernels
 are checked with these activations in test_kernels, test_mlp and test_tiled.
 """
 
+import numba
 import numpy as np
 import pytest
 
-from conftest import DTYPES, assert_close
-from fastnn import MLP, load, save
+from conftest import DTYPES, JIT_DISABLED, assert_close
+from fastnn import MLP, Activation, load, save
 from fastnn import reference as ref
 from fastnn._kernels import activations as ka
 from fastnn._kernels import codes
@@ -35,7 +36,7 @@ def _kernel_value_and_slope(z, name):
     slope = np.empty_like(z)
     if code in codes.NEEDS_Z:
         kept = z.copy()
-        ka.activate_row_keep(kept, z[:0], False, code, slope)
+        ka.activate_row_keep(kept, z[:0], False, code, slope, (0, 0))
         np.testing.assert_array_equal(kept, a)  # the same value either way
     else:
         ka.derivative_row(np.ones_like(z), a.copy(), slope, code)
@@ -149,3 +150,113 @@ def test_per_layer_model_saves_and_loads(tmp_path, rng):
         back.fit(X, Y, epochs=2, learning_rate=0.05, optimizer="adam", batch_size=8),
         m.fit(X, Y, epochs=2, learning_rate=0.05, optimizer="adam", batch_size=8),
     )
+
+
+# ------------------------------------------------------------ Activation
+@numba.njit
+def _softsign(z):
+    return z / (1.0 + abs(z))
+
+
+@numba.njit
+def _softsign_derivative(z, a):
+    return 1.0 / ((1.0 + abs(z)) * (1.0 + abs(z)))
+
+
+@numba.njit
+def _tanh(z):
+    return np.tanh(z)
+
+
+@numba.njit
+def _tanh_derivative(z, a):
+    return 1.0 - a * a
+
+
+SOFTSIGN = Activation("softsign", _softsign, _softsign_derivative)
+
+
+def _softsign_numpy(z):
+    return z / (1 + np.abs(z))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_custom_activation_runs_in_the_kernels(dtype, rng):
+    m = MLP([4, 7, 5, 2], activation=[SOFTSIGN, "gelu"], output_activation="identity", loss="mse",
+            dtype=dtype, random_state=0)  # fmt: skip
+    X = rng.standard_normal((9, 4)).astype(dtype)
+    Y = rng.standard_normal((9, 2)).astype(dtype)
+    h = _softsign_numpy(X @ m.weights[0] + m.biases[0])
+    out = ref.gelu(h @ m.weights[1] + m.biases[1]) @ m.weights[2] + m.biases[2]
+    assert m.predict(X).dtype == dtype
+    assert_close(m.predict(X), out, dtype)
+    value, wg, bg = m.loss_and_gradients(X, Y, alpha=0.1)
+    ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, [SOFTSIGN, "gelu"], "identity", "mse", 0.1)
+    assert_close(value, ev, dtype)
+    for g, e in zip(wg + bg, ewg + ebg):
+        assert_close(g, e, dtype)
+
+
+def test_a_custom_copy_of_tanh_trains_as_tanh(rng):
+    # the same math through the function addresses, in both runtimes' kernels
+    mine = Activation("my_tanh", _tanh, _tanh_derivative)
+    X = rng.standard_normal((150, 5))
+    Y = rng.random((150, 2))
+    runs = []
+    for activation in ("tanh", mine):
+        m = MLP([5, 12, 2], activation=activation, output_activation="sigmoid", loss="mse", random_state=1)
+        runs.append((m.fit(X, Y, epochs=4, batch_size=100, optimizer="adam", learning_rate=0.01), m._params))
+    assert_close(runs[1][0], runs[0][0])
+    assert_close(runs[1][1], runs[0][1])
+
+
+def test_a_model_with_a_custom_activation_pickles_but_does_not_save(tmp_path, rng):
+    import pickle
+
+    m = MLP([3, 6, 1], activation=SOFTSIGN, random_state=0)
+    X = rng.standard_normal((5, 3))
+    back = pickle.loads(pickle.dumps(m))
+    assert back.activation.name == "softsign"
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))
+    with pytest.raises(TypeError, match="softsign.*cannot be saved"):
+        save(m, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def _plain(z):
+    return z
+
+
+@numba.njit
+def _raises(z):
+    raise ValueError("no")
+
+
+@numba.njit
+def _pair(z):
+    return (z, z)
+
+
+@numba.njit
+def _infinite(z, a):
+    return np.inf
+
+
+@pytest.mark.parametrize(
+    "args,exc,words",
+    [
+        (("x", _plain, _softsign_derivative), TypeError, ["Activation('x').function", "numba.njit"]),
+        (("x", _softsign, _plain), TypeError, ["Activation('x').derivative", "numba.njit"]),
+        (("x", _raises, _softsign_derivative), ValueError, ["Activation('x').function", "fails"]),
+        (("x", _pair, _softsign_derivative), ValueError, ["Activation('x').function", "not a float"]),
+        (("x", _softsign, _infinite), ValueError, ["Activation('x').derivative", "not a finite float"]),
+        ((3, _softsign, _softsign_derivative), TypeError, ["name"]),
+    ],
+)
+def test_bad_custom_activations_are_named(args, exc, words):
+    if JIT_DISABLED and "numba.njit" in words:
+        pytest.skip("with NUMBA_DISABLE_JIT=1, numba.njit returns the Python function")
+    with pytest.raises(exc) as err:
+        Activation(*args)
+    for word in words:
+        assert word in str(err.value)

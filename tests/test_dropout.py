@@ -32,7 +32,8 @@ def test_kernel_masks_are_the_reference_masks(rate, dtype):
     slopes = np.empty_like(rows)
     for i in range(rows.shape[0]):
         key = np.uint64(kdrop.row_key(seed, epoch, first_row + i, layer))
-        kdrop.activate_row_drop(rows[i], rows[i, :0], False, codes.IDENTITY, slopes[i], key, 0, threshold, scale)
+        kdrop.activate_row_drop(rows[i], rows[i, :0], False, codes.IDENTITY, slopes[i], (0, 0), key, 0, threshold,
+                                scale)  # fmt: skip
     expected = ref.dropout_mask(rows.shape, rate, seed, epoch, first_row, layer, dtype)
     np.testing.assert_array_equal(rows, expected)
     np.testing.assert_array_equal(slopes, expected)  # the identity's slope is 1: the mask again

@@ -10,7 +10,8 @@ import fastnn
 
 def test_public_names():
     assert set(fastnn.__all__) == {
-        "NeuralNetwork", "MLP", "DivergenceError", "profile", "save", "load", "reference", "__version__"
+        "NeuralNetwork", "MLP", "Activation", "DivergenceError", "profile", "save", "load", "reference",
+        "__version__",
     }
     assert isinstance(fastnn.__version__, str)
 

@@ -218,3 +218,23 @@ def test_grid_search_over_dropout(rng):
     grid.fit(X, y)
     assert [p["dropout"] for p in grid.cv_results_["params"]] == [0.0, (0.2, 0.1)]
     assert clone(MLPClassifier(dropout=(0.2, 0.1))).get_params()["dropout"] == (0.2, 0.1)
+
+
+# ------------------------------------------------------------- Activation
+def test_a_custom_activation_in_the_estimators(rng):
+    from test_activations import SOFTSIGN
+
+    X, y = _data(rng)
+    clf = MLPClassifier(hidden_layer_sizes=(8, 5), activation=(SOFTSIGN, "relu"), solver="lbfgs",
+                        max_iter=25, alpha=0.01, random_state=1)  # fmt: skip
+    clf.fit(X, y)
+    value, _, _ = ref.loss_and_gradients(
+        X, y.reshape(-1, 1).astype(float), clf.coefs_, clf.intercepts_, [SOFTSIGN, "relu"], "sigmoid",
+        "log_loss", alpha=0.01,
+    )  # fmt: skip
+    np.testing.assert_allclose(clf.loss_, value, rtol=1e-12)
+    adam = MLPClassifier(hidden_layer_sizes=(8,), activation=SOFTSIGN, max_iter=5, random_state=1).fit(X, y)
+    assert np.isfinite(adam.loss_curve_).all()
+    assert clone(adam).get_params()["activation"] is SOFTSIGN
+    with pytest.raises(ValueError, match="kernels only"):
+        adam.predict(scipy.sparse.csr_matrix(X))

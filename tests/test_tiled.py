@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import DTYPES, assert_close
+from test_activations import SOFTSIGN
 from test_mlp import _data
 from fastnn import MLP
 from fastnn import reference as ref
@@ -122,6 +123,7 @@ CASES = [
     ([4, 10, 7, 2], 13, 5, ["gelu", "silu"], "identity", "mse", "adam", True),
     ([6, 5, 9, 6, 3], 17, 17, ["leaky_relu", "elu", "softplus"], "softmax", "log_loss", "momentum", True),
     ([5, 9, 3], 11, 4, "gelu", "sigmoid", "sse", "gd", False),
+    ([5, 9, 7, 3], 11, 4, [SOFTSIGN, "relu"], "identity", "mse", "adam", True),  # a fastnn.Activation
 ]
 
 

@@ -25,6 +25,7 @@ from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import (
+    CUSTOM,
     ELU,
     EXP,
     GELU,
@@ -37,6 +38,7 @@ from fastnn._kernels.codes import (
     SOFTPLUS,
     TANH,
 )
+from fastnn._kernels.custom import call_slope, call_value
 from fastnn._kernels.fastexp import exp_nonpositive
 from fastnn._kernels.views import flat
 
@@ -342,14 +344,32 @@ def derivative_row(delta, a, out, code):
 
 
 @kernel(inline="always")
-def activate_row_keep(row, b, has_bias, code, slopes):
+def value_and_slope(code, z, fns):
+    # (f(z), f'(z)): the tables' entries, or a fastnn.Activation's compiled
+    # functions at the addresses fns = (f, f') when code is CUSTOM
+    if code == CUSTOM:
+        a = call_value(fns[0], z)
+        return a, call_slope(fns[1], z, a)
+    a = value(code, z)
+    return a, slope(code, z, a)
+
+
+@kernel(inline="always")
+def activate_row_keep(row, b, has_bias, code, slopes, fns):
     # row = act(row + b) in place, and slopes = act'(row + b): the forward
-    # pass of a layer whose derivative needs z (codes.NEEDS_Z)
+    # pass of a layer whose derivative needs z (codes.NEEDS_Z); fns: see
+    # value_and_slope
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
-        a = value(code, z)
-        slopes[j] = slope(code, z, a)
-        row[j] = a
+        row[j], slopes[j] = value_and_slope(code, z, fns)
+
+
+@kernel(inline="always")
+def activate_row_custom(row, b, has_bias, fns):
+    # row = f(row + b) in place for the fastnn.Activation at fns (prediction)
+    for j in range(row.size):
+        z = row[j] + b[j] if has_bias else row[j]
+        row[j] = call_value(fns[0], z)
 
 
 @kernel(inline="always")

@@ -11,10 +11,11 @@ ELU = 7  # z if z > 0 else exp(z) - 1
 SOFTPLUS = 8  # log(1 + exp(z))
 GELU = 9  # z * Phi(z), Phi the standard normal CDF (erf form)
 SILU = 10  # z * sigmoid(z)
+CUSTOM = 11  # a fastnn.Activation: compiled functions at the layout's addresses
 
 # hidden activations whose derivative needs z, not only a = f(z): the
 # training kernels keep f'(z) from the forward pass (fastnn._kernels.layout)
-NEEDS_Z = (GELU, SILU)
+NEEDS_Z = (GELU, SILU, CUSTOM)
 
 ACTIVATION_CODES = {
     "identity": IDENTITY,

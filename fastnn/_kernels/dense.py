@@ -16,6 +16,7 @@ from numba.extending import overload
 from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.activations import (
+    activate_row_custom,
     activate_row_keep,
     bias_activate,
     multiply_derivative,
@@ -24,9 +25,10 @@ from fastnn._kernels.activations import (
     times_kept,
 )
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
-from fastnn._kernels.layout import B_OFF, CODE, DROP, FAN_IN, FAN_OUT, KEEP, W_OFF
+from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import (
+    CUSTOM,
     IDENTITY,
     LOG_LOSS,
     MSE,
@@ -221,9 +223,13 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
         code = output_code if layer == n_layers - 1 else layout[layer, CODE]
         # one call site, one specialisation (the two branches compiled two)
         b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
+        fns = (layout[layer, FN], layout[layer, DFN])
         if layout[layer, KEEP] != 0 and slopes.size > 0:
             S = as_matrix(slopes[off : off + nb * fan_out], nb, fan_out)
-            activate_kept(Z, b, b_off >= 0, code, S, layer, layout[layer, DROP], drop)
+            activate_kept(Z, b, b_off >= 0, code, S, fns, layer, layout[layer, DROP], drop)
+        elif code == CUSTOM and layer < n_layers - 1:
+            for i in range(nb):
+                activate_row_custom(Z[i], b, b_off >= 0, fns)
         else:
             bias_activate(Z, b, b_off >= 0, code)
         prev = Z
@@ -232,17 +238,17 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
 
 
 @kernel(inline="always")
-def activate_kept(Z, b, has_bias, code, S, layer, threshold, drop):
+def activate_kept(Z, b, has_bias, code, S, fns, layer, threshold, drop):
     # Z = act(Z + b) and S = act'(Z + b), row by row; with dropout (threshold
     # > 0 and drop's seed >= 0) each row's mask applied to both
     if threshold > 0 and drop[0] >= 0:
         scale = Z.dtype.type(keep_scale(threshold))
         for i in range(Z.shape[0]):
             key = row_key(drop[0], drop[1], drop[2] + i, layer)
-            activate_row_drop(Z[i], b, has_bias, code, S[i], key, 0, threshold, scale)
+            activate_row_drop(Z[i], b, has_bias, code, S[i], fns, key, 0, threshold, scale)
     else:
         for i in range(Z.shape[0]):
-            activate_row_keep(Z[i], b, has_bias, code, S[i])
+            activate_row_keep(Z[i], b, has_bias, code, S[i], fns)
 
 
 @kernel(inline="always")

@@ -23,7 +23,7 @@ import numpy as np
 from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import slope, value
+from fastnn._kernels.activations import value_and_slope
 
 GOLDEN = 0x9E3779B97F4A7C15
 MIX_1 = 0xBF58476D1CE4E5B9
@@ -95,7 +95,7 @@ def keep_scale(threshold):
 
 
 @kernel(inline="always")
-def activate_row_drop(row, b, has_bias, code, slopes, key, first_unit, threshold, scale):
+def activate_row_drop(row, b, has_bias, code, slopes, fns, key, first_unit, threshold, scale):
     # row = act(row + b) and slopes = act'(row + b) (as activate_row_keep),
     # then inverted dropout: unit first_unit + j is dropped (both 0) when its
     # bits fall below threshold, else both are multiplied by scale
@@ -103,8 +103,7 @@ def activate_row_drop(row, b, has_bias, code, slopes, key, first_unit, threshold
     zero = scale - scale
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
-        a = value(code, z)
-        s = slope(code, z, a)
+        a, s = value_and_slope(code, z, fns)
         if unit_bits(key, first_unit + j) < threshold:
             row[j] = zero
             slopes[j] = zero

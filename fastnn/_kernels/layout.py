@@ -14,7 +14,11 @@ Parameters live in one flat array; ``layout`` is an int64 array of shape
   backward pass cannot compute from the activated value, and layers with
   dropout, whose kept slope carries the mask;
 * ``DROP``: the layer's dropout rate as a threshold on 32 random bits,
-  ``round(rate * 2**32)`` (0: no dropout; see ``fastnn._kernels.dropout``).
+  ``round(rate * 2**32)`` (0: no dropout; see ``fastnn._kernels.dropout``);
+* ``FN``, ``DFN``: for a ``fastnn.Activation`` (``CODE`` is ``codes.CUSTOM``),
+  the addresses of its compiled function and derivative in the model's
+  dtype (``fastnn._kernels.custom``); 0 otherwise. They are valid in this
+  process only: models fill them again when unpickled.
 
 Putting the activation of each layer in the layout lets every kernel take
 per-layer activations without one more argument. Built in Python by `build`,
@@ -25,8 +29,8 @@ import numpy as np
 
 from fastnn._kernels.codes import NEEDS_Z
 
-FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP = range(7)
-COLUMNS = 7
+FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP, FN, DFN = range(9)
+COLUMNS = 9
 DROP_BITS = 32
 
 
@@ -35,11 +39,12 @@ def drop_threshold(rate):
     return int(round(float(rate) * (1 << DROP_BITS)))
 
 
-def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None):
+def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None, functions=None):
     """``(layout, n_params)`` for dense layers ``layer_sizes`` with activations ``layer_codes``.
 
     ``layer_codes`` has one code per layer (the hidden layers', then the
-    output's); ``dropout``, one rate per hidden layer (None: none). Each
+    output's); ``dropout``, one rate per hidden layer (None: none);
+    ``functions``, per hidden layer the ``(FN, DFN)`` addresses or None. Each
     layer's weights are followed by its bias, or, with ``weights_first``,
     all weights come first and then all biases (scikit-learn's packing order).
     """
@@ -61,6 +66,8 @@ def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None
         hidden = i < n_layers - 1
         layout[i, DROP] = drop_threshold(dropout[i]) if (hidden and dropout is not None) else 0
         layout[i, KEEP] = 1 if hidden and (int(layer_codes[i]) in NEEDS_Z or layout[i, DROP] > 0) else 0
+        pair = functions[i] if (hidden and functions is not None) else None
+        layout[i, FN], layout[i, DFN] = pair if pair is not None else (0, 0)
     if bias and weights_first:
         for i in range(n_layers):
             layout[i, B_OFF] = off

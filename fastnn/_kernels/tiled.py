@@ -65,7 +65,7 @@ from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
-from fastnn._kernels.layout import B_OFF, CODE, DROP, FAN_IN, FAN_OUT, KEEP, W_OFF
+from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, momentum_step
 from fastnn._kernels.views import as_matrix, flat
@@ -244,9 +244,10 @@ def tile_count(net, work, kind, layer, rows):
 
 # ------------------------------------------------------------------ tasks
 @kernel
-def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, drop):
+def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns, drop):
     # the block (buf, off, ld) of rows x cols = act(block + b), in place;
-    # with `keep`, the same block of slopes = act'(block + b). drop = (seed,
+    # with `keep`, the same block of slopes = act'(block + b) (a custom
+    # activation, at the addresses fns, is always kept). drop = (seed,
     # epoch, the first row's position in the epoch, layer, first unit,
     # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py)
     seed, epoch, first_row, layer, first_unit, threshold = drop
@@ -257,9 +258,9 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, dro
         s = slopes[off + i * ld : off + i * ld + cols] if keep else slopes[0:0]
         if dropping:
             key = row_key(seed, epoch, first_row + i, layer)
-            activate_row_drop(row, b, has_bias, code, s, key, first_unit, threshold, scale)
+            activate_row_drop(row, b, has_bias, code, s, fns, key, first_unit, threshold, scale)
         elif keep:
-            activate_row_keep(row, b, has_bias, code, s)
+            activate_row_keep(row, b, has_bias, code, s, fns)
         else:
             activate_row(row, b, has_bias, code)
 
@@ -316,7 +317,8 @@ def forward_task(net, data, opt, work, layer, task, at):
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
     seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
     drop = (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP])
-    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, drop)
+    fns = (net.layout[layer, FN], net.layout[layer, DFN])
+    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
 
 
 @kernel
@@ -335,7 +337,8 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
     no_drop = (np.int64(-1), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
-    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_drop)
+    no_fns = (np.int64(0), np.int64(0))
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_fns, no_drop)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
