@@ -237,7 +237,9 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
     return prev
 
 
-@kernel(inline="always")
+# (compiled on its own, as the other paths of layers that keep their slopes:
+# inlined, they added seconds to the cold compile of every training kernel)
+@kernel
 def activate_kept(Z, b, has_bias, code, S, fns, layer, threshold, drop):
     # Z = act(Z + b) and S = act'(Z + b), row by row; with dropout (threshold
     # > 0 and drop's seed >= 0) each row's mask applied to both

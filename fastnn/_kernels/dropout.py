@@ -94,7 +94,7 @@ def keep_scale(threshold):
     return 1.0 / (1.0 - threshold * (0.5**BITS))
 
 
-@kernel(inline="always")
+@kernel
 def activate_row_drop(row, b, has_bias, code, slopes, fns, key, first_unit, threshold, scale):
     # row = act(row + b) and slopes = act'(row + b) (as activate_row_keep),
     # then inverted dropout: unit first_unit + j is dropped (both 0) when its
