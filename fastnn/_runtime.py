@@ -85,7 +85,8 @@ class TiledTrainer:
         from fastnn._kernels.layout import keeps_slopes
 
         out, loss = model._codes()
-        self.net = tiled.Net(model._params, model._layout, np.int64(out), np.int64(loss))
+        extras = np.int64(1) if keeps_slopes(model._layout) else None
+        self.net = tiled.Net(model._params, model._layout, np.int64(out), np.int64(loss), extras)
         self.X, self.Y = X, Y
         self.batch_size = int(batch_size)
         self.use_order = bool(use_order)

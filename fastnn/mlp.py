@@ -317,12 +317,12 @@ class MLP:
         -------
         ndarray of shape (n_samples, n_outputs), in the model's dtype.
         """
-        from fastnn._kernels.dense import NO_DROPOUT, forward
+        from fastnn._kernels.dense import extras_of, forward
 
         X = self._check_X(X)
         out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
-        out = forward(X, self._params, self._layout, out_act, acts, acts[:0], NO_DROPOUT)
+        out = forward(X, self._params, self._layout, out_act, acts, acts[:0], extras_of(self._layout))
         return out.copy()
 
     def loss_and_gradients(self, X, y, alpha=0.0):
@@ -341,7 +341,7 @@ class MLP:
         weight_grads : list of ndarray, shaped like :attr:`weights`
         bias_grads : list of ndarray, or None without bias
         """
-        from fastnn._kernels.dense import loss_and_gradients
+        from fastnn._kernels.dense import extras_of, loss_and_gradients
 
         X, y = self._check_Xy(X, y)
         alpha = v.check_float(alpha, "alpha", minimum=0.0, exclusive=False)
@@ -349,7 +349,8 @@ class MLP:
         acts, deltas = self._buffers(X.shape[0])
         grads = np.empty_like(self._params)
         value = loss_and_gradients(
-            X, y, self._params, self._layout, out_act, loss, alpha, acts, deltas, grads
+            X, y, self._params, self._layout, out_act, loss, alpha, acts, deltas, grads,
+            extras_of(self._layout),
         )
         wg, bg = [], ([] if self.bias else None)
         for fan_in, fan_out, w_off, b_off in self._layout[:, :4]:

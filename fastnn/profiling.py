@@ -555,7 +555,7 @@ def _fused_step(net, act_code, out_code, learning_rate):
 
     def step():
         kd.loss_and_gradients(net.X, net.Y, net.params, net.layout, out_code, codes.SSE,
-                              0.0, net.acts, net.deltas, net.grads)
+                              0.0, net.acts, net.deltas, net.grads, kd.extras_of(net.layout))
         kt.gd_update(net.params, net.grads, learning_rate)
 
     return step

@@ -450,7 +450,7 @@ class _FastnnMLPMixin:
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
             self._fastnn_fallback("sparse input")
             return super()._forward_pass_fast(X, check_input=False)
-        from fastnn._kernels.dense import NO_DROPOUT, forward
+        from fastnn._kernels.dense import extras_of, forward
 
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in _FLOATS:
@@ -461,7 +461,7 @@ class _FastnnMLPMixin:
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         out, _ = self._fastnn_codes()
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
-        output = forward(X, params, layout, out, acts, acts[:0], NO_DROPOUT)
+        output = forward(X, params, layout, out, acts, acts[:0], extras_of(layout))
         return output.copy()
 
     # --------------------------------------------------------------- lbfgs
@@ -474,7 +474,7 @@ class _FastnnMLPMixin:
             self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units)
             return super()._fit_lbfgs(X, y, *compat.with_sample_weight(sample_weight, rest))
-        from fastnn._kernels.dense import deltas_units, weighted_loss_and_gradients
+        from fastnn._kernels.dense import deltas_units, extras_of, weighted_loss_and_gradients
 
         layout, size = self._fastnn_layout(layer_units, X.dtype)
         # the bookkeeping scikit-learn keeps for its own unpacking
@@ -493,12 +493,13 @@ class _FastnnMLPMixin:
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
         work = np.empty(X.shape[0] * deltas_units(layer_units), dtype=dtype)
         alpha = float(self.alpha)
+        extras = extras_of(layout)
         last = [np.nan]  # the loss at params, the point of the last evaluation
 
         def loss_grad(x):
             params[...] = x
             last[0] = weighted_loss_and_gradients(
-                X, Y, weights, params, layout, out, loss_code, alpha, acts, work, grads
+                X, Y, weights, params, layout, out, loss_code, alpha, acts, work, grads, extras
             )
             return last[0], grads.astype(np.float64)
 

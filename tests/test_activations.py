@@ -32,13 +32,14 @@ def _kernel_value_and_slope(z, name):
     # from a (derivative_row) or kept from z (activate_row_keep)
     code = codes.ACTIVATION_CODES[name]
     a = z.copy()
-    ka.activate_row(a, z[:0], False, code)
     slope = np.empty_like(z)
-    if code in codes.NEEDS_Z:
+    if code in codes.KEPT:
+        ka.activate_row_table(a, z[:0], False, code, (0, 0))  # prediction's path
         kept = z.copy()
         ka.activate_row_keep(kept, z[:0], False, code, slope, (0, 0))
         np.testing.assert_array_equal(kept, a)  # the same value either way
     else:
+        ka.activate_row(a, z[:0], False, code)
         ka.derivative_row(np.ones_like(z), a.copy(), slope, code)
     return a, slope
 

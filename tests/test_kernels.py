@@ -101,7 +101,7 @@ def test_softmax_workspace_gives_the_same_gradients(dtype, weighted, rng):
         deltas = np.full(n * units, np.nan, dtype=dtype)
         grads = np.full_like(m._params, np.nan)
         value = kd.weighted_loss_and_gradients(
-            X, Y, w, m._params, m._layout, *args, acts, deltas, grads
+            X, Y, w, m._params, m._layout, *args, acts, deltas, grads, kd.extras_of(m._layout)
         )
         results.append((value, grads))
     assert results[0][0] == results[1][0]
@@ -223,7 +223,7 @@ def test_forward(dtype, sizes, act, bias, rng):
     m = _model(sizes, act, "sigmoid", "sse", bias, dtype)
     X = rng.standard_normal((13, sizes[0])).astype(dtype)
     acts = np.empty(13 * sum(sizes[1:]), dtype=dtype)
-    out = kd.forward(X, m._params, m._layout, codes.SIGMOID, acts, acts[:0], kd.NO_DROPOUT)
+    out = kd.forward(X, m._params, m._layout, codes.SIGMOID, acts, acts[:0], kd.extras_of(m._layout))
     expected = ref.forward(X, m.weights, m.biases, act, "sigmoid")
     assert out.dtype == dtype
     assert_close(out, expected[-1], dtype)
@@ -251,11 +251,13 @@ def test_loss_and_gradients(dtype, sizes, act, loss, out_act, bias, weighted, rn
     if weighted:
         w = rng.uniform(0.2, 3.0, n).astype(dtype)
         value = kd.weighted_loss_and_gradients(
-            X, Y, w, m._params, m._layout, *codes_, alpha, acts, deltas, grads
+            X, Y, w, m._params, m._layout, *codes_, alpha, acts, deltas, grads, kd.extras_of(m._layout)
         )
     else:
         w = None
-        value = kd.loss_and_gradients(X, Y, m._params, m._layout, *codes_, alpha, acts, deltas, grads)
+        value = kd.loss_and_gradients(
+            X, Y, m._params, m._layout, *codes_, alpha, acts, deltas, grads, kd.extras_of(m._layout)
+        )
     ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, act, out_act, loss, alpha, w)
     assert_close(value, ev, dtype)
     for (fi, fo, wo, bo), gw in zip(m._layout[:, :4], ewg):
@@ -279,7 +281,7 @@ def test_poisson_loss_with_exp_output(dtype, weighted, rng):
     deltas = np.empty_like(acts)
     grads = np.full_like(m._params, np.nan)
     value = kd.weighted_loss_and_gradients(
-        X, Y, w, m._params, m._layout, codes.EXP, codes.POISSON, 0.2, acts, deltas, grads
+        X, Y, w, m._params, m._layout, codes.EXP, codes.POISSON, 0.2, acts, deltas, grads, None
     )
     ev, ewg, ebg = ref.loss_and_gradients(
         X, Y, m.weights, m.biases, "tanh", "exp", "poisson", 0.2, w if weighted else None
@@ -578,7 +580,7 @@ def test_train_refuses_workspaces_too_small(twin, rng):
 
 def _run_slot(slot, args, sync, threaded=1, job=None):
     job = np.zeros(0, np.int64) if job is None else job
-    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded), job)
+    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded), job, kt._features(args[kt.ARG_LAYOUT]))
 
 
 @pytest.mark.requires_jit

@@ -8,12 +8,13 @@ the four classic activations (and the softmax output) keep loops of their
 own, hoisted out of the per-element dispatch, because they are the defaults
 whose speed was measured (a sigmoid row vectorises its ``exp``).
 
-Derivatives of the activations not in ``codes.NEEDS_Z`` are computed from
-the *activated* value, as the tutorial's ``sigmoid_derivative(s) = s * (1 -
-s)`` does, so that the backward pass needs no stored ``z``. Those in
-``NEEDS_Z`` (gelu, silu) have their slope computed in the forward pass, while
-``z`` is at hand, and kept in a buffer of the activations' shape
-(`activate_row_keep`, `times_kept`). All arithmetic stays in the arrays' own
+The classic activations' derivatives are computed from the *activated*
+value, as the tutorial's ``sigmoid_derivative(s) = s * (1 - s)`` does, so
+that the backward pass needs no stored ``z``. The activations of the tables
+(``codes.KEPT``; gelu and silu need ``z``) have their slope computed in the
+forward pass, while ``z`` is at hand, and kept in a buffer of the
+activations' shape (`activate_row_keep`, `times_kept`): the kernels of
+models that use none of them never reference the tables. All arithmetic stays in the arrays' own
 dtype (`as_type_of` makes the constants).
 """
 
@@ -97,7 +98,7 @@ def value(code, z):
 
 @kernel(inline="always")
 def slope(code, z, a):
-    # f'(z), given a = f(z); the codes not in NEEDS_Z read a only
+    # f'(z), given a = f(z)
     zero = as_type_of(a, 0.0)
     one = as_type_of(a, 1.0)
     half = as_type_of(a, 0.5)
@@ -186,8 +187,6 @@ def activate_row(row, b, has_bias, code):
     elif code == EXP:
         for j in range(m):
             row[j] = np.exp(row[j])
-    elif code >= LEAKY_RELU:
-        table_values(row, code)
     elif code == SOFTMAX:
         peak = row[0]
         for j in range(1, m):
@@ -266,8 +265,6 @@ def multiply_derivative(delta, A, code):
         for i in range(df.size):
             if af[i] <= zero:
                 df[i] = zero
-    else:
-        table_slopes(df, af, df, code)
     return delta
 
 
@@ -304,11 +301,7 @@ def multiply_derivative_sum_rows(delta, A, code, sums):
                 x = d[j] * (one - a[j] * a[j])
                 d[j] = x
                 sums[j] += x
-        elif code == IDENTITY:
-            for j in range(m):
-                sums[j] += d[j]
         else:
-            table_slopes(d, a, d, code)
             for j in range(m):
                 sums[j] += d[j]
     return delta
@@ -332,11 +325,9 @@ def derivative_row(delta, a, out, code):
     elif code == RELU:
         for j in range(m):
             out[j] = zero if a[j] <= zero else delta[j]
-    elif code == IDENTITY:
+    else:
         for j in range(m):
             out[j] = delta[j]
-    else:
-        table_slopes(delta, a, out, code)
 
 
 @kernel(inline="always")
@@ -354,28 +345,15 @@ def value_and_slope(code, z, fns):
 # each, not inlined into their callers: inlined, the tables' branches (erf,
 # expm1, log1p, the fast exp) were copied into every training kernel, whose
 # cold compile grew from 12.5 s to 22.4 s (MLP's small-layer kernel on the
-# 2-core development machine); compiled once, 17.8 s. `value` and `slope` are
-# inlined into these few loops: called per element, a step of 1024 x
-# 64-4096-10 with gelu took 60 ms instead of 42 ms (16.2 s cold compile).
-# The classic activations keep their own inlined loops.
-@kernel
-def table_values(row, code):
-    # row = f(row), in place, for an activation of the tables
-    for j in range(row.size):
-        row[j] = value(code, row[j])
-
-
-@kernel
-def table_slopes(delta, a, out, code):
-    # out = delta * f'(a), elementwise (1-D, same size; out may be delta or a)
-    for j in range(a.size):
-        out[j] = delta[j] * slope(code, a[j], a[j])
-
-
+# 2-core development machine); compiled once, 17.8 s; and since the kernels
+# of models without kept slopes prune these paths (dense.extras_of), as
+# before the tables. `value` and `slope` are inlined into these few loops:
+# called per element, a step of 1024 x 64-4096-10 with gelu took 60 ms
+# instead of 42 ms. The classic activations keep their own inlined loops.
 @kernel
 def activate_row_keep(row, b, has_bias, code, slopes, fns):
     # row = act(row + b) in place, and slopes = act'(row + b): the forward
-    # pass of a layer whose derivative needs z (codes.NEEDS_Z); fns: see
+    # pass of a layer that keeps its slopes (codes.KEPT, dropout); fns: see
     # value_and_slope
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
@@ -383,11 +361,12 @@ def activate_row_keep(row, b, has_bias, code, slopes, fns):
 
 
 @kernel
-def activate_row_custom(row, b, has_bias, fns):
-    # row = f(row + b) in place for the fastnn.Activation at fns (prediction)
+def activate_row_table(row, b, has_bias, code, fns):
+    # row = f(row + b) in place for an activation of the tables, or the
+    # fastnn.Activation at fns (prediction: no slopes)
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
-        row[j] = call_value(fns[0], z)
+        row[j] = call_value(fns[0], z) if code == CUSTOM else value(code, z)
 
 
 @kernel

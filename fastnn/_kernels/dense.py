@@ -16,7 +16,7 @@ from numba.extending import overload
 from fastnn._kernels._jit import kernel
 
 from fastnn._kernels.activations import (
-    activate_row_custom,
+    activate_row_table,
     activate_row_keep,
     bias_activate,
     multiply_derivative,
@@ -28,8 +28,8 @@ from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import (
-    CUSTOM,
     IDENTITY,
+    LEAKY_RELU,
     LOG_LOSS,
     MSE,
     POISSON,
@@ -196,8 +196,22 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
     return total / (n * k) / 2.0
 
 
-# forward's `drop` without dropout (prediction, loss_and_gradients)
+# forward's `drop` without dropout (prediction, loss_and_gradients) for a
+# model with layers that keep their slopes (fastnn._kernels.layout.KEEP)
 NO_DROPOUT = (np.int64(-1), np.int64(0), np.int64(0))
+
+
+def extras_of(layout):
+    """The kernels' ``drop`` outside training: ``NO_DROPOUT``, or None for a model
+    without kept slopes (no gelu, silu, dropout or ``fastnn.Activation``).
+
+    With None, Numba prunes the branches of those features before compiling
+    (their paths added about 5 s to the cold compile of the training kernels);
+    a model that uses one compiles a second specialisation, once.
+    """
+    from fastnn._kernels.layout import keeps_slopes
+
+    return NO_DROPOUT if keeps_slopes(layout) else None
 
 
 @kernel(inline="always")
@@ -207,7 +221,8 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
     # with layout[l, KEEP] also writes act_l'(z) into its block of slopes
     # (same offsets as acts), unless slopes is empty (prediction). drop =
     # (seed, epoch, position of X's first row in the epoch): the dropout of
-    # the layers with layout[l, DROP], when seed >= 0
+    # the layers with layout[l, DROP], when seed >= 0; None: no layer keeps
+    # its slopes (extras_of), and those paths are not even compiled
     n_layers = layout.shape[0]
     nb = X.shape[0]
     prev = X
@@ -223,23 +238,46 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
         code = output_code if layer == n_layers - 1 else layout[layer, CODE]
         # one call site, one specialisation (the two branches compiled two)
         b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
-        fns = (layout[layer, FN], layout[layer, DFN])
-        if layout[layer, KEEP] != 0 and slopes.size > 0:
-            S = as_matrix(slopes[off : off + nb * fan_out], nb, fan_out)
-            activate_kept(Z, b, b_off >= 0, code, S, fns, layer, layout[layer, DROP], drop)
-        elif code == CUSTOM and layer < n_layers - 1:
-            for i in range(nb):
-                activate_row_custom(Z[i], b, b_off >= 0, fns)
-        else:
+        if drop is None:  # (the other branch is pruned before compiling)
             bias_activate(Z, b, b_off >= 0, code)
+        else:
+            activate_layer(Z, b, b_off >= 0, code, slopes, off, layout, layer, drop)
         prev = Z
         off += nb * fan_out
     return prev
 
 
-# (compiled on its own, as the other paths of layers that keep their slopes:
-# inlined, they added seconds to the cold compile of every training kernel)
 @kernel
+def activate_layer(Z, b, has_bias, code, slopes, off, layout, layer, drop):
+    # forward's activation of a layer of a model with kept slopes: by
+    # activate_extras, or as the others (one call site in forward, so that
+    # the branch pruned for other models costs no compile time)
+    nb, fan_out = Z.shape
+    S = slopes[off : off + nb * fan_out] if slopes.size > 0 else slopes[0:0]
+    if not activate_extras(Z, b, has_bias, code, S, layout, layer, drop):
+        bias_activate(Z, b, has_bias, code)
+
+
+@kernel(inline="always")
+def activate_extras(Z, b, has_bias, code, S, layout, layer, drop):
+    # the activation of a hidden layer that keeps its slopes (into S, when S
+    # is not empty: training; see layout KEEP); returns whether it was such
+    # a layer (else the caller activates it)
+    if layer == layout.shape[0] - 1 or layout[layer, KEEP] == 0:
+        return False
+    fns = (layout[layer, FN], layout[layer, DFN])
+    if S.size > 0:
+        activate_kept(Z, b, has_bias, code, as_matrix(S, Z.shape[0], Z.shape[1]), fns, layer,
+                      layout[layer, DROP], drop)  # fmt: skip
+    elif code >= LEAKY_RELU:  # (the tables' codes, codes.KEPT)
+        for i in range(Z.shape[0]):
+            activate_row_table(Z[i], b, has_bias, code, fns)
+    else:
+        bias_activate(Z, b, has_bias, code)  # (a classic activation with dropout, in prediction)
+    return True
+
+
+@kernel(inline="always")
 def activate_kept(Z, b, has_bias, code, S, fns, layer, threshold, drop):
     # Z = act(Z + b) and S = act'(Z + b), row by row; with dropout (threshold
     # > 0 and drop's seed >= 0) each row's mask applied to both
@@ -254,12 +292,13 @@ def activate_kept(Z, b, has_bias, code, S, fns, layer, threshold, drop):
 
 
 @kernel(inline="always")
-def backward(X, params, layout, acts, deltas, grads):
+def backward(X, params, layout, acts, deltas, grads, drop):
     # given the output delta (last block of deltas), fill grads:
     # dW_l = a_{l-1}.T @ d_l, db_l = sum_rows d_l, d_{l-1} = (d_l @ W_l.T) * act'(a_{l-1});
     # a layer that kept its slopes (layout KEEP: in its block of deltas, see
     # forward) gets d_l @ W_l.T in its block of acts, free once dW_l is
-    # done, and then d = that * slopes in its block of deltas
+    # done, and then d = that * slopes in its block of deltas (drop: as
+    # forward's, None when no layer keeps its slopes)
     n_layers = layout.shape[0]
     nb = X.shape[0]
     off = 0
@@ -289,13 +328,13 @@ def backward(X, params, layout, acts, deltas, grads):
                     gb[j] += row[j]
         bias_done = False
         if layer > 0:
-            back_into(params, layout, layer, nb, off, acts, deltas, grads, D)
+            back_into(params, layout, layer, nb, off, acts, deltas, grads, D, drop)
             bias_done = layout[layer - 1, B_OFF] >= 0
     return grads
 
 
 @kernel(inline="always")
-def back_into(params, layout, layer, nb, off, acts, deltas, grads, D):
+def back_into(params, layout, layer, nb, off, acts, deltas, grads, D, drop):
     # d_{l-1} = (D @ W_l.T) * act'(a_{l-1}) into the block of deltas before
     # `off`, with the bias gradient of layer l-1 summed in the same pass
     fan_in = layout[layer, FAN_IN]
@@ -307,10 +346,11 @@ def back_into(params, layout, layer, nb, off, acts, deltas, grads, D):
     code = layout[layer - 1, CODE]
     prev_b_off = layout[layer - 1, B_OFF]
     gb_prev = grads[prev_b_off : prev_b_off + fan_in] if prev_b_off >= 0 else grads[0:0]
-    if layout[layer - 1, KEEP] != 0:
-        matmul_nt(D, W, prev)
-        times_kept(prev, Dprev, Dprev, gb_prev, prev_b_off >= 0)
-        return
+    if drop is not None:
+        if layout[layer - 1, KEEP] != 0:
+            matmul_nt(D, W, prev)
+            times_kept(prev, Dprev, Dprev, gb_prev, prev_b_off >= 0)
+            return
     matmul_nt(D, W, Dprev)
     if prev_b_off >= 0:
         # the derivative and the previous layer's bias gradient in one pass
@@ -402,21 +442,22 @@ def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, 
         softmax_columns(Z, deltas[off:units], deltas[units : units + 2 * nb])
     D = as_matrix(deltas[off:units], nb, n_out)
     value = loss_delta_rows(Y, output, w, loss_code, output_code, n, D)
-    backward(X, params, layout, acts, deltas, grads)
+    backward(X, params, layout, acts, deltas, grads, drop)
     return value
 
 
 @kernel
-def loss_and_gradients(X, Y, params, layout, output_code, loss_code, alpha, acts, deltas, grads):
-    # forward, loss (+ L2 penalty), backward; returns the loss, fills grads
+def loss_and_gradients(X, Y, params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop):
+    # forward, loss (+ L2 penalty), backward; returns the loss, fills grads;
+    # drop: extras_of(layout) (never dropout: its seed is -1)
     return weighted_loss_and_gradients(
-        X, Y, X[:0, 0], params, layout, output_code, loss_code, alpha, acts, deltas, grads
+        X, Y, X[:0, 0], params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop
     )
 
 
 @kernel
 def weighted_loss_and_gradients(
-    X, Y, w, params, layout, output_code, loss_code, alpha, acts, deltas, grads
+    X, Y, w, params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop
 ):
     # loss_and_gradients with sample weights w (empty: all 1): the losses are
     # weighted means, normalised (with the L2 term) by the sum of the weights
@@ -427,7 +468,7 @@ def weighted_loss_and_gradients(
         for i in range(nb):
             n += w[i]
     value = partial_loss_and_gradients(
-        X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads, NO_DROPOUT
+        X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads, drop
     )
     if alpha > 0:
         value += l2_penalty(params, layout, alpha, n, grads)

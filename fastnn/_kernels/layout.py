@@ -10,9 +10,9 @@ Parameters live in one flat array; ``layout`` is an int64 array of shape
 * ``CODE``: the layer's activation (``fastnn._kernels.codes``); the output
   layer's entry is the output activation;
 * ``KEEP``: 1 when the training kernels keep the layer's ``f'(z)`` from the
-  forward pass: activations in ``codes.NEEDS_Z``, whose derivative the
-  backward pass cannot compute from the activated value, and layers with
-  dropout, whose kept slope carries the mask;
+  forward pass: activations in ``codes.KEPT`` (some of whose derivatives
+  the backward pass could not compute from the activated value), and layers
+  with dropout, whose kept slope carries the mask;
 * ``DROP``: the layer's dropout rate as a threshold on 32 random bits,
   ``round(rate * 2**32)`` (0: no dropout; see ``fastnn._kernels.dropout``);
 * ``FN``, ``DFN``: for a ``fastnn.Activation`` (``CODE`` is ``codes.CUSTOM``),
@@ -27,7 +27,7 @@ the one place that knows the columns' order.
 
 import numpy as np
 
-from fastnn._kernels.codes import NEEDS_Z
+from fastnn._kernels.codes import KEPT
 
 FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP, FN, DFN = range(9)
 COLUMNS = 9
@@ -65,7 +65,7 @@ def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None
         layout[i, CODE] = int(layer_codes[i])
         hidden = i < n_layers - 1
         layout[i, DROP] = drop_threshold(dropout[i]) if (hidden and dropout is not None) else 0
-        layout[i, KEEP] = 1 if hidden and (int(layer_codes[i]) in NEEDS_Z or layout[i, DROP] > 0) else 0
+        layout[i, KEEP] = 1 if hidden and (int(layer_codes[i]) in KEPT or layout[i, DROP] > 0) else 0
         pair = functions[i] if (hidden and functions is not None) else None
         layout[i, FN], layout[i, DFN] = pair if pair is not None else (0, 0)
     if bias and weights_first:

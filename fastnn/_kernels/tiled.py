@@ -71,7 +71,10 @@ from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, momentu
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets (module level, so that compiled code caches).
-Net = namedtuple("Net", "params layout output loss")
+# Net.extras: None for a model without kept slopes (no table activation,
+# dropout or custom activation), whose kernels are then compiled without
+# those paths (the tasks prune them: see fastnn._kernels.dense.extras_of)
+Net = namedtuple("Net", "params layout output loss extras")
 Data = namedtuple("Data", "X Y order use_order batch_size")
 Optim = namedtuple("Optim", "code hyper state1 state2 step_count")
 Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch sync")
@@ -249,7 +252,12 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
     # with `keep`, the same block of slopes = act'(block + b) (a custom
     # activation, at the addresses fns, is always kept). drop = (seed,
     # epoch, the first row's position in the epoch, layer, first unit,
-    # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py)
+    # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py);
+    # None: a model without kept slopes (the rest is pruned before compiling)
+    if drop is None:
+        for i in range(rows):
+            activate_row(buf[off + i * ld : off + i * ld + cols], b, has_bias, code)
+        return
     seed, epoch, first_row, layer, first_unit, threshold = drop
     dropping = keep and threshold > 0 and seed >= 0
     scale = buf.dtype.type(keep_scale(threshold) if dropping else 1.0)
@@ -266,13 +274,15 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
 
 
 @kernel
-def derivative_rows(delta, buf, off, ld, rows, cols, code, slopes, keep):
+def derivative_rows(delta, buf, off, ld, rows, cols, code, slopes, keep, extras):
     # the block (buf, off, ld) = delta (rows x cols, contiguous) * act'(block),
-    # in place; with `keep`, act' is the same block of slopes
+    # in place; with `keep`, act' is the same block of slopes (extras: Net's)
     for i in range(rows):
         a = buf[off + i * ld : off + i * ld + cols]
         d = delta[i * cols : (i + 1) * cols]
-        if keep:
+        if extras is None:
+            derivative_row(d, a, a, code)
+        elif keep:
             s = slopes[off + i * ld : off + i * ld + cols]
             times_kept(as_matrix(d, 1, cols), as_matrix(s, 1, cols), as_matrix(a, 1, cols), s[:0], False)
         else:
@@ -303,7 +313,7 @@ def gather_task(data, work, task, at):
 
 
 @kernel
-def forward_task(net, data, opt, work, layer, task, at):
+def forward_task(net, data, opt, work, layer, task, at, extras):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
@@ -315,10 +325,13 @@ def forward_task(net, data, opt, work, layer, task, at):
     has_bias = b_off >= 0
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
-    seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
-    drop = (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP])
     fns = (net.layout[layer, FN], net.layout[layer, DFN])
-    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
+    if extras is None:  # (the other branch is pruned before compiling)
+        activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, False, fns, None)
+    else:
+        seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
+        drop = (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP])
+        activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
 
 
 @kernel
@@ -336,9 +349,8 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
-    no_drop = (np.int64(-1), np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
     no_fns = (np.int64(0), np.int64(0))
-    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_fns, no_drop)
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_fns, None)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
@@ -354,7 +366,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
         gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
              (scratch, 0, fan_in), False)  # fmt: skip
         code, keep = net.layout[last - 1, CODE], net.layout[last - 1, KEEP] != 0
-        derivative_rows(scratch, src, src_off, ld, rows, fan_in, code, work.slopes, keep)
+        derivative_rows(scratch, src, src_off, ld, rows, fan_in, code, work.slopes, keep, net.extras)
 
 
 @kernel
@@ -405,7 +417,7 @@ def delta_task(net, work, layer, task, at, worker):
     gemm(rows, pc, fan_out, (work.acts, d_off, fan_out), False,
          (net.params, w_off + p0 * fan_out, fan_out), True, (scratch, 0, pc), False)  # fmt: skip
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
-    derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, code, work.slopes, keep)
+    derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, code, work.slopes, keep, net.extras)
 
 
 @kernel(inline="always")
@@ -490,7 +502,7 @@ def run_task(net, data, opt, work, kind, layer, task, worker):
     if kind == GATHER:
         gather_task(data, work, task, at)
     elif kind == FORWARD:
-        forward_task(net, data, opt, work, layer, task, at)
+        forward_task(net, data, opt, work, layer, task, at, net.extras)
     elif kind == OUTPUT:
         output_task(net, data, work, task, at, worker)
     elif kind == GRADIENT:

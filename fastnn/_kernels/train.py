@@ -69,7 +69,7 @@ import numpy as np
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
+from fastnn._kernels.dense import deltas_units, extras_of, partial_loss_and_gradients, sum_of_squares
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, wait_at_least
 
 
@@ -469,7 +469,7 @@ def run_slot(
     slot, X, Y, params, layout, output_code, loss_code, optimizer_code, hyper,
     control, epochs, batch_size, order, use_order, state1, state2, step_count,
     acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-    sync, threaded, job,
+    sync, threaded, job, features,
 ):  # fmt: skip
     # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
     # in the order order[epoch] when use_order, else in storage order; each
@@ -612,12 +612,18 @@ def run_slot(
                                 ws = sample_weight[start + lo : start + hi]
                         own = s if s < n_copies else 0
                         ps = copy_set(own, live, params, state1, state2, copies)[0]
-                        # dropout's counters: the seed, the epoch of the fit, the shard's first row
-                        drop = (np.int64(hyp[H_SEED]), np.int64(hyp[H_EPOCH]) + epoch, np.int64(start + lo))
-                        shard_loss[half + s] = partial_loss_and_gradients(
-                            xs, ys, ws, ps, layout, output_code, loss_code, norm,
-                            acts[s], deltas[s], grads[half + s], drop,
-                        )  # fmt: skip
+                        if features is None:  # (pruned before compiling: see dense.extras_of)
+                            shard_loss[half + s] = partial_loss_and_gradients(
+                                xs, ys, ws, ps, layout, output_code, loss_code, norm,
+                                acts[s], deltas[s], grads[half + s], None,
+                            )  # fmt: skip
+                        else:
+                            # dropout's counters: the seed, the epoch of the fit, the shard's first row
+                            drop = (np.int64(hyp[H_SEED]), np.int64(hyp[H_EPOCH]) + epoch, np.int64(start + lo))
+                            shard_loss[half + s] = partial_loss_and_gradients(
+                                xs, ys, ws, ps, layout, output_code, loss_code, norm,
+                                acts[s], deltas[s], grads[half + s], drop,
+                            )  # fmt: skip
                         if not alone:
                             atomic_add(sync, SYNC_SHARDS, 1)
                     finished += shards
@@ -774,11 +780,17 @@ def train(
         np.int64(0), X, Y, params, layout, output_code, loss_code,
         optimizer_code, hyper, control, epochs, batch_size, order, use_order, state1, state2,
         step_count, acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history,
-        sample_weight, W_batch, sync, np.int64(0), _NO_JOB,
+        sample_weight, W_batch, sync, np.int64(0), _NO_JOB, _features(layout),
     ))  # fmt: skip
 
 
 _NO_JOB = np.zeros(0, dtype=np.int64)
+
+
+def _features(layout):
+    # run_slot's `features`: None for a model without kept slopes, whose
+    # kernel is then compiled without those paths (see dense.extras_of)
+    return None if extras_of(layout) is None else np.int64(1)
 _helpers = {"pid": None, "pool": None, "failed": False, "pending": [], "server": None}
 
 
@@ -799,7 +811,7 @@ def _helper_pool():
 
 
 # positions in train's arguments
-ARG_PARAMS, ARG_HYPER, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 7, 8, 9, 11
+ARG_PARAMS, ARG_LAYOUT, ARG_HYPER, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 3, 7, 8, 9, 11
 ARG_GRADS, ARG_SHARD_LOSS, ARG_COPIES, ARG_HISTORY = 18, 19, 20, 23
 
 
@@ -836,12 +848,12 @@ def _post(args):
         job[JOB_STATE] = JOB_POSTED
         jobs.append(job)
         _helpers["pending"].append(
-            pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1), job)
+            pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1), job, _features(args[ARG_LAYOUT]))
         )
     _helpers["server"] = {"key": key, "sync": sync, "jobs": jobs}
     empty = list(args)
     empty[ARG_EPOCHS] = 0
-    run_slot(np.int64(0), *empty, sync, np.int64(1), _NO_JOB)
+    run_slot(np.int64(0), *empty, sync, np.int64(1), _NO_JOB, _features(args[ARG_LAYOUT]))
     if sync[SYNC_MODE] == MODE_PARALLEL and all(post_job(job, sync, epochs) for job in jobs):
         return sync
     return None
@@ -873,7 +885,7 @@ def train_parallel(*args):
     if sync is None:  # the helpers did not come: this thread alone
         done = train(*args)
     else:
-        run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB)
+        run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB, _features(args[ARG_LAYOUT]))
         done = int(sync[SYNC_RESULT])
     # slot 0 returns when every slot is done with the arrays (or, alone,
     # when it has done all the work); the helpers' standing calls return
