@@ -238,3 +238,23 @@ def test_a_custom_activation_in_the_estimators(rng):
     assert clone(adam).get_params()["activation"] is SOFTSIGN
     with pytest.raises(ValueError, match="kernels only"):
         adam.predict(scipy.sparse.csr_matrix(X))
+
+
+def test_estimators_with_the_new_parameters_pickle(rng):
+    import pickle
+
+    from test_activations import SOFTSIGN
+
+    X, y = _data(rng)
+    clf = MLPClassifier(hidden_layer_sizes=(8, 5), activation=(SOFTSIGN, "silu"), dropout=(0.2, 0.0),
+                        max_iter=4, random_state=0).fit(X, y)  # fmt: skip
+    back = pickle.loads(pickle.dumps(clf))
+    assert back.get_params()["dropout"] == (0.2, 0.0)
+    assert back.activation[0].name == "softsign"
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    # and training goes on the same way
+    for est in (clf, back):
+        est.set_params(warm_start=True, max_iter=2)
+        est.fit(X, y)
+    for p, q in zip(clf.coefs_, back.coefs_):
+        np.testing.assert_array_equal(p, q)
