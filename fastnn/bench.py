@@ -1082,6 +1082,13 @@ class _ThreadLimit:
             return self
         if not installed("threadpoolctl"):
             raise ValueError("--threads needs threadpoolctl installed")
+        # fastnn's own kernel threads (the parallel training twin), first: the first
+        # get_num_threads of a process starts Numba's threading layer, and its OpenMP
+        # layer then sets the process's OpenMP thread count (PyTorch's too) to Numba's
+        import numba
+
+        self.numba_threads = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
         if installed("torch"):
             import torch
 
@@ -1094,11 +1101,6 @@ class _ThreadLimit:
         except ImportError:  # pragma: no cover
             pass
         self.ctl = threadpool_limits(limits=self.n)
-        # and fastnn's own kernel threads (the parallel training twin)
-        import numba
-
-        self.numba_threads = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
         return self
 
     def __exit__(self, *exc):
