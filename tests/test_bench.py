@@ -218,8 +218,10 @@ def test_cli_bad_dtype_exits_2():
     assert info.value.code == 2
 
 
-def test_cli_sklearn_section(tmp_path, capsys):
+def test_cli_sklearn_section(tmp_path, capsys, monkeypatch):
     pytest.importorskip("sklearn")
+    # the skorch table that follows is tested in test_skorch_bench.py
+    monkeypatch.setattr(bench, "_skorch_section", lambda *args: None)
     path = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--no-sweep", "--no-extras", "--workloads", "tutorial", "--dtype", "float64",
             "--engines", "reference", "--repeats", "1", "--no-progress", "--sklearn", "--json", str(path)]

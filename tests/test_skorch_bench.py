@@ -13,8 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from fastnn import skorch_bench
+from fastnn import bench, skorch_bench
 from fastnn._optional import MissingDependency
+from fastnn.cli import main
 
 pytest.importorskip("sklearn")
 
@@ -152,3 +153,38 @@ def test_missing_packages_are_named_with_the_extra(monkeypatch, blocked, named):
     with pytest.raises(MissingDependency) as info:
         skorch_bench.skorch_comparison(workloads=[_tiny()])
     assert str(info.value) == message and info.value.name == blocked[0]
+
+
+def _no_benchmarks(monkeypatch):
+    # the main tables and the scikit-learn comparison are tested elsewhere
+    monkeypatch.setattr(bench, "run_benchmarks", lambda **kwargs: {})
+    monkeypatch.setattr(bench, "format_report", lambda report: "")
+    monkeypatch.setattr(bench, "_sklearn_section", lambda *args: [])
+
+
+def test_bench_sklearn_without_skorch_prints_one_line(monkeypatch, capsys, tmp_path):
+    _no_benchmarks(monkeypatch)
+    monkeypatch.setitem(sys.modules, "skorch", None)
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--sklearn", "--no-progress", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    line = 'the skorch comparison needs skorch: pip install "fastnn[skorch]"'
+    assert out.splitlines()[:2] == ["", line]
+    assert json.loads(path.read_text())["skorch"] == {"skipped": line}
+
+
+def test_bench_sklearn_prints_the_skorch_table(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("skorch")
+    _no_benchmarks(monkeypatch)
+    monkeypatch.setattr(skorch_bench, "workloads", lambda quick: [_tiny(hidden=(5, 3))])
+    monkeypatch.setattr(skorch_bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(skorch_bench, "QUICK_EPOCHS", 1)
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--sklearn", "--threads", "1", "--repeats", "1", "--no-progress", "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skorch's NeuralNetClassifier" in out and "CPU: " in out and "torch " in out
+    saved = json.loads(path.read_text())["skorch"]
+    assert saved["environment"]["versions"]["skorch"]
+    assert [(r["variant"], r["threads"], r["epochs"]) for r in saved["rows"]] == [("dropout", 1, 1), ("none", 1, 1)]
+    _check_measured(saved["rows"][1])
