@@ -262,7 +262,7 @@ def supports_dropout(estimator):
     return "dropout" in instance.get_params()
 
 
-def make_fastnn(workload, dropout=None, epochs=EPOCHS, estimator=None, random_state=0):
+def make_fastnn(workload, dropout=None, epochs=EPOCHS, estimator=None, random_state=0, alpha=ALPHA):
     """fastnn's classifier for ``workload``, set up as :func:`make_skorch`'s net.
 
     Parameters
@@ -277,6 +277,8 @@ def make_fastnn(workload, dropout=None, epochs=EPOCHS, estimator=None, random_st
     estimator : class, optional
         The estimator class (default ``fastnn.sklearn.MLPClassifier``).
     random_state : int, default=0
+    alpha : float, default=1e-4
+        L2 penalty (scikit-learn's default).
 
     Returns
     -------
@@ -286,7 +288,7 @@ def make_fastnn(workload, dropout=None, epochs=EPOCHS, estimator=None, random_st
         from fastnn.sklearn import MLPClassifier as estimator
     params = dict(
         hidden_layer_sizes=tuple(workload.hidden), activation=workload.activation, solver="adam",
-        alpha=ALPHA, batch_size=BATCH_SIZE, learning_rate_init=LEARNING_RATE, beta_1=BETAS[0],
+        alpha=alpha, batch_size=BATCH_SIZE, learning_rate_init=LEARNING_RATE, beta_1=BETAS[0],
         beta_2=BETAS[1], epsilon=EPSILON, max_iter=int(epochs), tol=0.0, n_iter_no_change=int(epochs),
         shuffle=True, random_state=random_state,
     )  # fmt: skip
@@ -320,7 +322,7 @@ def _l2_callback_class():
     return _CLASSES["l2"]
 
 
-def make_skorch(workload, dropout=None, epochs=EPOCHS):
+def make_skorch(workload, dropout=None, epochs=EPOCHS, alpha=ALPHA):
     """A skorch ``NeuralNetClassifier`` training :func:`build_torch_module`'s network
     as :func:`make_fastnn`'s estimator trains its own.
 
@@ -340,6 +342,8 @@ def make_skorch(workload, dropout=None, epochs=EPOCHS):
     dropout : float or tuple of float, optional
         Dropout rates; None: no ``Dropout`` layers.
     epochs : int, default=20
+    alpha : float, default=1e-4
+        scikit-learn's L2 penalty.
 
     Returns
     -------
@@ -358,7 +362,7 @@ def make_skorch(workload, dropout=None, epochs=EPOCHS):
         lr=LEARNING_RATE,
         optimizer__betas=BETAS,
         optimizer__eps=EPSILON,
-        optimizer__param_groups=[("*.weight", {"l2_alpha": ALPHA})],
+        optimizer__param_groups=[("*.weight", {"l2_alpha": float(alpha)})],
         batch_size=BATCH_SIZE,
         max_epochs=int(epochs),
         train_split=None,

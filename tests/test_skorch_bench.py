@@ -85,6 +85,45 @@ def test_torch_activation_is_fastnns(name):
                                rtol=1e-9, atol=1e-12)
 
 
+def _sklearn_initial_weights(layer_units, random_state=0):
+    # scikit-learn's _initialize: per layer, the weights then the biases, uniform in
+    # +-sqrt(6 / (fan_in + fan_out)), from check_random_state(random_state)
+    rng = np.random.RandomState(random_state)
+    out = []
+    for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        out.append((rng.uniform(-bound, bound, (fan_in, fan_out)), rng.uniform(-bound, bound, fan_out)))
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_skorch_net_trains_as_fastnn(alpha):
+    # from the same initial weights, without shuffling: the same weights after 3 epochs
+    # of 2 batches (200 rows, then 25), the L2 term too, batch by batch. Differences are
+    # float32 rounding and Adam's epsilon (up to 1e-5 here); a fixed weight_decay of
+    # alpha / 200 instead of alpha / n would leave 2e-3 to 5e-3 with alpha = 0.5
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("skorch")
+    w = _tiny()
+    X, y = w.X[:225], w.y[:225]
+    fastnn = skorch_bench.make_fastnn(w, epochs=3, alpha=alpha).set_params(shuffle=False)
+    with pytest.warns(Warning):  # ConvergenceWarning: max_iter reached
+        fastnn.fit(X, y)
+    net = skorch_bench.make_skorch(w, epochs=3, alpha=alpha).set_params(
+        iterator_train__shuffle=False, warm_start=True
+    )
+    net.initialize()
+    linear = [m for m in net.module_ if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer, (W, b) in zip(linear, _sklearn_initial_weights([6, 8, 4, 3])):
+            layer.weight.copy_(torch.from_numpy(W.T))
+            layer.bias.copy_(torch.from_numpy(b))
+    net.fit(X, y)
+    for layer, W, b in zip(linear, fastnn.coefs_, fastnn.intercepts_):
+        np.testing.assert_allclose(layer.weight.detach().numpy().T, W, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(layer.bias.detach().numpy(), b, rtol=0, atol=2e-5)
+
+
 # ---------------------------------------------------------------- the comparison
 def test_comparison_on_a_tiny_workload():
     pytest.importorskip("skorch")
