@@ -573,9 +573,11 @@ def skorch_environment():
 
 
 def _variant(row):
-    if row["dropout"] is None:
+    """``none``, ``dropout 0.2`` (one rate for every hidden layer) or ``dropout 0.2/0.1``."""
+    rates = row["dropout"]
+    if rates is None:
         return "none"
-    return "dropout " + "/".join(f"{r:g}" for r in row["dropout"])
+    return "dropout " + "/".join(f"{r:g}" for r in (rates[:1] if len(set(rates)) == 1 else rates))
 
 
 def format_skorch_comparison(rows, environment=None):
