@@ -27,6 +27,7 @@ EXTRAS = {
     "dask": ("dask", "dask"),
     "distributed": ("distributed", "dask"),
     "dask_ml": ("dask-ml", "dask"),
+    "skorch": ("skorch", "skorch"),
 }
 
 

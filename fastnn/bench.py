@@ -1082,6 +1082,13 @@ class _ThreadLimit:
             return self
         if not installed("threadpoolctl"):
             raise ValueError("--threads needs threadpoolctl installed")
+        # fastnn's own kernel threads (the parallel training twin), first: the first
+        # get_num_threads of a process starts Numba's threading layer, and its OpenMP
+        # layer then sets the process's OpenMP thread count (PyTorch's too) to Numba's
+        import numba
+
+        self.numba_threads = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
         if installed("torch"):
             import torch
 
@@ -1094,11 +1101,6 @@ class _ThreadLimit:
         except ImportError:  # pragma: no cover
             pass
         self.ctl = threadpool_limits(limits=self.n)
-        # and fastnn's own kernel threads (the parallel training twin)
-        import numba
-
-        self.numba_threads = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
         return self
 
     def __exit__(self, *exc):
@@ -1224,7 +1226,9 @@ def configure_parser(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--sklearn", action="store_true",
                         help="also compare fastnn.sklearn's estimators with scikit-learn's (fit time and score "
-                        "on digits, breast_cancer, make_regression, make_classification per solver)")
+                        "on digits, breast_cancer, make_regression, make_classification per solver), then "
+                        "fastnn's MLPClassifier with skorch training the same PyTorch network (needs the skorch "
+                        "extra)")
 
 
 def _split(text, allowed, what):
@@ -1274,6 +1278,26 @@ def _sklearn_section(quick, dtypes, repeats, thread_limit):
     return rows
 
 
+def _skorch_section(quick, repeats, thread_limit):
+    """Run and print the comparison with skorch (:mod:`fastnn.skorch_bench`), or, when PyTorch
+    or skorch is missing, one line naming what to install; returns what goes into the JSON."""
+    from fastnn import skorch_bench
+
+    missing = skorch_bench.missing_message()
+    if missing:
+        print(f"\n{missing}")
+        return {"skipped": missing}
+    threads = None if thread_limit is None else (thread_limit,)
+    repeats = repeats if repeats is not None else (2 if quick else 3)
+    rows = skorch_bench.skorch_comparison(quick=quick, repeats=repeats, threads=threads)
+    environment = skorch_bench.skorch_environment()
+    print("\nskorch: fit time (median of {}) and held-out accuracy, fastnn.sklearn.MLPClassifier against "
+          "skorch's NeuralNetClassifier training the same PyTorch network; speedup = skorch's time / "
+          "fastnn's".format(repeats))
+    print(skorch_bench.format_skorch_comparison(rows, environment))
+    return {"environment": environment, "rows": rows}
+
+
 # engine -> the optional module it needs
 _ENGINE_MODULES = {"torch": "torch", "torch_autograd": "torch", "sklearn": "sklearn"}
 
@@ -1317,6 +1341,7 @@ def run_cli(args):
     print(format_report(report), end="")
     if args.sklearn:
         report["sklearn"] = _sklearn_section(args.quick, dtypes, args.repeats, args.threads)
+        report["skorch"] = _skorch_section(args.quick, args.repeats, args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -185,6 +185,24 @@ def test_thread_limit_is_restored():
     assert numba.get_num_threads() == numba_before
 
 
+def test_thread_limit_reaches_torch_in_a_fresh_process():
+    # the first numba.get_num_threads() of a process starts Numba's OpenMP layer, which
+    # sets the OpenMP thread count that PyTorch shares: the limit must come after it
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, numba\n"
+        "from fastnn.bench import _ThreadLimit\n"
+        "with _ThreadLimit(1):\n"
+        "    print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.split() == ["1", "1"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [["bench", "--workloads", "Z"], ["bench", "--engines", "nope"], ["bench", "--plot", "x.png", "--no-sweep"]],
@@ -200,8 +218,10 @@ def test_cli_bad_dtype_exits_2():
     assert info.value.code == 2
 
 
-def test_cli_sklearn_section(tmp_path, capsys):
+def test_cli_sklearn_section(tmp_path, capsys, monkeypatch):
     pytest.importorskip("sklearn")
+    # the skorch table that follows is tested in test_skorch_bench.py
+    monkeypatch.setattr(bench, "_skorch_section", lambda *args: None)
     path = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--no-sweep", "--no-extras", "--workloads", "tutorial", "--dtype", "float64",
             "--engines", "reference", "--repeats", "1", "--no-progress", "--sklearn", "--json", str(path)]

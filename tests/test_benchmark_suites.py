@@ -18,6 +18,7 @@ SUBSET = (
     " or sigmoid"
     " or (test_workload and (tutorial or A-) and not torch)"
     " or (test_fit and digits and adam and float64)"
+    " or (test_digits_skorch and none)"
 )
 
 

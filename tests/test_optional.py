@@ -26,6 +26,7 @@ EXPECTED = {
     "dask": ("dask", "dask"),
     "distributed": ("distributed", "dask"),
     "dask_ml": ("dask-ml", "dask"),
+    "skorch": ("skorch", "skorch"),
 }
 
 
