@@ -5,7 +5,11 @@ Every kernel here is compiled by ``fastnn._kernels._jit.kernel`` (Numba's
 numbers, validates nothing and allocates nothing in its steady state. The
 facades (:mod:`fastnn.network`, :mod:`fastnn.mlp`) validate input and own the
 buffers. Activation, loss and optimizer are passed as small integer codes
-(below) so that one specialization per dtype serves every configuration.
+(below), each layer's activation and dropout in the ``layout`` array
+(:mod:`fastnn._kernels.layout`), so that one specialization per dtype serves
+every configuration; models with kept slopes (table activations, dropout,
+custom activations) compile a second one, whose extra paths the first
+prunes (:func:`fastnn._kernels.dense.extras_of`).
 """
 
 from fastnn._kernels.codes import (  # noqa: F401
