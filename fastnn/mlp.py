@@ -43,11 +43,11 @@ def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon
     return hyper_array(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)
 
 
-def _hidden_activations(activation, n_hidden):
-    """The hidden layers' activations (names or ``Activation`` objects) from
-    ``activation``: one for all, or one per hidden layer."""
+def _hidden_activations(activation, n_hidden, choices=ACTIVATIONS):
+    """The hidden layers' activations (names among ``choices`` or ``Activation``
+    objects) from ``activation``: one for all, or one per hidden layer."""
     if isinstance(activation, (str, Activation)):
-        return [_check_activation(activation, "activation")] * n_hidden
+        return [_check_activation(activation, "activation", choices)] * n_hidden
     if not isinstance(activation, (list, tuple)):
         raise TypeError(f"activation must be a name, an Activation or a list of them, got {activation!r}")
     if len(activation) != n_hidden:
@@ -55,12 +55,12 @@ def _hidden_activations(activation, n_hidden):
             f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
             "give one per hidden layer, or one for all"
         )
-    return [_check_activation(entry, f"activation[{i}]") for i, entry in enumerate(activation)]
+    return [_check_activation(entry, f"activation[{i}]", choices) for i, entry in enumerate(activation)]
 
 
-def _check_activation(entry, name):
-    """A hidden activation: a known name, or a ``fastnn.Activation``."""
-    return entry if isinstance(entry, Activation) else v.check_choice(entry, name, ACTIVATIONS)
+def _check_activation(entry, name, choices):
+    """A hidden activation: a name among ``choices``, or a ``fastnn.Activation``."""
+    return entry if isinstance(entry, Activation) else v.check_choice(entry, name, choices)
 
 
 def activation_code(entry):

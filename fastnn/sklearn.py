@@ -110,18 +110,10 @@ def _with_activations(constraints):
 
 def _hidden_names(activation, n_hidden):
     """The hidden layers' activations (names or ``fastnn.Activation``): ``activation`` is
-    one for all, or a tuple of one per layer."""
-    if isinstance(activation, (str, Activation)):
-        return [activation] * n_hidden
-    if len(activation) != n_hidden:
-        raise ValueError(
-            f"activation has {len(activation)} entries for {n_hidden} hidden layers; "
-            "give one per hidden layer, or one for all"
-        )
-    for i, name in enumerate(activation):
-        if not isinstance(name, Activation) and name not in _ACTIVATIONS:
-            raise ValueError(f"activation[{i}] must be one of {_ACTIVATIONS} or an Activation, got {name!r}")
-    return list(activation)
+    one for all, or a tuple of one per layer (``MLP``'s rule, with scikit-learn's names)."""
+    from fastnn.mlp import _hidden_activations
+
+    return _hidden_activations(activation, n_hidden, _ACTIVATIONS)
 
 
 def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY, dropout=None, dtype=np.float64):
