@@ -575,62 +575,14 @@ class _FastnnMLPMixin:
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
             return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
         from fastnn._kernels import train as kt
-        from fastnn._kernels.layout import has_dropout
 
-        if not incremental or not hasattr(self, "_optimizer"):
-            params_list = list(self.coefs_) + list(self.intercepts_)
-            if self.solver == "sgd":
-                self._optimizer = SGDOptimizer(
-                    params_list,
-                    self.learning_rate_init,
-                    self.learning_rate,
-                    self.momentum,
-                    self.nesterovs_momentum,
-                    self.power_t,
-                )
-            else:
-                self._optimizer = AdamOptimizer(
-                    params_list, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
-                )
-        optimizer = self._optimizer
-
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+        optimizer = self._fastnn_optimizer(incremental)
+        X_train, y_train, sample_weight, X_val, y_val, sample_weight_val = self._fastnn_split(
+            X, y, sample_weight, incremental
+        )
         early_stopping = self.early_stopping
-        sample_weight_val = None
-        if early_stopping:
-            should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
-            parts = train_test_split(
-                *arrays,
-                random_state=self._random_state,
-                test_size=self.validation_fraction,
-                stratify=y if should_stratify else None,
-            )
-            X_train, X_val, y_train, y_val = parts[:4]
-            if sample_weight is not None:
-                sample_weight, sample_weight_val = parts[4:]
-            if compat.VALIDATION_SIZE_CHECK and X_val.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-            if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(y_val)
-        else:
-            X_train, y_train = X, y
-            X_val = y_val = None
-
         n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than "
-                    "sample size. It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        batch_size = self._fastnn_batch_size(n_samples)
 
         # flat parameter buffer and optimizer state, in scikit-learn's packing order
         dtype = np.dtype(X.dtype)
@@ -638,27 +590,7 @@ class _FastnnMLPMixin:
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         self.coefs_, self.intercepts_ = _views(params, layout)
         is_adam = isinstance(optimizer, AdamOptimizer)
-        if is_adam:
-            opt_code = codes.OPT_ADAM
-            state1 = _pack(optimizer.ms, dtype)
-            state2 = _pack(optimizer.vs, dtype)
-            step_count = np.array([optimizer.t], dtype=np.int64)
-        else:
-            opt_code = codes.OPT_MOMENTUM
-            state1 = _pack(optimizer.velocities, dtype)
-            state2 = np.zeros(0, dtype=dtype)
-            step_count = np.zeros(1, dtype=np.int64)
-        hyper = kt.hyper_array(
-            optimizer.learning_rate_init if is_adam else optimizer.learning_rate,
-            0.0 if is_adam else optimizer.momentum,
-            False if is_adam else bool(optimizer.nesterov),
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.alpha,
-        )
-        if has_dropout(layout):  # this call's dropout masks
-            hyper[kt.H_SEED] = float(self._random_state.randint(0, 1 << 53, dtype=np.int64))
+        opt_code, state1, state2, step_count, hyper = self._fastnn_kernel_state(optimizer, layout, dtype)
         X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(y_train, dtype=dtype)
         weights = _weights(sample_weight, dtype)
@@ -673,18 +605,7 @@ class _FastnnMLPMixin:
         # the kernel, many epochs per call, unless something must happen
         # between epochs in Python (a validation score, a printed line, a callback)
         in_kernel = not (early_stopping or incremental or self.verbose or self.callbacks)
-        control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)
-        control[kt.C_RULE] = 1.0 if in_kernel else 0.0
-        if not is_adam:
-            control[kt.C_SCHEDULE] = {
-                "constant": kt.SCHEDULE_CONSTANT,
-                "invscaling": kt.SCHEDULE_INVSCALING,
-                "adaptive": kt.SCHEDULE_ADAPTIVE,
-            }[optimizer.lr_schedule]
-            control[kt.C_LR_INIT] = optimizer.learning_rate_init
-            control[kt.C_POWER_T] = optimizer.power_t
-        control[kt.C_TOL] = self.tol
-        control[kt.C_N_ITER_NO_CHANGE] = self.n_iter_no_change
+        control = self._fastnn_control(optimizer, in_kernel)
         max_chunk = TwinRunner.CHUNK if in_kernel else 1
         order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
         history = np.zeros(max_chunk, dtype=np.float64)
@@ -787,23 +708,7 @@ class _FastnnMLPMixin:
             self._fastnn_epochs_by_twin = {"parallel": runner.used[True], "serial": runner.used[False]}
             if bar is not None:
                 bar.close()
-            # hand the state back to scikit-learn's optimizer object, so that
-            # partial_fit, pickling and the NumPy fallback continue from it
-            if is_adam:
-                optimizer.ms = _unflatten_list(state1, layout)
-                optimizer.vs = _unflatten_list(state2, layout)
-                optimizer.t = int(step_count[0])
-                if optimizer.t > 0:
-                    optimizer.learning_rate = (
-                        optimizer.learning_rate_init
-                        * np.sqrt(1 - optimizer.beta_2**optimizer.t)
-                        / (1 - optimizer.beta_1**optimizer.t)
-                    )
-            else:
-                optimizer.velocities = _unflatten_list(state1, layout)
-            coefs, intercepts = _views(params, layout)
-            self.coefs_ = [c.copy() for c in coefs]
-            self.intercepts_ = [b.copy() for b in intercepts]
+            self._fastnn_hand_back(optimizer, state1, state2, step_count, params, layout)
 
         if early_stopping:
             # (after a divergence too: scikit-learn's best weights are finite)
@@ -814,6 +719,135 @@ class _FastnnMLPMixin:
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
+
+    # ------------------------------------------ the steps of _fit_stochastic
+    def _fastnn_optimizer(self, incremental):
+        """scikit-learn's optimizer object: a new one, or the one partial_fit goes on with."""
+        if not incremental or not hasattr(self, "_optimizer"):
+            params_list = list(self.coefs_) + list(self.intercepts_)
+            if self.solver == "sgd":
+                self._optimizer = SGDOptimizer(
+                    params_list,
+                    self.learning_rate_init,
+                    self.learning_rate,
+                    self.momentum,
+                    self.nesterovs_momentum,
+                    self.power_t,
+                )
+            else:
+                self._optimizer = AdamOptimizer(
+                    params_list, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
+                )
+        return self._optimizer
+
+    def _fastnn_split(self, X, y, sample_weight, incremental):
+        """scikit-learn's early-stopping split (drawn from ``random_state`` as its own):
+        ``(X_train, y_train, sample_weight, X_val, y_val, sample_weight_val)``."""
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if not self.early_stopping:
+            return X, y, sample_weight, None, None, None
+        should_stratify = is_classifier(self) and self.n_outputs_ == 1
+        arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        parts = train_test_split(
+            *arrays,
+            random_state=self._random_state,
+            test_size=self.validation_fraction,
+            stratify=y if should_stratify else None,
+        )
+        X_train, X_val, y_train, y_val = parts[:4]
+        sample_weight_val = None
+        if sample_weight is not None:
+            sample_weight, sample_weight_val = parts[4:]
+        if compat.VALIDATION_SIZE_CHECK and X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        if is_classifier(self):
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        return X_train, y_train, sample_weight, X_val, y_val, sample_weight_val
+
+    def _fastnn_batch_size(self, n_samples):
+        """scikit-learn's batch size for ``n_samples`` rows (with its warning when clipped)."""
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than "
+                "sample size. It is going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _fastnn_kernel_state(self, optimizer, layout, dtype):
+        """The optimizer's state as the kernels take it, in scikit-learn's packing
+        order: ``(opt_code, state1, state2, step_count, hyper)``; with dropout,
+        ``hyper`` carries this call's seed, drawn from ``random_state``."""
+        from fastnn._kernels import train as kt
+        from fastnn._kernels.layout import has_dropout
+
+        is_adam = isinstance(optimizer, AdamOptimizer)
+        if is_adam:
+            opt_code = codes.OPT_ADAM
+            state1 = _pack(optimizer.ms, dtype)
+            state2 = _pack(optimizer.vs, dtype)
+            step_count = np.array([optimizer.t], dtype=np.int64)
+        else:
+            opt_code = codes.OPT_MOMENTUM
+            state1 = _pack(optimizer.velocities, dtype)
+            state2 = np.zeros(0, dtype=dtype)
+            step_count = np.zeros(1, dtype=np.int64)
+        hyper = kt.hyper_array(
+            optimizer.learning_rate_init if is_adam else optimizer.learning_rate,
+            0.0 if is_adam else optimizer.momentum,
+            False if is_adam else bool(optimizer.nesterov),
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            self.alpha,
+        )
+        if has_dropout(layout):  # this call's dropout masks
+            hyper[kt.H_SEED] = float(self._random_state.randint(0, 1 << 53, dtype=np.int64))
+        return opt_code, state1, state2, step_count, hyper
+
+    def _fastnn_control(self, optimizer, in_kernel):
+        """The kernels' ``control``: scikit-learn's stopping rule (run inside
+        the kernel when ``in_kernel``) and the sgd learning-rate schedule."""
+        from fastnn._kernels import train as kt
+
+        control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)
+        control[kt.C_RULE] = 1.0 if in_kernel else 0.0
+        if not isinstance(optimizer, AdamOptimizer):
+            control[kt.C_SCHEDULE] = {
+                "constant": kt.SCHEDULE_CONSTANT,
+                "invscaling": kt.SCHEDULE_INVSCALING,
+                "adaptive": kt.SCHEDULE_ADAPTIVE,
+            }[optimizer.lr_schedule]
+            control[kt.C_LR_INIT] = optimizer.learning_rate_init
+            control[kt.C_POWER_T] = optimizer.power_t
+        control[kt.C_TOL] = self.tol
+        control[kt.C_N_ITER_NO_CHANGE] = self.n_iter_no_change
+        return control
+
+    def _fastnn_hand_back(self, optimizer, state1, state2, step_count, params, layout):
+        """The state back to scikit-learn's optimizer object and to ``coefs_`` /
+        ``intercepts_``, so that partial_fit, pickling and the NumPy fallback
+        continue from it."""
+        if isinstance(optimizer, AdamOptimizer):
+            optimizer.ms = _unflatten_list(state1, layout)
+            optimizer.vs = _unflatten_list(state2, layout)
+            optimizer.t = int(step_count[0])
+            if optimizer.t > 0:
+                optimizer.learning_rate = (
+                    optimizer.learning_rate_init
+                    * np.sqrt(1 - optimizer.beta_2**optimizer.t)
+                    / (1 - optimizer.beta_1**optimizer.t)
+                )
+        else:
+            optimizer.velocities = _unflatten_list(state1, layout)
+        coefs, intercepts = _views(params, layout)
+        self.coefs_ = [c.copy() for c in coefs]
+        self.intercepts_ = [b.copy() for b in intercepts]
 
     # scikit-learn calls it with or without sample_weight, by release
     _fit_stochastic = compat.override(_fastnn_fit_stochastic, "_fit_stochastic")
