@@ -1,22 +1,32 @@
-"""Runs the tile-streamed training kernel on the calling thread and helpers.
+"""The two training kernels behind one interface, and the bundles they take.
 
-``fastnn._kernels.tiled`` splits each step into tasks that any thread may
-take; this module starts the threads. The calling thread drives the loop
-(worker 0) and ``numba.get_num_threads() - 1`` helper threads take tasks
-(``NUMBA_NUM_THREADS`` / ``numba.set_num_threads`` set how many). Helpers
-come from one thread pool per process (a forked child makes its own), and
-the caller never waits for them to arrive, so a helper that starts late, or
-after the call is over, changes nothing but speed. Each call gets a fresh
-``sync`` array: a helper of an earlier call that has not yet seen its quit
-flag cannot take tasks of a later one. BLAS runs on one thread in every
-worker for the duration of a call (``blas_single_thread``).
+A fit describes itself to the kernels as three bundles:
 
-Results depend on the layer sizes and the batch only, not on the number of
-threads (see ``fastnn._kernels.tiled``).
+- `Model`: the flat parameters, their layout (``fastnn._kernels.layout``),
+  the output activation's and the loss's codes;
+- `Optimizer`: its code, hyper-parameters (``train.hyper_array``), state,
+  step counter, and ``control`` (scikit-learn's stopping rule and
+  learning-rate schedule, run by the two-shard kernel only);
+- `Batches`: the training arrays, the sample weights (empty: every sample
+  weighs 1), the batch size, and whether batches follow a given order.
 
-`TwinTrainer` puts the two-shard kernel of small layers (its serial and
-parallel twins, ``fastnn._threads.TwinRunner``) behind the same interface,
-so that ``MLP.fit`` runs one loop of chunks whichever kernel trains.
+Two trainers run them, with the same `next_chunk` / `run` interface:
+
+- `TiledTrainer`, the tile-streamed kernel (``fastnn._kernels.tiled``): the
+  calling thread drives the loop (worker 0) and ``numba.get_num_threads() -
+  1`` helper threads take tasks (``NUMBA_NUM_THREADS`` /
+  ``numba.set_num_threads`` set how many). Helpers come from one thread pool
+  per process (a forked child makes its own), and the caller never waits for
+  them to arrive, so a helper that starts late, or after the call is over,
+  changes nothing but speed. Each call gets a fresh ``sync`` array: a helper
+  of an earlier call that has not yet seen its quit flag cannot take tasks of
+  a later one. BLAS runs on one thread in every worker for the duration of a
+  call (``blas_single_thread``). Results depend on the layer sizes and the
+  batch only, not on the number of threads.
+- `TwinTrainer`, the two-shard kernel of small layers, whose serial and
+  parallel twins ``fastnn._threads.TwinRunner`` chooses between.
+
+``fastnn._driver`` decides which one a fit takes.
 """
 
 from __future__ import annotations
@@ -24,12 +34,44 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from fastnn._threads import TwinRunner, blas_single_thread
 
 _pool = {"pid": None, "executor": None, "size": 0, "lock": threading.Lock()}
+
+
+class Model(NamedTuple):
+    """What the kernels train: ``params`` laid out by ``layout``."""
+
+    params: np.ndarray
+    layout: np.ndarray
+    layer_sizes: tuple
+    output_code: int
+    loss_code: int
+
+
+class Optimizer(NamedTuple):
+    """An optimizer as the kernels take it (``control``: None for no stopping rule)."""
+
+    code: int
+    hyper: np.ndarray
+    state1: np.ndarray
+    state2: np.ndarray
+    step_count: np.ndarray
+    control: Optional[np.ndarray] = None
+
+
+class Batches(NamedTuple):
+    """Training data and how it is cut into batches."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    weights: np.ndarray
+    batch_size: int
+    use_order: bool
 
 
 def worker_count():
@@ -56,53 +98,59 @@ def _executor(helpers):
         return _pool["executor"]
 
 
+def _writable(a):
+    """``a``, or a copy when it is read-only (the tiled kernel takes writable arrays only)."""
+    return a if a.flags.writeable else a.copy()
+
+
 class TiledTrainer:
     """Buffers and bundles of the tiled kernel for one fit call.
 
     Parameters
     ----------
-    model : MLP
-        Supplies the parameters, layout, codes and optimizer state arrays.
-    X, Y : ndarray
-        Training data (C-contiguous, writable, in the model's dtype).
-    batch_size : int
-    use_order : bool
-        Batches are taken in the order of ``order`` rows passed to `run`.
-    optimizer_code : int
-    hyper : ndarray
-        ``(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)``.
+    model : Model
+    optimizer : Optimizer
+        Its ``control`` is ignored: the estimators run scikit-learn's rule
+        in Python after each one-epoch call.
+    batches : Batches
+        Without sample weights.
+    workspace : dict
+        Keeps the buffers for the next fit of the same kind (a model's).
     workers : int or None
         Threads (default: `worker_count`).
     plan : ndarray or None
         The tiling (default: ``tiled.make_plan`` of the shapes; tests pass small tiles).
     """
 
-    def __init__(self, model, X, Y, batch_size, use_order, optimizer_code, hyper, workers=None, plan=None):
+    def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None):
         from fastnn._kernels import tiled
-
-        self._tiled = tiled
-        self.workers = worker_count() if workers is None else int(workers)
         from fastnn._kernels.layout import keeps_slopes
 
-        out, loss = model._codes()
-        extras = np.int64(1) if keeps_slopes(model._layout) else None
-        self.net = tiled.Net(model._params, model._layout, np.int64(out), np.int64(loss), extras)
-        self.X, self.Y = X, Y
-        self.batch_size = int(batch_size)
-        self.use_order = bool(use_order)
+        if batches.weights.size:
+            raise ValueError("the tiled kernel takes no sample weights")
+        self._tiled = tiled
+        self.workers = worker_count() if workers is None else int(workers)
+        keep = keeps_slopes(model.layout)
+        extras = np.int64(1) if keep else None
+        self.net = tiled.Net(model.params, model.layout, np.int64(model.output_code),
+                             np.int64(model.loss_code), extras)  # fmt: skip
+        self.X, self.Y = _writable(batches.X), _writable(batches.Y)
+        self.batch_size = int(batches.batch_size)
+        self.use_order = bool(batches.use_order)
         self.optim = tiled.Optim(
-            np.int64(optimizer_code), hyper, model._state1, model._state2, model._step_count
+            np.int64(optimizer.code), optimizer.hyper, optimizer.state1, optimizer.state2, optimizer.step_count
         )
-        # the buffers are kept by the model for its next fit of the same kind
+        workspace = {} if workspace is None else workspace
         key = (self.batch_size, self.use_order, self.workers, None if plan is None else plan.tobytes())
-        cached = model._workspace.get("tiled")
+        cached = workspace.get("tiled")
         if cached is None or cached[0] != key:
+            dtype = model.params.dtype
             work = tiled.workspace(
-                model.layer_sizes, self.batch_size, model._params.size, model.dtype, self.workers,
-                self.use_order, plan, keeps_slopes(model._layout),
-            )
+                model.layer_sizes, self.batch_size, model.params.size, dtype, self.workers,
+                self.use_order, plan, keep,
+            )  # fmt: skip
             cached = (key, work)
-            model._workspace["tiled"] = cached
+            workspace["tiled"] = cached
         self.work = cached[1]
 
     def next_chunk(self, epochs):
@@ -132,30 +180,43 @@ class TwinTrainer:
 
     The arguments are `TiledTrainer`'s, and ``parallel_ok``: whether the
     parallel twin may run (BLAS is on one thread). `next_chunk` lets
-    ``TwinRunner`` choose the twin and the length of the next chunk.
+    ``TwinRunner`` choose the twin and the length of the next chunk; `used`
+    counts the epochs each twin ran.
     """
 
-    def __init__(self, model, X, Y, batch_size, use_order, optimizer_code, hyper, parallel_ok):
+    def __init__(self, model, optimizer, batches, workspace=None, parallel_ok=False):
         from fastnn._kernels import train as kt
-        from fastnn._kernels.train import CONTROL_SIZE, train, train_parallel
 
-        key = (model.dtype.str, use_order, tuple(model.layer_sizes), batch_size, X.shape[0])
-        self.runner = TwinRunner(train, train_parallel, key, parallel_ok)
+        X, Y, weights, batch_size, use_order = batches
+        dtype = model.params.dtype
+        key = (dtype.str, bool(use_order), tuple(model.layer_sizes), batch_size, X.shape[0])
+        self.runner = TwinRunner(kt.train, kt.train_parallel, key, parallel_ok)
         rows = batch_size if use_order else 0
-        no_weights = np.empty(0, dtype=model.dtype)  # every sample weighs 1
-        acts, deltas, shard_grads, shard_loss, copies = model._shard_buffers(batch_size, parallel_ok)
-        out, loss = model._codes()
+        workspace = {} if workspace is None else workspace
+        buffers = workspace.get("shards")
+        if buffers is None or buffers[0] != (batch_size, bool(parallel_ok)):
+            shards = kt.shard_buffers(batch_size, model.layer_sizes, model.params.size, dtype, parallel_ok)
+            buffers = ((batch_size, bool(parallel_ok)), shards)
+            workspace["shards"] = buffers
+        acts, deltas, shard_grads, shard_loss, copies = buffers[1]
+        control = optimizer.control
+        if control is None:
+            control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)  # no stopping rule
         # train's arguments, with the epochs, order and history of each call
         self._args = [
-            X, Y, model._params, model._layout, out, loss, optimizer_code, hyper,
-            np.zeros(CONTROL_SIZE, dtype=np.float64),  # no stopping rule
-            0, batch_size, None, use_order, model._state1, model._state2, model._step_count,
-            acts, deltas, shard_grads, shard_loss, copies,
-            np.empty((rows, X.shape[1]), dtype=model.dtype), np.empty((rows, Y.shape[1]), dtype=model.dtype),
-            None, no_weights, no_weights,
+            X, Y, model.params, model.layout, model.output_code, model.loss_code, optimizer.code,
+            optimizer.hyper, control, 0, batch_size, None, bool(use_order), optimizer.state1,
+            optimizer.state2, optimizer.step_count, acts, deltas, shard_grads, shard_loss, copies,
+            np.empty((rows, X.shape[1]), dtype=dtype), np.empty((rows, Y.shape[1]), dtype=dtype),
+            None, weights, np.empty(rows if weights.size else 0, dtype=dtype),
         ]  # fmt: skip
         self._parallel = False
         self._positions = (kt.ARG_EPOCHS, kt.ARG_ORDER, kt.ARG_HISTORY)
+
+    @property
+    def used(self):
+        """Epochs run by each twin: ``{"parallel": ..., "serial": ...}``."""
+        return {"parallel": self.runner.used[True], "serial": self.runner.used[False]}
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run` (at most ``epochs``), and which twin runs it."""

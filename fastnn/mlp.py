@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from fastnn import _validation as v
 from fastnn.activation import Activation
-from fastnn._runtime import TiledTrainer, TwinTrainer
-from fastnn._threads import blas_single_thread_for, large_products
+from fastnn._driver import Driver, no_order
+from fastnn._runtime import Batches, Model, Optimizer
 from fastnn._kernels import codes
 
 # hidden activations (fastnn._kernels.activations: value and slope tables)
@@ -22,11 +20,6 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
 # rows x epochs of shuffled indices drawn per compiled call
 _ORDER_BUDGET = 1 << 22
-
-
-def _writable(a):
-    """``a``, or a copy when it is read-only (the tiled kernel takes writable arrays only)."""
-    return a if a.flags.writeable else a.copy()
 
 
 def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha):
@@ -277,18 +270,6 @@ class MLP:
             self._workspace["acts"] = ws
         return ws[1], ws[2]
 
-    def _shard_buffers(self, batch, replicas):
-        """Per-shard workspaces of the training kernel for batches of ``batch`` rows
-        (with room for the parallel kernel's per-thread copies when ``replicas``)."""
-        from fastnn._kernels.train import shard_buffers
-
-        ws = self._workspace.get("shards")
-        if ws is None or ws[0] != (batch, replicas):
-            buffers = shard_buffers(batch, self.layer_sizes, self._params.size, self.dtype, replicas)
-            ws = ((batch, replicas), buffers)
-            self._workspace["shards"] = ws
-        return ws[1]
-
     # ------------------------------------------------------------ validation
     def _check_X(self, X, name="X"):
         return v.check_array(X, name, self.dtype, n_columns=self.n_features, column_name="features")
@@ -418,8 +399,6 @@ class MLP:
             (every batch loss of the epoch that followed it was finite), with
             the matching optimizer state and ``history_``.
         """
-        from fastnn._kernels.train import shards_of
-
         X, y = self._check_Xy(X, y)
         epochs = v.check_int(epochs, "epochs", minimum=0)
         learning_rate = v.check_float(learning_rate, "learning_rate", minimum=0.0)
@@ -435,20 +414,14 @@ class MLP:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, got {callback!r}")
 
-        opt_code = codes.OPTIMIZER_CODES[optimizer]
-        if self._opt_name is None or codes.OPTIMIZER_CODES[self._opt_name] != opt_code:
-            self._state1 = np.zeros_like(self._params)
-            self._state2 = np.zeros_like(self._params) if opt_code == codes.OPT_ADAM else self._state1[:0]
-            self._step_count[0] = 0
-        self._opt_name = optimizer
+        self._use_optimizer(optimizer)
         use_order = bool(shuffle) and batch < n
         if use_order:
             chunk = max(1, min(epochs, _ORDER_BUDGET // n))
         else:
             chunk = epochs if callback is None else max(1, min(epochs, 1000))
-        history = np.empty(epochs, dtype=np.float64)
         from fastnn._kernels import layout as kl
-        from fastnn._kernels.train import H_EPOCH, H_SEED
+        from fastnn._kernels.train import H_SEED
 
         if kl.has_dropout(self._layout):
             hyper[H_SEED] = float(self._rng.integers(1 << 53))  # this call's masks
@@ -456,80 +429,92 @@ class MLP:
         start_state = (
             self._params.copy(), self._state1.copy(), self._state2.copy(),
             self._step_count.copy(), self._rng.bit_generator.state,
-        )
-
-        def run(total, report):
-            # train `total` epochs in chunks; returns (epochs completed, diverged)
-            done = 0
-            while done < total:
-                count = trainer.next_chunk(min(chunk, total - done))
-                if use_order:
-                    order = np.empty((count, n), dtype=np.int64)
-                    for e in range(count):
-                        order[e] = self._rng.permutation(n)
-                else:
-                    order = np.empty((0, 0), dtype=np.int64)
-                hyper[H_EPOCH] = done  # the chunk's first epoch, for dropout's masks
-                finished = trainer.run(count, order, history[done : done + count])
-                done += finished
-                progress[0] = done
-                if finished < count:
-                    return done, True
-                if report is not None:
-                    report(done, float(history[done - 1]))
-            return done, False
-
+        )  # fmt: skip
+        history = np.empty(epochs, dtype=np.float64)
         progress = [0]
         recorded = False
-        # Large products: the tile-streamed kernel on numba.get_num_threads()
-        # threads, each with one BLAS thread (fastnn._runtime). Small ones:
-        # batches of 64 rows or more run as two shards, on two threads when
-        # that is faster (fastnn._threads); the threads need BLAS on one
-        # thread, which small layers are faster with anyway.
-        tiled = large_products(self.layer_sizes, batch)
-        threaded = not tiled and shards_of(batch) > 1
-        blas = blas_single_thread_for(self.layer_sizes, batch) if threaded else contextlib.nullcontext(False)
-        blas_single = blas.__enter__()
+        driver = Driver(*self._bundles(X, y, batch, use_order, codes.OPTIMIZER_CODES[optimizer], hyper),
+                        self._workspace)  # fmt: skip
         try:
-            # inside the try: the BLAS limit is restored even if allocating fails
-            if tiled:
-                trainer = TiledTrainer(self, _writable(X), _writable(y), batch, use_order, opt_code, hyper)
-            else:
-                trainer = TwinTrainer(self, X, y, batch, use_order, opt_code, hyper, threaded and blas_single)
-            done, diverged = run(epochs, callback)
-            if diverged:
-                # The kernel stopped before the failing update, but the
-                # parameters it reached may already give NaN elsewhere: go back
-                # to the start of this call and replay (deterministically, the
-                # shuffles included) to the end of the epoch before the last
-                # complete one, whose parameters all gave finite batch losses.
-                epoch = done
-                bad = history[epoch]
-                params, state1, state2, steps, rng_state = start_state
-                self._params[...] = params
-                self._state1[...] = state1
-                self._state2[...] = state2
-                self._step_count[...] = steps
-                self._rng.bit_generator.state = rng_state
-                keep = max(epoch - 1, 0)
-                run(keep, None)
-                self.history_ = np.concatenate([self.history_, history[:keep]])
-                recorded = True
-                what = f"the loss became {bad}" if not np.isfinite(bad) else "a gradient became non-finite"
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch}: {what}; the model keeps the parameters "
-                    f"it had after epoch {keep} of this call (try a smaller learning_rate)",
-                    epoch,
-                )
+            with driver:
+                done, diverged = self._train_chunks(driver, epochs, chunk, history, callback, progress)
+                if diverged:
+                    error = self._return_to_last_good_epoch(driver, start_state, chunk, history, done)
+                    recorded = True
+                    raise error
             self.history_ = np.concatenate([self.history_, history])
             recorded = True
         finally:
-            blas.__exit__(None, None, None)
             if not recorded:
                 # interrupted (KeyboardInterrupt, or the callback raised): the
                 # epochs that ran are kept, and so is their history
                 self.history_ = np.concatenate([self.history_, history[: progress[0]]])
         return history
+
+    def _use_optimizer(self, optimizer):
+        # fresh optimizer state, unless the last fit used the same optimizer
+        opt_code = codes.OPTIMIZER_CODES[optimizer]
+        if self._opt_name is None or codes.OPTIMIZER_CODES[self._opt_name] != opt_code:
+            self._state1 = np.zeros_like(self._params)
+            self._state2 = np.zeros_like(self._params) if opt_code == codes.OPT_ADAM else self._state1[:0]
+            self._step_count[0] = 0
+        self._opt_name = optimizer
+
+    def _bundles(self, X, Y, batch, use_order, opt_code, hyper):
+        """The training driver's ``(Model, Optimizer, Batches)`` for a fit (``fastnn._runtime``)."""
+        out, loss = self._codes()
+        model = Model(self._params, self._layout, tuple(self.layer_sizes), out, loss)
+        optimizer = Optimizer(opt_code, hyper, self._state1, self._state2, self._step_count)
+        return model, optimizer, Batches(X, Y, np.empty(0, dtype=self.dtype), batch, use_order)
+
+    def _train_chunks(self, driver, total, chunk, history, report, progress):
+        """Train ``total`` epochs in compiled chunks, shuffles drawn per chunk;
+        returns (epochs completed, whether the last chunk diverged)."""
+        n = driver.batches.X.shape[0]
+        done = 0
+        while done < total:
+            count = driver.next_chunk(min(chunk, total - done))
+            if driver.batches.use_order:
+                order = np.empty((count, n), dtype=np.int64)
+                for e in range(count):
+                    order[e] = self._rng.permutation(n)
+            else:
+                order = no_order()
+            result = driver.run(count, order, history[done : done + count], first_epoch=done)
+            done += result.done
+            progress[0] = done
+            if result.diverged:
+                return done, True
+            if report is not None:
+                report(done, float(history[done - 1]))
+        return done, False
+
+    def _return_to_last_good_epoch(self, driver, start_state, chunk, history, epoch):
+        """After a divergence in ``epoch``: back to the parameters of the epoch
+        before the last complete one; returns the `DivergenceError` to raise.
+
+        The kernel stopped before the failing update, but the parameters it
+        reached may already give NaN elsewhere: go back to the start of this
+        call and replay (deterministically, the shuffles included) to the end
+        of the epoch before the last complete one, whose parameters all gave
+        finite batch losses.
+        """
+        bad = history[epoch]
+        params, state1, state2, steps, rng_state = start_state
+        self._params[...] = params
+        self._state1[...] = state1
+        self._state2[...] = state2
+        self._step_count[...] = steps
+        self._rng.bit_generator.state = rng_state
+        keep = max(epoch - 1, 0)
+        self._train_chunks(driver, keep, chunk, history, None, [0])
+        self.history_ = np.concatenate([self.history_, history[:keep]])
+        what = f"the loss became {bad}" if not np.isfinite(bad) else "a gradient became non-finite"
+        return DivergenceError(
+            f"training diverged at epoch {epoch}: {what}; the model keeps the parameters "
+            f"it had after epoch {keep} of this call (try a smaller learning_rate)",
+            epoch,
+        )
 
     # -------------------------------------------------------------- pickling
     def __getstate__(self):

@@ -79,6 +79,8 @@ from sklearn.utils.class_weight import compute_class_weight, compute_sample_weig
 from fastnn import _sklearn_compat as compat
 from fastnn.activation import Activation
 from fastnn._kernels import codes
+from fastnn._driver import Driver, takes_tiled
+from fastnn._runtime import Batches, Model, Optimizer
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
 __all__ = [
@@ -574,143 +576,50 @@ class _FastnnMLPMixin:
             self._fastnn_fallback("this input")
             rest = (activations, deltas, coef_grads, intercept_grads, layer_units, incremental)
             return super()._fit_stochastic(X, y, *compat.with_sample_weight(sample_weight, rest))
-        from fastnn._kernels import train as kt
-
         optimizer = self._fastnn_optimizer(incremental)
         X_train, y_train, sample_weight, X_val, y_val, sample_weight_val = self._fastnn_split(
             X, y, sample_weight, incremental
         )
-        early_stopping = self.early_stopping
         n_samples = X_train.shape[0]
-        batch_size = self._fastnn_batch_size(n_samples)
-
-        # flat parameter buffer and optimizer state, in scikit-learn's packing order
         dtype = np.dtype(X.dtype)
-        layout, size = self._fastnn_layout(layer_units, dtype)
+        # flat parameter buffer and optimizer state, in scikit-learn's packing order
+        layout, _ = self._fastnn_layout(layer_units, dtype)
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         self.coefs_, self.intercepts_ = _views(params, layout)
-        is_adam = isinstance(optimizer, AdamOptimizer)
-        opt_code, state1, state2, step_count, hyper = self._fastnn_kernel_state(optimizer, layout, dtype)
-        X_train = np.ascontiguousarray(X_train, dtype=dtype)
-        Y_train = np.ascontiguousarray(y_train, dtype=dtype)
-        weights = _weights(sample_weight, dtype)
-        W_batch = np.empty(batch_size if (self.shuffle and weights.size) else 0, dtype=dtype)
-        X_batch = np.empty((batch_size if self.shuffle else 0, X_train.shape[1]), dtype=dtype)
-        Y_batch = np.empty((batch_size if self.shuffle else 0, Y_train.shape[1]), dtype=dtype)
-        sample_idx = np.arange(n_samples, dtype=np.int64)
-        perm = np.empty(n_samples, dtype=np.int64)
         out, loss_code = self._fastnn_codes()
-
+        model = Model(params, layout, tuple(layer_units), out, loss_code)
+        batches = Batches(
+            np.ascontiguousarray(X_train, dtype=dtype), np.ascontiguousarray(y_train, dtype=dtype),
+            _weights(sample_weight, dtype), self._fastnn_batch_size(n_samples), bool(self.shuffle),
+        )  # fmt: skip
         # scikit-learn's stopping rule and learning-rate schedule run inside
         # the kernel, many epochs per call, unless something must happen
-        # between epochs in Python (a validation score, a printed line, a callback)
-        in_kernel = not (early_stopping or incremental or self.verbose or self.callbacks)
-        control = self._fastnn_control(optimizer, in_kernel)
-        max_chunk = TwinRunner.CHUNK if in_kernel else 1
-        order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
-        history = np.zeros(max_chunk, dtype=np.float64)
-
+        # between epochs in Python (a validation score, a printed line, a
+        # callback), or the tiled kernel, which has no rule, runs the fit
+        in_kernel = not (
+            self.early_stopping or incremental or self.verbose or self.callbacks
+            or takes_tiled(model.layer_sizes, batches)
+        )  # fmt: skip
+        kernel_optimizer = self._fastnn_kernel_state(optimizer, layout, dtype, in_kernel)
+        driver = Driver(model, kernel_optimizer, batches)
         bar = None if incremental else _progress(self.max_iter, self.verbose)
         epoch_args = (
-            optimizer, early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar,
+            optimizer, self.early_stopping, X_val, y_val, sample_weight_val, n_samples, incremental, bar,
         )  # fmt: skip
         diverged = False
-        blas = blas_single_thread_for(layer_units, batch_size)
-        blas_single = blas.__enter__()
-        parallel_ok = blas_single and kt.shards_of(batch_size) > 1
-        runner = TwinRunner(
-            kt.train, kt.train_parallel,
-            (dtype.str, bool(self.shuffle), tuple(layer_units), batch_size, n_samples),
-            parallel_ok=parallel_ok,
-        )  # fmt: skip
         try:
-            # inside the try: the BLAS limit is restored even if allocating fails
-            acts, work, grads, shard_loss, copies = kt.shard_buffers(
-                batch_size, layer_units, size, dtype, replicas=parallel_ok
-            )
-            self.n_iter_ = 0
-            while self.n_iter_ < self.max_iter:
-                if diverged:
-                    # scikit-learn trains on after its weights went non-finite:
-                    # epochs of NaN loss, each with its shuffle, until a rule
-                    # or max_iter stops them; they take no compiled call
-                    if self.shuffle:
-                        _draw_orders(self._random_state, sample_idx, perm, order, 1)
-                        sample_idx[...] = order[0]
-                    self._fastnn_nan_epoch()
-                    stop = self._fastnn_end_of_epoch(epoch_args)
-                else:
-                    use_parallel, count = runner.plan(min(max_chunk, self.max_iter - self.n_iter_))
-                    hyper[kt.H_EPOCH] = self.n_iter_  # the chunk's first epoch, for dropout's masks
-                    if self.shuffle:
-                        # scikit-learn's per-epoch shuffles, for each epoch of the chunk
-                        rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
-                    if not is_adam:
-                        hyper[0] = optimizer.learning_rate
-                    control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
-                    control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
-                    control[kt.C_TIME_STEP] = self.t_
-                    control[kt.C_STOPPED] = 0.0
-                    done = runner.run(use_parallel, count, (
-                        X_train, Y_train, params, layout, out, loss_code, opt_code, hyper,
-                        control, count, batch_size, order, bool(self.shuffle), state1, state2,
-                        step_count, acts, work, grads, shard_loss, copies, X_batch, Y_batch,
-                        history, weights, W_batch,
-                    ))  # fmt: skip
-                    stopped = bool(control[kt.C_STOPPED])
-                    started = done if (done == count or stopped) else done + 1
-                    if self.shuffle and started < count:
-                        # leave the random stream where scikit-learn's would be:
-                        # one shuffle per epoch started
-                        self._random_state.set_state(rng_state)
-                        _draw_orders(self._random_state, sample_idx, perm, order, started)
-                    if self.shuffle and started > 0:
-                        # the last epoch's order (order is rewritten by the next chunk)
-                        sample_idx[...] = order[started - 1]
-                    for e in range(done):
-                        self.n_iter_ += 1
-                        self.loss_ = float(history[e])
-                        self.loss_curve_.append(self.loss_)
-                    if in_kernel:
-                        self.t_ = int(control[kt.C_TIME_STEP])
-                        self.best_loss_ = float(control[kt.C_BEST_LOSS])
-                        self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
-                        if not is_adam:
-                            optimizer.learning_rate = float(hyper[0])
-                    if done < count and not stopped:
-                        # a non-finite loss or gradient in epoch `done`: the
-                        # kernel stopped before the step, scikit-learn takes it
-                        # and finishes the epoch on non-finite weights. Its
-                        # loss: infinite when the failing batch's is (the
-                        # batches after it stay infinite), else NaN
-                        diverged = True
-                        params[...] = np.nan
-                        failed = float(history[done])
-                        self._fastnn_nan_epoch(failed if np.isinf(failed) else np.nan)
-                        stop = self._fastnn_end_of_epoch(epoch_args)
-                    elif in_kernel:
-                        stop = stopped
-                    else:
-                        stop = self._fastnn_end_of_epoch(epoch_args)
-                if stop:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) "
-                        "reached and the optimization hasn't converged yet." % self.max_iter,
-                        ConvergenceWarning,
-                    )
+            with driver:
+                diverged = self._fastnn_epochs(driver, in_kernel, epoch_args)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
-            blas.__exit__(None, None, None)
             # epochs each twin ran (the kernels' threads, for reports and tests)
-            self._fastnn_epochs_by_twin = {"parallel": runner.used[True], "serial": runner.used[False]}
+            self._fastnn_epochs_by_twin = driver.epochs_by_twin
             if bar is not None:
                 bar.close()
-            self._fastnn_hand_back(optimizer, state1, state2, step_count, params, layout)
+            self._fastnn_hand_back(optimizer, kernel_optimizer, params, layout)
 
-        if early_stopping:
+        if self.early_stopping:
             # (after a divergence too: scikit-learn's best weights are finite)
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
@@ -719,6 +628,94 @@ class _FastnnMLPMixin:
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
+
+    def _fastnn_epochs(self, driver, in_kernel, epoch_args):
+        """scikit-learn's epoch loop, chunks of epochs per compiled call;
+        returns whether the weights went non-finite."""
+        n_samples = driver.batches.X.shape[0]
+        sample_idx = np.arange(n_samples, dtype=np.int64)
+        perm = np.empty(n_samples, dtype=np.int64)
+        max_chunk = TwinRunner.CHUNK if in_kernel else 1
+        order = np.zeros((max_chunk, n_samples if self.shuffle else 0), dtype=np.int64)
+        history = np.zeros(max_chunk, dtype=np.float64)
+        self.n_iter_ = 0
+        diverged = False
+        while self.n_iter_ < self.max_iter:
+            if diverged:
+                # scikit-learn trains on after its weights went non-finite:
+                # epochs of NaN loss, each with its shuffle, until a rule
+                # or max_iter stops them; they take no compiled call
+                if self.shuffle:
+                    _draw_orders(self._random_state, sample_idx, perm, order, 1)
+                    sample_idx[...] = order[0]
+                self._fastnn_nan_epoch()
+                stop = self._fastnn_end_of_epoch(epoch_args)
+            else:
+                count = driver.next_chunk(min(max_chunk, self.max_iter - self.n_iter_))
+                result = self._fastnn_chunk(driver, count, in_kernel, order, history, sample_idx, perm)
+                if result.diverged:
+                    # a non-finite loss or gradient in epoch `done`: the
+                    # kernel stopped before the step, scikit-learn takes it
+                    # and finishes the epoch on non-finite weights. Its
+                    # loss: infinite when the failing batch's is (the
+                    # batches after it stay infinite), else NaN
+                    diverged = True
+                    driver.model.params[...] = np.nan
+                    failed = float(history[result.done])
+                    self._fastnn_nan_epoch(failed if np.isinf(failed) else np.nan)
+                    stop = self._fastnn_end_of_epoch(epoch_args)
+                elif in_kernel:
+                    stop = result.stopped
+                else:
+                    stop = self._fastnn_end_of_epoch(epoch_args)
+            if stop:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    "Stochastic Optimizer: Maximum iterations (%d) "
+                    "reached and the optimization hasn't converged yet." % self.max_iter,
+                    ConvergenceWarning,
+                )
+        return diverged
+
+    def _fastnn_chunk(self, driver, count, in_kernel, order, history, sample_idx, perm):
+        """One compiled call of ``count`` epochs, with scikit-learn's shuffles
+        and bookkeeping before and after; returns the driver's ``Chunk``."""
+        from fastnn._kernels import train as kt
+
+        hyper, control = driver.optimizer.hyper, driver.optimizer.control
+        optimizer = self._optimizer
+        is_adam = isinstance(optimizer, AdamOptimizer)
+        if self.shuffle:
+            # scikit-learn's per-epoch shuffles, for each epoch of the chunk
+            rng_state = _draw_orders(self._random_state, sample_idx, perm, order, count)
+        if not is_adam:
+            hyper[0] = optimizer.learning_rate
+        control[kt.C_BEST_LOSS] = self.best_loss_ if in_kernel else np.inf
+        control[kt.C_NO_IMPROVEMENT] = self._no_improvement_count
+        control[kt.C_TIME_STEP] = self.t_
+        result = driver.run(count, order, history, first_epoch=self.n_iter_)
+        done = result.done
+        started = done if (done == count or result.stopped) else done + 1
+        if self.shuffle and started < count:
+            # leave the random stream where scikit-learn's would be:
+            # one shuffle per epoch started
+            self._random_state.set_state(rng_state)
+            _draw_orders(self._random_state, sample_idx, perm, order, started)
+        if self.shuffle and started > 0:
+            # the last epoch's order (order is rewritten by the next chunk)
+            sample_idx[...] = order[started - 1]
+        for e in range(done):
+            self.n_iter_ += 1
+            self.loss_ = float(history[e])
+            self.loss_curve_.append(self.loss_)
+        if in_kernel:
+            self.t_ = int(control[kt.C_TIME_STEP])
+            self.best_loss_ = float(control[kt.C_BEST_LOSS])
+            self._no_improvement_count = int(control[kt.C_NO_IMPROVEMENT])
+            if not is_adam:
+                optimizer.learning_rate = float(hyper[0])
+        return result
 
     # ------------------------------------------ the steps of _fit_stochastic
     def _fastnn_optimizer(self, incremental):
@@ -779,10 +776,11 @@ class _FastnnMLPMixin:
             )
         return int(np.clip(self.batch_size, 1, n_samples))
 
-    def _fastnn_kernel_state(self, optimizer, layout, dtype):
-        """The optimizer's state as the kernels take it, in scikit-learn's packing
-        order: ``(opt_code, state1, state2, step_count, hyper)``; with dropout,
-        ``hyper`` carries this call's seed, drawn from ``random_state``."""
+    def _fastnn_kernel_state(self, optimizer, layout, dtype, in_kernel):
+        """scikit-learn's optimizer as the kernels take it (a ``fastnn._runtime.Optimizer``),
+        its state in scikit-learn's packing order. With dropout, ``hyper``
+        carries this call's seed, drawn from ``random_state``; ``control``
+        runs scikit-learn's stopping rule inside the kernel when ``in_kernel``."""
         from fastnn._kernels import train as kt
         from fastnn._kernels.layout import has_dropout
 
@@ -808,7 +806,8 @@ class _FastnnMLPMixin:
         )
         if has_dropout(layout):  # this call's dropout masks
             hyper[kt.H_SEED] = float(self._random_state.randint(0, 1 << 53, dtype=np.int64))
-        return opt_code, state1, state2, step_count, hyper
+        control = self._fastnn_control(optimizer, in_kernel)
+        return Optimizer(opt_code, hyper, state1, state2, step_count, control)
 
     def _fastnn_control(self, optimizer, in_kernel):
         """The kernels' ``control``: scikit-learn's stopping rule (run inside
@@ -829,14 +828,14 @@ class _FastnnMLPMixin:
         control[kt.C_N_ITER_NO_CHANGE] = self.n_iter_no_change
         return control
 
-    def _fastnn_hand_back(self, optimizer, state1, state2, step_count, params, layout):
-        """The state back to scikit-learn's optimizer object and to ``coefs_`` /
-        ``intercepts_``, so that partial_fit, pickling and the NumPy fallback
-        continue from it."""
+    def _fastnn_hand_back(self, optimizer, state, params, layout):
+        """The kernels' optimizer ``state`` back to scikit-learn's optimizer
+        object, and the parameters to ``coefs_`` / ``intercepts_``, so that
+        partial_fit, pickling and the NumPy fallback continue from them."""
         if isinstance(optimizer, AdamOptimizer):
-            optimizer.ms = _unflatten_list(state1, layout)
-            optimizer.vs = _unflatten_list(state2, layout)
-            optimizer.t = int(step_count[0])
+            optimizer.ms = _unflatten_list(state.state1, layout)
+            optimizer.vs = _unflatten_list(state.state2, layout)
+            optimizer.t = int(state.step_count[0])
             if optimizer.t > 0:
                 optimizer.learning_rate = (
                     optimizer.learning_rate_init
@@ -844,7 +843,7 @@ class _FastnnMLPMixin:
                     / (1 - optimizer.beta_1**optimizer.t)
                 )
         else:
-            optimizer.velocities = _unflatten_list(state1, layout)
+            optimizer.velocities = _unflatten_list(state.state1, layout)
         coefs, intercepts = _views(params, layout)
         self.coefs_ = [c.copy() for c in coefs]
         self.intercepts_ = [b.copy() for b in intercepts]

@@ -71,7 +71,8 @@ def _tiled(model, X, Y):
 
     hyper = hyper_array(0.01, 0.9, False, 0.9, 0.999, 1e-8, 0.0)
     order = np.stack([np.arange(X.shape[0])] * 2)
-    trainer = TiledTrainer(model, X, Y, 64, True, codes.OPT_ADAM, hyper)
+    model._use_optimizer("adam")
+    trainer = TiledTrainer(*model._bundles(X, Y, 64, True, codes.OPT_ADAM, hyper))
     trainer.run(2, order, np.empty(2))
 
 

@@ -109,10 +109,10 @@ def _tiled_fit(workers, plan=None, seed=12345, chunks=(5,)):
     m._state1, m._state2 = np.zeros_like(m._params), np.zeros_like(m._params)
     hyper = hyper_array(0.05, 0.9, False, 0.9, 0.999, 1e-8, 1e-3, seed=seed)
     if workers == "twins":
-        trainer = TwinTrainer(m, X, Y, 100, False, codes.OPT_ADAM, hyper, False)
+        trainer = TwinTrainer(*m._bundles(X, Y, 100, False, codes.OPT_ADAM, hyper))
     else:
         plan = tiled.make_plan(m.layer_sizes, 100, 8, rows=16, cols=8, out_rows=8, groups=3, chunk=64)
-        trainer = TiledTrainer(m, X, Y, 100, False, codes.OPT_ADAM, hyper, workers=workers, plan=plan)
+        trainer = TiledTrainer(*m._bundles(X, Y, 100, False, codes.OPT_ADAM, hyper), workers=workers, plan=plan)
     history, done = np.zeros(sum(chunks)), 0
     for count in chunks:
         hyper[8] = done  # the chunk's first epoch (MLP.fit does the same)

@@ -79,7 +79,7 @@ def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, p
     if isinstance(plan, dict):
         plan = tiled.make_plan(model.layer_sizes, batch, model.dtype.itemsize, **plan)
     use_order = order.size > 0
-    trainer = TiledTrainer(model, X, Y, batch, use_order, code, hyper, workers=workers, plan=plan)
+    trainer = TiledTrainer(*model._bundles(X, Y, batch, use_order, code, hyper), workers=workers, plan=plan)
     history = np.full(epochs, np.nan)
     return trainer.run(epochs, order, history), history
 

@@ -1,0 +1,127 @@
+"""The one training driver (``fastnn._driver``): which kernel a fit takes,
+and the estimators on the tile-streamed kernel against scikit-learn.
+
+Estimators whose largest product is large run their epochs on the tiled
+kernel, one compiled call per epoch, with scikit-learn's stopping rule in
+Python; these tests compare such fits with scikit-learn's own estimators
+(the oracle of the drop-in) and with the same fit on the two-shard twins.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn import neural_network as sknn  # noqa: E402
+
+from fastnn import MLP, _threads  # noqa: E402
+from fastnn import sklearn as fsk  # noqa: E402
+from fastnn._driver import Driver, takes_tiled  # noqa: E402
+from fastnn._runtime import Batches, TiledTrainer, TwinTrainer  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+_rng = np.random.RandomState(3)
+X = _rng.randn(260, 64)
+Y_CLASS = np.digitize(X[:, 0] + 0.5 * X[:, 1], [-0.6, 0.6])
+Y_REG = X[:, :2] @ np.array([[1.0, -0.5], [0.3, 2.0]])
+# batch 200 x 64 x 512: 6.6M multiply-adds, above SINGLE_THREAD_MACS (4M)
+WIDE = dict(hidden_layer_sizes=(512,), batch_size=200, random_state=0, max_iter=4, n_iter_no_change=100)
+
+
+def _params(est):
+    return list(est.coefs_) + list(est.intercepts_)
+
+
+def _assert_same_fit(ours, theirs, rtol):
+    for a, b in zip(_params(ours), _params(theirs)):
+        assert a.dtype == b.dtype
+        scale = float(np.max(np.abs(b)))
+        np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+
+
+def test_the_driver_takes_the_tiled_kernel_for_large_products_without_sample_weights():
+    empty = np.empty(0)
+    wide = Batches(X, X, empty, 200, True)
+    assert takes_tiled((64, 512, 3), wide)
+    assert not takes_tiled((64, 16, 3), wide)
+    assert not takes_tiled((64, 512, 3), wide._replace(batch_size=50))  # 1.6M multiply-adds
+    assert not takes_tiled((64, 512, 3), wide._replace(weights=np.ones(260)))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuffle):
+    ours_cls, theirs_cls = (
+        (fsk.MLPClassifier, sknn.MLPClassifier) if kind == "classifier" else (fsk.MLPRegressor, sknn.MLPRegressor)
+    )
+    y = Y_CLASS if kind == "classifier" else Y_REG
+    params = dict(WIDE, solver=solver, shuffle=shuffle, learning_rate_init=0.01)
+    ours = ours_cls(**params).fit(X, y)
+    assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}  # the tiled kernel ran them
+    theirs = theirs_cls(**params).fit(X, y)
+    _assert_same_fit(ours, theirs, 1e-10)
+
+
+def test_wide_estimators_give_the_twins_results_on_the_tiled_kernel(monkeypatch):
+    params = dict(WIDE, solver="adam", alpha=1e-3, max_iter=3)
+    tiled = fsk.MLPClassifier(**params).fit(X, Y_CLASS)
+    monkeypatch.setattr(_threads, "SINGLE_THREAD_MACS", 1 << 40)  # every product small: the twins
+    twins = fsk.MLPClassifier(**params).fit(X, Y_CLASS)
+    assert sum(twins._fastnn_epochs_by_twin.values()) == 3
+    _assert_same_fit(tiled, twins, 1e-12)
+
+
+def test_scikit_learns_stopping_rule_runs_between_tiled_epochs():
+    # a tolerance no epoch can meet: both stop after n_iter_no_change + 1 epochs
+    params = dict(WIDE, solver="sgd", tol=1e3, n_iter_no_change=2, max_iter=50, learning_rate="adaptive")
+    ours = fsk.MLPRegressor(**params).fit(X, Y_REG)
+    theirs = sknn.MLPRegressor(**params).fit(X, Y_REG)
+    assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}
+    assert ours.n_iter_ < 50
+    _assert_same_fit(ours, theirs, 1e-10)
+    assert ours._optimizer.learning_rate == theirs._optimizer.learning_rate
+
+
+def test_partial_fit_and_early_stopping_on_the_tiled_kernel_match_sklearn():
+    params = dict(WIDE, solver="adam", early_stopping=True, validation_fraction=0.2, max_iter=5)
+    ours = fsk.MLPClassifier(**params).fit(X, Y_CLASS)
+    theirs = sknn.MLPClassifier(**params).fit(X, Y_CLASS)
+    _assert_same_fit(ours, theirs, 1e-10)
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+    ours = fsk.MLPRegressor(**WIDE)
+    theirs = sknn.MLPRegressor(**WIDE)
+    for _ in range(2):
+        ours.partial_fit(X, Y_REG)
+        theirs.partial_fit(X, Y_REG)
+    _assert_same_fit(ours, theirs, 1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_diverging_wide_fit_fails_as_sklearns_does():
+    huge = X * 1e200
+    params = dict(WIDE, solver="sgd", learning_rate_init=1.0, max_iter=3)
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        sknn.MLPRegressor(**params).fit(huge, Y_REG)
+    ours = fsk.MLPRegressor(**params)
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        ours.fit(huge, Y_REG)
+    assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}
+
+
+def test_mlp_and_the_estimators_share_the_driver(monkeypatch):
+    # every fit of either facade goes through Driver.run
+    calls = []
+    run = Driver.run
+    monkeypatch.setattr(Driver, "run", lambda self, *a, **k: calls.append(self) or run(self, *a, **k))
+    MLP([64, 8, 3], random_state=0).fit(X, Y_REG @ np.ones((2, 3)), epochs=2, batch_size=100)
+    MLP([64, 512, 3], random_state=0).fit(X[:200], Y_REG[:200] @ np.ones((2, 3)), epochs=1)
+    fsk.MLPRegressor(**dict(WIDE, max_iter=1)).fit(X, Y_REG)
+    fsk.MLPRegressor(hidden_layer_sizes=(8,), max_iter=1).fit(X, Y_REG)
+    # (the twins' runner may split a fit into chunks: one driver per fit)
+    drivers = [d for i, d in enumerate(calls) if i == 0 or calls[i - 1] is not d]
+    assert [type(d.trainer) for d in drivers] == [TwinTrainer, TiledTrainer, TiledTrainer, TwinTrainer]
+
