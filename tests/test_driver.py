@@ -125,3 +125,20 @@ def test_mlp_and_the_estimators_share_the_driver(monkeypatch):
     drivers = [d for i, d in enumerate(calls) if i == 0 or calls[i - 1] is not d]
     assert [type(d.trainer) for d in drivers] == [TwinTrainer, TiledTrainer, TiledTrainer, TwinTrainer]
 
+
+@pytest.mark.parametrize(
+    "layer_sizes, batch",
+    [((64, 4096, 10), 1024), ((784, 2048, 10), 1024), ((64, 1024, 10), 256), ((64, 256, 256, 3), 200),
+     ((64, 512, 3), 200), ((10, 100, 2), 32), ((64, 3), 50)],
+)  # fmt: skip
+def test_tiles_give_each_phase_several_blocks_within_their_bounds(layer_sizes, batch):
+    from fastnn._kernels import tiled
+
+    rows, cols = tiled.tile_sizes(layer_sizes, batch)
+    assert 64 <= rows <= 256 and 128 <= cols <= 512
+    widest = max(layer_sizes[1:-1], default=layer_sizes[-1])
+    blocks = -(-batch // rows) * -(-widest // cols)
+    # as many blocks as MIN_TASKS asks, unless the smallest blocks give fewer
+    assert blocks >= tiled.MIN_TASKS or (rows, cols) == (64, 128)
+    plan = tiled.make_plan(layer_sizes, batch, 8)
+    assert (plan[tiled.P_ROWS], plan[tiled.P_COLS]) == (rows, cols)

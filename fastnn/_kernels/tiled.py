@@ -118,11 +118,35 @@ BLOCK_BYTES = 64 << 20
 YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
-def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=None, groups=16,
+# Hidden-layer blocks: at most 256 rows x 512 units, made smaller (down to
+# 64 x 128) until the widest hidden layer's FORWARD phase has MIN_TASKS
+# blocks, so that batches of a few hundred rows still give several workers
+# work (a batch of 200 through 256 units was one block: one worker did the
+# whole phase). Smaller blocks cost some BLAS efficiency; the CHANGELOG
+# has the measurements behind 8.
+MIN_TASKS = 8
+
+
+def tile_sizes(layer_sizes, batch_size):
+    """``(rows, cols)`` of the hidden-layer blocks for these shapes (see `MIN_TASKS`)."""
+    widest = max(layer_sizes[1:-1], default=layer_sizes[-1])
+    rows, cols = 256, 512
+    while -(-batch_size // rows) * -(-widest // cols) < MIN_TASKS:
+        if cols > 128 and (cols > 2 * rows or rows <= 64):
+            cols //= 2
+        elif rows > 64:
+            rows //= 2
+        else:
+            break
+    return rows, cols
+
+
+def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=1 << 15, block=None, group_tiles=4):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
-    ``rows`` x ``cols`` blocks for the hidden layers; OUTPUT tiles of
+    ``rows`` x ``cols`` blocks for the hidden layers (by default
+    `tile_sizes`); OUTPUT tiles of
     ``out_rows`` rows (by default as many as keep a tile of the last hidden
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
     groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
@@ -131,6 +155,9 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=256, cols=512, out_rows=No
     are for tests, which use small tiles on small networks.
     """
     fan_in = layer_sizes[-2]
+    default_rows, default_cols = tile_sizes(layer_sizes, batch_size)
+    rows = default_rows if rows is None else rows
+    cols = default_cols if cols is None else cols
     if out_rows is None:
         out_rows = max(4, min(256, (256 * 1024 // itemsize // max(fan_in, 1)) // 4 * 4))
     n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
