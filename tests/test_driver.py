@@ -135,7 +135,7 @@ def test_tiles_give_each_phase_several_blocks_within_their_bounds(layer_sizes, b
     from fastnn._kernels import tiled
 
     rows, cols = tiled.tile_sizes(layer_sizes, batch)
-    assert 64 <= rows <= 256 and 128 <= cols <= 512
+    assert 64 <= rows <= tiled.MAX_ROWS and 128 <= cols <= tiled.MAX_COLS
     widest = max(layer_sizes[1:-1], default=layer_sizes[-1])
     blocks = -(-batch // rows) * -(-widest // cols)
     # as many blocks as MIN_TASKS asks, unless the smallest blocks give fewer

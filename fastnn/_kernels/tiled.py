@@ -90,7 +90,8 @@ P_MAX_CHUNKS = 6
 P_SCRATCH = 7  # elements of each worker's scratch
 P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
 P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
-PLAN_SIZE = 10
+P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW (its columns: P_COLS)
+PLAN_SIZE = 11
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -118,35 +119,41 @@ BLOCK_BYTES = 64 << 20
 YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
-# Hidden-layer blocks: at most 256 rows x 512 units, made smaller (down to
-# 64 x 128) until the widest hidden layer's FORWARD phase has MIN_TASKS
+# Hidden-layer blocks: at most 256 rows x 1024 units, made smaller (rows
+# down to 64, then units down to 128) until the widest hidden layer's FORWARD phase has MIN_TASKS
 # blocks, so that batches of a few hundred rows still give several workers
 # work (a batch of 200 through 256 units was one block: one worker did the
-# whole phase). Smaller blocks cost some BLAS efficiency; the CHANGELOG
-# has the measurements behind 8.
+# whole phase). Wide blocks make the products faster (BLAS packs each panel
+# for fewer, longer multiplications) and smaller ones give more workers a
+# share; GRADIENT blocks of dW are half as many rows as columns. The
+# CHANGELOG has the measurements behind these numbers.
 MIN_TASKS = 8
+MAX_ROWS, MAX_COLS = 256, 1024
 
 
 def tile_sizes(layer_sizes, batch_size):
     """``(rows, cols)`` of the hidden-layer blocks for these shapes (see `MIN_TASKS`)."""
     widest = max(layer_sizes[1:-1], default=layer_sizes[-1])
-    rows, cols = 256, 512
+    rows, cols = MAX_ROWS, MAX_COLS
     while -(-batch_size // rows) * -(-widest // cols) < MIN_TASKS:
-        if cols > 128 and (cols > 2 * rows or rows <= 64):
-            cols //= 2
-        elif rows > 64:
+        # fewer rows first: narrower blocks cost more (workload A, 256 x
+        # 64-1024-10: 1.33 ms a step with 64 x 512 blocks, 1.46 with 128 x 256)
+        if rows > 64:
             rows //= 2
+        elif cols > 128:
+            cols //= 2
         else:
             break
     return rows, cols
 
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
-              chunk=1 << 15, block=None, group_tiles=4):  # fmt: skip
+              chunk=1 << 15, block=None, group_tiles=4, grad_rows=None):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
-    `tile_sizes`); OUTPUT tiles of
+    `tile_sizes`), ``grad_rows`` x ``cols`` blocks of their weight
+    gradients (by default ``cols / 2``); OUTPUT tiles of
     ``out_rows`` rows (by default as many as keep a tile of the last hidden
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
     groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
@@ -167,6 +174,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     plan[P_OUT_ROWS] = out_rows
     plan[P_GROUPS] = groups
     plan[P_GROUP_TILES] = group_tiles
+    plan[P_GRAD_ROWS] = max(cols // 2, 64) if grad_rows is None else grad_rows
     plan[P_CHUNK] = chunk
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
     width = int(sum(layer_sizes[1:])) * itemsize
@@ -265,8 +273,7 @@ def tile_count(net, work, kind, layer, rows):
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        cols = plan[P_COLS]
-        return ceil_div(net.layout[layer, 0], cols) * ceil_div(net.layout[layer, 1], cols)
+        return ceil_div(net.layout[layer, 0], plan[P_GRAD_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -419,7 +426,7 @@ def gradient_task(net, data, work, layer, task, at):
     # accumulated over the blocks of the batch
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_COLS], work.plan[P_COLS])
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
     gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
