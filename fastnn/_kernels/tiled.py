@@ -47,12 +47,17 @@ cores, or a core taken by another process, slow a step down but never stall
 it (tests/test_tiled.py runs 8 workers on 2 cores, beside a busy thread).
 
 Cold compile: Numba's ``inline="always"`` copies the callee's IR at every
-call site, and a separately compiled callee is linked into, and optimised
-again with, every caller above it; so the tasks are compiled on their own,
-once, under one `run_task`, and the small driver functions are inlined into
-`run_worker`: 24 s on the 2-core development machine, against 49-74 s for
-the other arrangements tried (measured while it was busy; this one took 26 s
-busy and idle alike before its last fix).
+call site (and a nested inline copies the callee's already expanded IR
+again), and a separately compiled callee is linked into, and optimised again
+with, every caller above it. So the phase driver `run_phase` is compiled
+once, on its own, with int64 arguments at every call site (a literal phase
+kind or a literal 0 gave it one specialisation per literal), and `run_task`
+is inlined into its two callers (`run_phase` and the helpers' loop), so that
+the tasks are linked one level below `run_worker`: 16.9 s on the 2-core
+development machine, against 22.7 s when `run_phase` was inlined at its
+seven call sites and `run_task` compiled on its own, and 37.6 s when
+`run_phase` was compiled once per literal kind. The CHANGELOG has the
+compile time of each kernel.
 """
 
 from collections import namedtuple
@@ -528,7 +533,7 @@ def update_task(net, opt, work, chunk, t):
             p[i] -= lr * g[i]
 
 
-@kernel
+@kernel(inline="always")
 def run_task(net, data, opt, work, kind, layer, task, worker):
     # task `task` of the phase published in work.sync
     sync = work.sync
@@ -573,7 +578,7 @@ def take_tasks(net, data, opt, work, seq, worker):
             atomic_add(sync, S_DONE, 1)
 
 
-@kernel(inline="always")
+@kernel
 def run_phase(net, data, opt, work, kind, layer, at):
     # the driver publishes a phase, takes tasks with the helpers, and waits
     # until every task of it is finished
@@ -603,15 +608,15 @@ def block_pass(net, data, opt, work, at):
     # forward, loss and backward of one block of rows; returns its loss
     last = net.layout.shape[0] - 1
     for layer in range(last):
-        run_phase(net, data, opt, work, FORWARD, layer, at)
-    run_phase(net, data, opt, work, OUTPUT, last, at)
+        run_phase(net, data, opt, work, np.int64(FORWARD), layer, at)
+    run_phase(net, data, opt, work, np.int64(OUTPUT), last, at)
     value = 0.0
     for i in range(ceil_div(at[2], work.plan[P_OUT_ROWS])):
         value += work.parts[i]
     for layer in range(last - 1, -1, -1):
-        run_phase(net, data, opt, work, GRADIENT, layer, at)
+        run_phase(net, data, opt, work, np.int64(GRADIENT), layer, at)
         if layer > 0:
-            run_phase(net, data, opt, work, DELTA, layer - 1, at)
+            run_phase(net, data, opt, work, np.int64(DELTA), layer - 1, at)
     return value
 
 
@@ -619,15 +624,19 @@ def block_pass(net, data, opt, work, at):
 def batch_step(net, data, opt, work, start, nb, epoch, t):
     # the batch's loss and gradient, block by block, then their reduction;
     # returns (loss, finite)
+    # run_phase is compiled once, for int64 arguments: a literal (the first
+    # batch's start, the first block's row) would compile it once more
+    zero = np.int64(0)
+    start = np.int64(start)
     if data.use_order:
-        run_phase(net, data, opt, work, GATHER, 0, (start, 0, nb, nb, epoch, t))
+        run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t))
     value = 0.0
     b0 = 0
     while b0 < nb:
         rows = min(work.plan[P_BLOCK], nb - b0)
-        value += block_pass(net, data, opt, work, (start, b0, rows, nb, epoch, t))
+        value += block_pass(net, data, opt, work, (start, np.int64(b0), rows, nb, epoch, t))
         b0 += rows
-    run_phase(net, data, opt, work, REDUCE, 0, (start, 0, nb, nb, epoch, t))
+    run_phase(net, data, opt, work, np.int64(REDUCE), zero, (start, zero, nb, nb, epoch, t))
     squares = 0.0
     finite = True
     base = work.plan[P_MAX_TILES]
@@ -659,7 +668,7 @@ def drive(net, data, opt, work, epochs, history):
                 opt.step_count[0] = t
                 return epoch
             t_next = t + 1 if opt.code == OPT_ADAM else t
-            run_phase(net, data, opt, work, UPDATE, 0, (start, 0, nb, nb, epoch, t_next))
+            run_phase(net, data, opt, work, np.int64(UPDATE), np.int64(0), (np.int64(start), np.int64(0), nb, nb, epoch, t_next))
             t = t_next
             total += value if net.loss == SSE else value * nb
             start += nb

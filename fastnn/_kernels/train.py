@@ -560,7 +560,8 @@ def run_slot(
                     local[CONTROL_SIZE + i] = hyper[i]
                 ctl = local[:CONTROL_SIZE]
                 hyp = local[CONTROL_SIZE:]
-                copy_between(params, state1, state2, copies, 0, 0, slot, 0)
+                # (int64 arguments: literals would compile copy_between once per call site)
+                copy_between(params, state1, state2, copies, np.int64(0), np.int64(0), slot, np.int64(0))
             n = X.shape[0]
             weighted = sample_weight.size > 0
             alpha = hyp[6]
@@ -697,7 +698,7 @@ def run_slot(
                                 dst[a][i] = src[a][i]
             if leader:
                 if live == 1:
-                    copy_between(params, state1, state2, copies, 0, 1, 0, 0)
+                    copy_between(params, state1, state2, copies, np.int64(0), np.int64(1), np.int64(0), np.int64(0))
                 step_count[0] = t
                 if threaded != 0:
                     atomic_add(sync, SYNC_RESULT, done)
