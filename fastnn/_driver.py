@@ -7,8 +7,7 @@ same way:
 - **the kernel**: the tile-streamed one (``TiledTrainer``) when the largest
   matrix product of a step has ``SINGLE_THREAD_MACS`` multiply-adds or more,
   so that N workers share each step; else the two-shard twins
-  (``TwinTrainer``), whose per-step overhead is smallest on small layers.
-  Sample weights take the twins (the tiled kernel has none);
+  (``TwinTrainer``), whose per-step overhead is smallest on small layers;
 - **threads**: BLAS on one thread while the twins run batches of two shards
   of small products (their own threads need it, and such products are
   faster on one), and in every worker of the tiled kernel;
@@ -47,7 +46,7 @@ class Chunk(NamedTuple):
 
 def takes_tiled(layer_sizes, batches):
     """Whether a fit of ``batches`` through ``layer_sizes`` runs on the tiled kernel."""
-    return large_products(layer_sizes, batches.batch_size) and batches.weights.size == 0
+    return large_products(layer_sizes, batches.batch_size)
 
 
 class Driver:

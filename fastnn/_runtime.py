@@ -113,7 +113,6 @@ class TiledTrainer:
         Its ``control`` is ignored: the estimators run scikit-learn's rule
         in Python after each one-epoch call.
     batches : Batches
-        Without sample weights.
     workspace : dict
         Keeps the buffers for the next fit of the same kind (a model's).
     workers : int or None
@@ -126,8 +125,6 @@ class TiledTrainer:
         from fastnn._kernels import tiled
         from fastnn._kernels.layout import keeps_slopes
 
-        if batches.weights.size:
-            raise ValueError("the tiled kernel takes no sample weights")
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
         keep = keeps_slopes(model.layout)
@@ -135,19 +132,22 @@ class TiledTrainer:
         self.net = tiled.Net(model.params, model.layout, np.int64(model.output_code),
                              np.int64(model.loss_code), extras)  # fmt: skip
         self.X, self.Y = _writable(batches.X), _writable(batches.Y)
+        # sample weights (empty: every row weighs 1), in the parameters' dtype
+        self.W = np.ascontiguousarray(batches.weights, dtype=model.params.dtype)
         self.batch_size = int(batches.batch_size)
         self.use_order = bool(batches.use_order)
         self.optim = tiled.Optim(
             np.int64(optimizer.code), optimizer.hyper, optimizer.state1, optimizer.state2, optimizer.step_count
         )
         workspace = {} if workspace is None else workspace
-        key = (self.batch_size, self.use_order, self.workers, None if plan is None else plan.tobytes())
+        weighted = self.W.size > 0
+        key = (self.batch_size, self.use_order, self.workers, weighted, None if plan is None else plan.tobytes())
         cached = workspace.get("tiled")
         if cached is None or cached[0] != key:
             dtype = model.params.dtype
             work = tiled.workspace(
                 model.layer_sizes, self.batch_size, model.params.size, dtype, self.workers,
-                self.use_order, plan, keep,
+                self.use_order, plan, keep, weighted,
             )  # fmt: skip
             cached = (key, work)
             workspace["tiled"] = cached
@@ -161,7 +161,7 @@ class TiledTrainer:
         """Train ``epochs`` epochs (batches in ``order`` when shuffling); returns epochs completed."""
         tiled = self._tiled
         work = self.work._replace(sync=np.zeros(tiled.SYNC_SIZE, dtype=np.int64))
-        data = tiled.Data(self.X, self.Y, order, self.use_order, np.int64(self.batch_size))
+        data = tiled.Data(self.X, self.Y, self.W, order, self.use_order, np.int64(self.batch_size))
         args = (self.net, data, self.optim, work, np.int64(epochs), history)
         with blas_single_thread():
             helpers = self.workers - 1

@@ -15,6 +15,7 @@ pytest.importorskip("sklearn")
 from sklearn import neural_network as sknn  # noqa: E402
 
 from fastnn import MLP, _threads  # noqa: E402
+from fastnn import _sklearn_compat as compat  # noqa: E402
 from fastnn import sklearn as fsk  # noqa: E402
 from fastnn._driver import Driver, takes_tiled  # noqa: E402
 from fastnn._runtime import Batches, TiledTrainer, TwinTrainer  # noqa: E402
@@ -42,13 +43,13 @@ def _assert_same_fit(ours, theirs, rtol):
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
 
 
-def test_the_driver_takes_the_tiled_kernel_for_large_products_without_sample_weights():
+def test_the_driver_takes_the_tiled_kernel_for_large_products():
     empty = np.empty(0)
     wide = Batches(X, X, empty, 200, True)
     assert takes_tiled((64, 512, 3), wide)
+    assert takes_tiled((64, 512, 3), wide._replace(weights=np.ones(260)))
     assert not takes_tiled((64, 16, 3), wide)
     assert not takes_tiled((64, 512, 3), wide._replace(batch_size=50))  # 1.6M multiply-adds
-    assert not takes_tiled((64, 512, 3), wide._replace(weights=np.ones(260)))
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -63,6 +64,22 @@ def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuf
     ours = ours_cls(**params).fit(X, y)
     assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}  # the tiled kernel ran them
     theirs = theirs_cls(**params).fit(X, y)
+    _assert_same_fit(ours, theirs, 1e-10)
+
+
+@pytest.mark.skipif(not compat.SAMPLE_WEIGHT, reason="sample_weight needs scikit-learn 1.7")
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_wide_estimators_with_sample_weights_run_on_the_tiled_kernel_like_sklearn(kind, shuffle):
+    ours_cls, theirs_cls = (
+        (fsk.MLPClassifier, sknn.MLPClassifier) if kind == "classifier" else (fsk.MLPRegressor, sknn.MLPRegressor)
+    )
+    y = Y_CLASS if kind == "classifier" else Y_REG
+    sample_weight = np.random.RandomState(5).uniform(0.0, 2.0, X.shape[0])
+    params = dict(WIDE, solver="adam", shuffle=shuffle, alpha=1e-3)
+    ours = ours_cls(**params).fit(X, y, sample_weight=sample_weight)
+    assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}  # the tiled kernel ran them
+    theirs = theirs_cls(**params).fit(X, y, sample_weight=sample_weight)
     _assert_same_fit(ours, theirs, 1e-10)
 
 

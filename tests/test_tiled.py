@@ -71,7 +71,7 @@ def _problem(rng, sizes, n, act, out, loss, bias, dtype):
     return model, X, Y
 
 
-def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, plan=SMALL):
+def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, plan=SMALL, sample_weight=None):
     code = codes.OPTIMIZER_CODES[optimizer]
     model._state1 = np.zeros_like(model._params)
     model._state2 = np.zeros_like(model._params)
@@ -79,12 +79,15 @@ def _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, workers=1, p
     if isinstance(plan, dict):
         plan = tiled.make_plan(model.layer_sizes, batch, model.dtype.itemsize, **plan)
     use_order = order.size > 0
-    trainer = TiledTrainer(*model._bundles(X, Y, batch, use_order, code, hyper), workers=workers, plan=plan)
+    bundles = model._bundles(X, Y, batch, use_order, code, hyper)
+    if sample_weight is not None:
+        bundles = (*bundles[:2], bundles[2]._replace(weights=sample_weight.astype(model.dtype)))
+    trainer = TiledTrainer(*bundles, workers=workers, plan=plan)
     history = np.full(epochs, np.nan)
     return trainer.run(epochs, order, history), history
 
 
-def _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, alpha):
+def _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, alpha, sample_weight=None):
     weights = [w.copy() for w in model.weights]
     biases = [b.copy() for b in model.biases] if model.bias else None
     flat = weights + (biases or [])
@@ -97,7 +100,8 @@ def _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, alpha):
         for start in range(0, n, batch):
             idx = rows[start : start + batch]
             value, wg, bg = ref.loss_and_gradients(
-                X[idx], Y[idx], weights, biases, model.activation, model.output_activation, model.loss, alpha
+                X[idx], Y[idx], weights, biases, model.activation, model.output_activation, model.loss, alpha,
+                sample_weight=None if sample_weight is None else sample_weight[idx],
             )
             total += value if model.loss == "sse" else value * len(idx)
             t += 1
@@ -139,6 +143,29 @@ def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
     lr = 0.05 if optimizer != "adam" else 0.01
     expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2)
     done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, plan=plan)
+    assert done == epochs
+    assert_close(history, expected, dtype)
+    for got, want in zip(model.weights + (model.biases or []), weights + (biases or [])):
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["softmax", "deep", "kept-slopes"])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
+def test_tiled_training_with_sample_weights_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
+    # losses are weighted means, normalised with the L2 term by each batch's sum of weights
+    sizes, n, batch, act, out, loss, optimizer, bias = case
+    model, X, Y = _problem(rng, sizes, n, act, out, loss, bias, dtype)
+    sample_weight = rng.uniform(0.0, 3.0, n)
+    sample_weight[::4] = 0.0  # rows that do not count
+    epochs = 3
+    order = np.stack([rng.permutation(n) for _ in range(epochs)]) if shuffle else np.empty((0, 0), np.int64)
+    lr = 0.05 if optimizer != "adam" else 0.01
+    w = sample_weight.astype(dtype).astype(np.float64)  # the weights the kernel sees
+    expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, w)
+    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, plan=plan,
+                           sample_weight=sample_weight)  # fmt: skip
     assert done == epochs
     assert_close(history, expected, dtype)
     for got, want in zip(model.weights + (model.biases or []), weights + (biases or [])):

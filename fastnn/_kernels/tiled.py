@@ -80,9 +80,9 @@ from fastnn._kernels.views import as_matrix, flat
 # dropout or custom activation), whose kernels are then compiled without
 # those paths (the tasks prune them: see fastnn._kernels.dense.extras_of)
 Net = namedtuple("Net", "params layout output loss extras")
-Data = namedtuple("Data", "X Y order use_order batch_size")
+Data = namedtuple("Data", "X Y W order use_order batch_size")
 Optim = namedtuple("Optim", "code hyper state1 state2 step_count")
-Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch sync")
+Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync")
 
 # plan[...]: the tiling, from the shapes only (see make_plan)
 P_ROWS = 0  # rows of a FORWARD / DELTA / GATHER tile
@@ -111,7 +111,7 @@ S_TASKS = 34
 S_START = 35  # first row of the batch (in X, or in the epoch's order)
 S_BLOCK = 36  # first row of the block, in the batch
 S_ROWS = 37  # rows of the block (GATHER: of the batch)
-S_NORM = 38  # rows of the batch: the normaliser of its loss
+S_NORM = 38  # rows of the batch (its loss's normaliser: batch_norm)
 S_EPOCH = 39
 S_T = 40  # Adam's step number of this update
 SYNC_SIZE = 48
@@ -192,11 +192,13 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     return plan
 
 
-def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False):
+def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False,
+              weighted=False):  # fmt: skip
     """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads.
 
     ``keep``: some layer keeps its slopes (``layout.keeps_slopes``), in a
-    buffer laid out as the activations.
+    buffer laid out as the activations; ``weighted``: the rows have sample
+    weights (``Data.W``), gathered with the rows when batches follow an order.
     """
     if plan is None:
         plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize)
@@ -209,10 +211,11 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
         np.empty(acts if keep else 0, dtype=dtype),  # the slopes of KEEP layers
         np.empty(n_params, dtype=dtype),
         np.empty(plan[P_GROUPS] * (fan_in * fan_out + fan_out), dtype=dtype),
-        np.zeros(plan[P_MAX_TILES] + 2 * plan[P_MAX_CHUNKS], dtype=np.float64),
+        np.zeros(plan[P_MAX_TILES] + 2 * plan[P_MAX_CHUNKS] + 1, dtype=np.float64),
         np.empty(max(workers, 1) * plan[P_SCRATCH], dtype=dtype),
         np.empty((rows, layer_sizes[0]), dtype=dtype),
         np.empty((rows, layer_sizes[-1]), dtype=dtype),
+        np.empty(rows if weighted else 0, dtype=dtype),
         np.zeros(SYNC_SIZE, dtype=np.int64),
     )
 
@@ -349,6 +352,8 @@ def gather_task(data, work, task, at):
             work.X_batch[r, c] = data.X[src, c]
         for c in range(data.Y.shape[1]):
             work.Y_batch[r, c] = data.Y[src, c]
+        if work.W_batch.size > 0:
+            work.W_batch[r] = data.W[src]
 
 
 @kernel
@@ -377,7 +382,7 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
 def output_tile(net, data, work, t, at, x, first, acc, scratch):
     # output tile t: rows, loss part and delta (in place), the group's
     # gradient at `acc`, and the delta of the last hidden layer (in place)
-    start, b0, nr, nb = at[0], at[1], at[2], at[3]
+    start, b0, nr = at[0], at[1], at[2]
     last = net.layout.shape[0] - 1
     fan_in, o, w_off, b_off = layer_row(net.layout, last)
     r0 = t * work.plan[P_OUT_ROWS]
@@ -392,7 +397,10 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_fns, None)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
-    work.parts[t] = loss_delta_rows(Y, A, work.parts[:0], net.loss, net.output, float(nb), A)
+    w = data.W[0:0]  # (every row weighs 1)
+    if data.W.size > 0:
+        w = work.W_batch[y0 : y0 + rows] if data.use_order else data.W[y0 : y0 + rows]
+    work.parts[t] = loss_delta_rows(Y, A, w, net.loss, net.output, batch_norm(work), A)
     gemm(fan_in, o, rows, (src, src_off, ld), True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
     if has_bias:
         gb = work.groups[acc + fan_in * o : acc + fan_in * o + o]
@@ -482,7 +490,7 @@ def reduce_task(net, opt, work, chunk, nb):
     # the first block of a batch has the most groups
     groups = output_groups(work.plan, min(nb, work.plan[P_BLOCK]))
     alpha = opt.hyper[6]
-    scale = net.params.dtype.type(alpha / nb)
+    scale = net.params.dtype.type(alpha / batch_norm(work))
     squares = 0.0
     bad = False
     for layer in range(last + 1):
@@ -604,6 +612,25 @@ def run_phase(net, data, opt, work, kind, layer, at):
 
 
 @kernel(inline="always")
+def batch_norm(work):
+    # the batch's normaliser: its rows, or the sum of their sample weights
+    # (the loss is a weighted mean, and the L2 term is scaled likewise, as
+    # scikit-learn does), kept in the last element of work.parts
+    return work.parts[work.parts.size - 1]
+
+
+@kernel(inline="always")
+def set_batch_norm(data, work, start, nb, epoch):
+    # batch_norm of the batch of nb rows at `start` of the epoch's order
+    norm = float(nb)
+    if data.W.size > 0:
+        norm = 0.0
+        for r in range(nb):
+            norm += data.W[data.order[epoch, start + r] if data.use_order else start + r]
+    work.parts[work.parts.size - 1] = norm
+
+
+@kernel(inline="always")
 def block_pass(net, data, opt, work, at):
     # forward, loss and backward of one block of rows; returns its loss
     last = net.layout.shape[0] - 1
@@ -628,6 +655,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
     # batch's start, the first block's row) would compile it once more
     zero = np.int64(0)
     start = np.int64(start)
+    set_batch_norm(data, work, start, nb, epoch)
     if data.use_order:
         run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t))
     value = 0.0
@@ -646,7 +674,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
         finite &= work.parts[base + chunks + c] != 0
     alpha = opt.hyper[6]
     if alpha > 0:
-        value += 0.5 * alpha * squares / nb
+        value += 0.5 * alpha * squares / batch_norm(work)
     return value, finite
 
 
