@@ -97,11 +97,6 @@ class Driver:
         return False
 
     @property
-    def runs_rules(self):
-        """Whether the kernel can run scikit-learn's stopping rule (``Optimizer.control``)."""
-        return not self.tiled
-
-    @property
     def epochs_by_twin(self):
         """Epochs each twin ran, ``{"parallel": ..., "serial": ...}`` (zeros on the tiled kernel)."""
         if isinstance(self.trainer, TwinTrainer):

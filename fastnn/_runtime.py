@@ -133,7 +133,7 @@ class TiledTrainer:
                              np.int64(model.loss_code), extras)  # fmt: skip
         self.X, self.Y = _writable(batches.X), _writable(batches.Y)
         # sample weights (empty: every row weighs 1), in the parameters' dtype
-        self.W = np.ascontiguousarray(batches.weights, dtype=model.params.dtype)
+        self.W = _writable(np.ascontiguousarray(batches.weights, dtype=model.params.dtype))
         self.batch_size = int(batches.batch_size)
         self.use_order = bool(batches.use_order)
         self.optim = tiled.Optim(
