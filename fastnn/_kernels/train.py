@@ -351,22 +351,17 @@ def step_part(
     squares = 0.0
     finite = True
     for layer in range(layout.shape[0]):
-        w_off = layout[layer, 2]
-        w_lo = max(lo, w_off)
-        w_hi = min(hi, w_off + layout[layer, 0] * layout[layer, 1])
-        if w_lo < w_hi:
-            if with_l2:
-                squares += sum_of_squares(src[0][w_lo:w_hi])
-            finite &= update_range(
-                grads, shards, w_lo, w_hi, scale, with_l2, optimizer_code, rate, src, dst
-            )
-        b_off = layout[layer, 3]
-        b_lo = max(lo, b_off)
-        b_hi = min(hi, b_off + layout[layer, 1])
-        if b_off >= 0 and b_lo < b_hi:
-            finite &= update_range(
-                grads, shards, b_lo, b_hi, scale, False, optimizer_code, rate, src, dst
-            )
+        for part in range(2):  # the weights (with the L2 term), then the bias
+            off = layout[layer, 2 + part]
+            size = layout[layer, 0] * layout[layer, 1] if part == 0 else layout[layer, 1]
+            a, b = max(lo, off), min(hi, off + size)
+            if off < 0 or a >= b:
+                continue
+            l2 = with_l2 and part == 0
+            if l2:
+                squares += sum_of_squares(src[0][a:b])
+            # (one call site: update_range's three loops are inlined once, not twice)
+            finite &= update_range(grads, shards, a, b, scale, l2, optimizer_code, rate, src, dst)
     new = dst[0][lo:hi]
     for d in range(n_copies):
         if d != c:
