@@ -136,12 +136,12 @@ class TiledTrainer:
         self.W = _writable(np.ascontiguousarray(batches.weights, dtype=model.params.dtype))
         self.batch_size = int(batches.batch_size)
         self.use_order = bool(batches.use_order)
-        self.optim = tiled.Optim(
-            np.int64(optimizer.code), optimizer.hyper, optimizer.state1, optimizer.state2, optimizer.step_count
-        )
+        code, hyper, state1, state2, step_count = optimizer[:5]
+        self.optim = tiled.Optim(np.int64(code), hyper, state1, state2, step_count)
         workspace = {} if workspace is None else workspace
         weighted = self.W.size > 0
-        key = (self.batch_size, self.use_order, self.workers, weighted, None if plan is None else plan.tobytes())
+        tiling = None if plan is None else plan.tobytes()
+        key = (self.batch_size, self.use_order, self.workers, weighted, tiling)
         cached = workspace.get("tiled")
         if cached is None or cached[0] != key:
             dtype = model.params.dtype

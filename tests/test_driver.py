@@ -27,6 +27,10 @@ X = _rng.randn(260, 64)
 Y_CLASS = np.digitize(X[:, 0] + 0.5 * X[:, 1], [-0.6, 0.6])
 Y_REG = X[:, :2] @ np.array([[1.0, -0.5], [0.3, 2.0]])
 # batch 200 x 64 x 512: 6.6M multiply-adds, above SINGLE_THREAD_MACS (4M)
+PAIRS = {
+    "classifier": (fsk.MLPClassifier, sknn.MLPClassifier),
+    "regressor": (fsk.MLPRegressor, sknn.MLPRegressor),
+}
 WIDE = dict(hidden_layer_sizes=(512,), batch_size=200, random_state=0, max_iter=4, n_iter_no_change=100)
 
 
@@ -56,9 +60,7 @@ def test_the_driver_takes_the_tiled_kernel_for_large_products():
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuffle):
-    ours_cls, theirs_cls = (
-        (fsk.MLPClassifier, sknn.MLPClassifier) if kind == "classifier" else (fsk.MLPRegressor, sknn.MLPRegressor)
-    )
+    ours_cls, theirs_cls = PAIRS[kind]
     y = Y_CLASS if kind == "classifier" else Y_REG
     params = dict(WIDE, solver=solver, shuffle=shuffle, learning_rate_init=0.01)
     ours = ours_cls(**params).fit(X, y)
@@ -71,9 +73,7 @@ def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuf
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 def test_wide_estimators_with_sample_weights_run_on_the_tiled_kernel_like_sklearn(kind, shuffle):
-    ours_cls, theirs_cls = (
-        (fsk.MLPClassifier, sknn.MLPClassifier) if kind == "classifier" else (fsk.MLPRegressor, sknn.MLPRegressor)
-    )
+    ours_cls, theirs_cls = PAIRS[kind]
     y = Y_CLASS if kind == "classifier" else Y_REG
     sample_weight = np.random.RandomState(5).uniform(0.0, 2.0, X.shape[0])
     params = dict(WIDE, solver="adam", shuffle=shuffle, alpha=1e-3)

@@ -53,11 +53,12 @@ with, every caller above it. So the phase driver `run_phase` is compiled
 once, on its own, with int64 arguments at every call site (a literal phase
 kind or a literal 0 gave it one specialisation per literal), and `run_task`
 is inlined into its two callers (`run_phase` and the helpers' loop), so that
-the tasks are linked one level below `run_worker`: 16.9 s on the 2-core
-development machine, against 22.7 s when `run_phase` was inlined at its
-seven call sites and `run_task` compiled on its own, and 37.6 s when
-`run_phase` was compiled once per literal kind. The CHANGELOG has the
-compile time of each kernel.
+the tasks are linked one level below `run_worker`: import plus a first fit
+took 12.5 s on the 2-core development machine (13.7 s once the kernel took
+sample weights), against 22.7 s when `run_phase` was inlined at its seven
+call sites and `run_task` compiled on its own, and 37.6 s when `run_phase`
+was compiled once per literal kind. docs/startup.md has the compile time of
+each kernel.
 """
 
 from collections import namedtuple
@@ -125,9 +126,9 @@ YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 
 
 # Hidden-layer blocks: at most 256 rows x 1024 units, made smaller (rows
-# down to 64, then units down to 128) until the widest hidden layer's FORWARD phase has MIN_TASKS
-# blocks, so that batches of a few hundred rows still give several workers
-# work (a batch of 200 through 256 units was one block: one worker did the
+# down to 64, then units down to 128) until the widest hidden layer's
+# FORWARD phase has MIN_TASKS blocks, so that batches of a few hundred rows
+# still give several workers work (a batch of 200 through 256 units was one block: one worker did the
 # whole phase). Wide blocks make the products faster (BLAS packs each panel
 # for fewer, longer multiplications) and smaller ones give more workers a
 # share; GRADIENT blocks of dW are half as many rows as columns. The
@@ -281,7 +282,8 @@ def tile_count(net, work, kind, layer, rows):
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        return ceil_div(net.layout[layer, 0], plan[P_GRAD_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+        rows_of_dw = ceil_div(net.layout[layer, 0], plan[P_GRAD_ROWS])
+        return rows_of_dw * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -696,7 +698,9 @@ def drive(net, data, opt, work, epochs, history):
                 opt.step_count[0] = t
                 return epoch
             t_next = t + 1 if opt.code == OPT_ADAM else t
-            run_phase(net, data, opt, work, np.int64(UPDATE), np.int64(0), (np.int64(start), np.int64(0), nb, nb, epoch, t_next))
+            zero = np.int64(0)
+            at = (np.int64(start), zero, nb, nb, epoch, t_next)
+            run_phase(net, data, opt, work, np.int64(UPDATE), zero, at)
             t = t_next
             total += value if net.loss == SSE else value * nb
             start += nb

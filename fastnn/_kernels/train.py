@@ -693,7 +693,8 @@ def run_slot(
                                 dst[a][i] = src[a][i]
             if leader:
                 if live == 1:
-                    copy_between(params, state1, state2, copies, np.int64(0), np.int64(1), np.int64(0), np.int64(0))
+                    zero = np.int64(0)
+                    copy_between(params, state1, state2, copies, zero, np.int64(1), zero, zero)
                 step_count[0] = t
                 if threaded != 0:
                     atomic_add(sync, SYNC_RESULT, done)
