@@ -94,11 +94,17 @@ def test_sgd_epochs_match_reference_gradient_descent(dtype, rng):
     ],
 )
 def test_bad_activations_fail_before_any_work(activation, words, rng):
+    _assert_refused_before_any_work(dict(activation=activation), ValueError, words, rng)
+
+
+def _assert_refused_before_any_work(params, exc, words, rng):
+    # a warm-started fit with `params` raises `exc` naming `words`, and the
+    # coefficients of the fit before it are untouched
     X, y = _data(rng)
     clf = MLPClassifier(hidden_layer_sizes=(6, 4), max_iter=5, random_state=0).fit(X, y)
     before = [c.copy() for c in clf.coefs_]
-    clf.set_params(activation=activation, warm_start=True)
-    with pytest.raises(ValueError) as err:
+    clf.set_params(warm_start=True, **params)
+    with pytest.raises(exc) as err:
         clf.fit(X, y)
     for word in words:
         assert word in str(err.value)
@@ -191,16 +197,7 @@ def test_dropout_epochs_match_reference_gradient_descent(rng):
     ],
 )
 def test_bad_dropout_fails_before_any_work(params, exc, words, rng):
-    X, y = _data(rng)
-    clf = MLPClassifier(hidden_layer_sizes=(6, 4), max_iter=5, random_state=0).fit(X, y)
-    before = [c.copy() for c in clf.coefs_]
-    clf.set_params(warm_start=True, **params)
-    with pytest.raises(exc) as err:
-        clf.fit(X, y)
-    for word in words:
-        assert word in str(err.value)
-    for c, b in zip(clf.coefs_, before):
-        np.testing.assert_array_equal(c, b)
+    _assert_refused_before_any_work(params, exc, words, rng)
 
 
 def test_dropout_with_sparse_input_is_a_clear_error(rng):

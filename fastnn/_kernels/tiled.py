@@ -73,7 +73,7 @@ from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
-from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, momentum_step
+from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, batch_norm_of, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets (module level, so that compiled code caches).
@@ -615,21 +615,14 @@ def run_phase(net, data, opt, work, kind, layer, at):
 
 @kernel(inline="always")
 def batch_norm(work):
-    # the batch's normaliser: its rows, or the sum of their sample weights
-    # (the loss is a weighted mean, and the L2 term is scaled likewise, as
-    # scikit-learn does), kept in the last element of work.parts
+    # the batch's normaliser (train.batch_norm_of), kept in the last element of work.parts
     return work.parts[work.parts.size - 1]
 
 
 @kernel(inline="always")
 def set_batch_norm(data, work, start, nb, epoch):
     # batch_norm of the batch of nb rows at `start` of the epoch's order
-    norm = float(nb)
-    if data.W.size > 0:
-        norm = 0.0
-        for r in range(nb):
-            norm += data.W[data.order[epoch, start + r] if data.use_order else start + r]
-    work.parts[work.parts.size - 1] = norm
+    work.parts[work.parts.size - 1] = batch_norm_of(data.W, data.order, data.use_order, epoch, start, nb)
 
 
 @kernel(inline="always")

@@ -220,6 +220,20 @@ def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
 
 
 @kernel(inline="always")
+def batch_norm_of(sample_weight, order, use_order, epoch, start, nb):
+    # the normaliser of the batch of nb rows at `start` (of the epoch's order
+    # when use_order): its rows, or the sum of their weights (sample_weight
+    # empty: every row weighs 1); its loss is a weighted mean, and the L2
+    # term is scaled likewise, as scikit-learn does
+    norm = float(nb)
+    if sample_weight.size > 0:
+        norm = 0.0
+        for r in range(nb):
+            norm += sample_weight[order[epoch, start + r] if use_order else start + r]
+    return norm
+
+
+@kernel(inline="always")
 def end_of_epoch(loss, n, optimizer_code, hyper, control):
     # scikit-learn's bookkeeping after an epoch with training loss `loss`
     # (_update_no_improvement_count without early stopping, the optimizer's
@@ -574,13 +588,7 @@ def run_slot(
                     stop = min(start + batch_size, n)
                     nb = stop - start
                     shards = shard_count(nb)
-                    # the batch's normaliser: its rows, or the sum of its weights
-                    norm = float(nb)
-                    if weighted:
-                        norm = 0.0
-                        for r in range(nb):
-                            row = order[epoch, start + r] if use_order else start + r
-                            norm += sample_weight[row]
+                    norm = batch_norm_of(sample_weight, order, use_order, epoch, start, nb)
                     half = (step % 2) * MAX_SHARDS
                     for s in range(first, min(last, shards - 1) + 1):
                         lo = (s * nb) // shards
