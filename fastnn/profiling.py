@@ -18,6 +18,12 @@ phase                  kind        kernel
 ``update``             elementwise ``params -= lr * grads`` (``train.gd_update``)
 =====================  ==========  =============================================
 
+A hidden layer whose activation keeps its slopes in training (leaky_relu,
+elu, softplus, gelu, silu) is profiled as the training kernels run it: its
+``activation`` writes ``f(z)`` and ``f'(z)`` (``dense.activate_layer``), its
+``delta_backprop`` writes into the activations' block, and its
+``derivative`` multiplies by the kept slopes (``activations.times_kept``).
+
 Each timed round runs every phase in order (so that every phase sees the
 data the previous one left, as in a real step) timing each, then an
 unprofiled fused step, then a step of the NumPy reference; after ``warmup``
@@ -31,7 +37,9 @@ count per element: bias add 1; sigmoid 3 (``exp`` counted as one operation,
 one add, one divide), tanh 1, relu 1, identity 0; the output delta of SSE 4
 plus the output derivative (sigmoid or tanh 3, relu 1, identity 0); the
 hidden derivative sigmoid or tanh 3, relu 1, identity 0 (the kernel returns at
-once); the update 2 per parameter; a bias gradient 1 per delta element.
+once); the update 2 per parameter; a bias gradient 1 per delta element. A kept
+activation counts ``f(z)`` and ``f'(z)`` together (``ACTIVATION_FLOPS``) and
+moves one more array (its slopes); its derivative is 1 (a product).
 
 Bytes moved: every operand is read once and every output written once, at the
 dtype's item size (an in-place operand counts once read and once written);
@@ -151,13 +159,20 @@ SCHEMA = "fastnn.profile/1"
 SWEEP_SCHEMA = "fastnn.profile.sweep/1"
 TOLERANCE = 0.10
 
-HIDDEN_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
-OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS
+OUTPUT_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+# hidden activations whose layers keep f'(z) from the forward pass (codes.KEPT):
+# their activation phase writes the values and the slopes, their derivative
+# phase multiplies the back-propagated delta by the kept slopes
+KEPT_ACTIVATIONS = ("leaky_relu", "elu", "softplus", "gelu", "silu")
+HIDDEN_ACTIVATIONS = OUTPUT_ACTIVATIONS + KEPT_ACTIVATIONS
 DTYPES = ("float32", "float64")
 
-# FLOPs per element of the elementwise passes (exp and tanh count as one)
-ACTIVATION_FLOPS = {"identity": 0, "sigmoid": 3, "logistic": 3, "tanh": 1, "relu": 1}
-DERIVATIVE_FLOPS = {"identity": 0, "sigmoid": 3, "logistic": 3, "tanh": 3, "relu": 1}
+# FLOPs per element of the elementwise passes (exp, expm1, log1p, erf and
+# tanh count as one); a kept activation's entry counts f(z) and f'(z)
+ACTIVATION_FLOPS = {"identity": 0, "sigmoid": 3, "logistic": 3, "tanh": 1, "relu": 1,
+                    "leaky_relu": 2, "elu": 2, "softplus": 7, "gelu": 15, "silu": 8}
+DERIVATIVE_FLOPS = {"identity": 0, "sigmoid": 3, "logistic": 3, "tanh": 3, "relu": 1,
+                    "leaky_relu": 1, "elu": 1, "softplus": 1, "gelu": 1, "silu": 1}
 SSE_DELTA_FLOPS = 4  # r = a - y; total += r*r (2); d = 2*r
 
 
@@ -239,8 +254,9 @@ def phase_model(layer_sizes, batch_size, dtype="float64", activation="sigmoid",
             2 * nb * k * n, (nb * k + k * n + nb * n) * s)
         act = output_activation if i == n_layers - 1 else activation
         per = ACTIVATION_FLOPS[act] + (1 if bias else 0)
+        arrays = 3 if act in KEPT_ACTIVATIONS else 2  # (z read, a written, and f'(z) kept)
         add("activation", "elementwise", "forward", i + 1, f"{nb}x{n}" + (" + bias" if bias else ""),
-            per * nb * n, (2 * nb * n + (n if bias else 0)) * s)
+            per * nb * n, (arrays * nb * n + (n if bias else 0)) * s)
     n_out = sizes[-1]
     add("loss_delta", "elementwise", "loss", None, f"{nb}x{n_out}",
         (SSE_DELTA_FLOPS + DERIVATIVE_FLOPS[output_activation]) * nb * n_out, 3 * nb * n_out * s)
@@ -530,19 +546,32 @@ def _phase_calls(net, act_code, out_code, learning_rate):
     from fastnn._kernels import train as kt
 
     n_layers = len(net.sizes) - 1
+    kept = act_code in codes.KEPT
     calls = []
+    off = 0
     for i in range(n_layers):
         prev = net.X if i == 0 else net.A[i - 1]
         calls.append(lambda prev=prev, i=i: kd.matmul(prev, net.W[i], net.A[i]))
         code = out_code if i == n_layers - 1 else act_code
-        calls.append(lambda i=i, code=code: ka.bias_activate(net.A[i], net.b[i], net.bias, code))
+        if kept and i < n_layers - 1:
+            # the values into A[i], the slopes into D[i] (free until backward), as in training
+            calls.append(lambda i=i, off=off: kd.activate_layer(
+                net.A[i], net.b[i], net.bias, act_code, net.deltas, off, net.layout, i, kd.NO_DROPOUT))
+        else:
+            calls.append(lambda i=i, code=code: ka.bias_activate(net.A[i], net.b[i], net.bias, code))
+        off += net.A[i].size
     calls.append(lambda: kd.loss_delta(net.Y, net.A[-1], codes.SSE, out_code, net.D[-1]))
     for i in range(n_layers - 1, -1, -1):
         prev = net.X if i == 0 else net.A[i - 1]
         calls.append(lambda prev=prev, i=i: kd.matmul_tn(prev, net.D[i], net.gW[i]))
         if net.bias:
             calls.append(lambda i=i: np.sum(net.D[i], axis=0, out=net.gb[i]))
-        if i > 0:
+        if i > 0 and kept:
+            # D[i] @ W[i].T into A[i - 1] (read by weight_grad already), then times the kept slopes
+            calls.append(lambda i=i: kd.matmul_nt(net.D[i], net.W[i], net.A[i - 1]))
+            calls.append(lambda i=i: ka.times_kept(net.A[i - 1], net.D[i - 1], net.D[i - 1],
+                                                   net.params[0:0], False))
+        elif i > 0:
             calls.append(lambda i=i: kd.matmul_nt(net.D[i], net.W[i], net.D[i - 1]))
             calls.append(lambda i=i: ka.multiply_derivative(net.D[i - 1], net.A[i - 1], act_code))
     calls.append(lambda: kt.gd_update(net.params, net.grads, learning_rate))
@@ -669,12 +698,14 @@ def profile(layer_sizes, batch_size, dtype="float64", activation="sigmoid", step
     batch_size : int
         Rows of the batch; one step is one full-batch gradient step.
     dtype : {"float64", "float32"}
-    activation : {"sigmoid", "logistic", "tanh", "relu", "identity"}
-        Hidden activation.
+    activation : str
+        Hidden activation: ``"sigmoid"`` (``"logistic"``), ``"tanh"``,
+        ``"relu"``, ``"identity"``, ``"leaky_relu"``, ``"elu"``,
+        ``"softplus"``, ``"gelu"`` or ``"silu"``.
     steps : int
         Timed steps; every figure is the median over them.
     output_activation : str
-        Output activation (same choices as ``activation``).
+        Output activation: one of the first five of ``activation``'s choices.
     bias : bool
         Give the layers a bias (adds ``bias_grad`` phases).
     learning_rate : float

@@ -137,6 +137,53 @@ def test_phase_calls_compute_the_oracle_gradients(bias):
         assert_close(net.W[i], weights[i] - 0.1 * wg[i])
 
 
+@pytest.mark.parametrize("activation", profiling.KEPT_ACTIVATIONS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_phase_calls_of_kept_slopes_compute_the_oracle_gradients(activation, bias):
+    # the layers that keep f'(z) run other kernels in each phase: the same
+    # gradients as the reference, and as the fused step the check times
+    sizes, nb = [6, 9, 7, 3], 5
+    code = codes.ACTIVATION_CODES[activation]
+    net = profiling._Network(sizes, nb, np.dtype(np.float64), bias, 3, code, codes.SIGMOID)
+    weights = [W.copy() for W in net.W]
+    biases = [b.copy() for b in net.b] if bias else None
+    calls = profiling._phase_calls(net, code, codes.SIGMOID, 0.1)
+    assert len(calls) == len(profiling.phase_model(sizes, nb, activation=activation, bias=bias))
+    for call in calls[:-1]:
+        call()
+    _, wg, bg = reference.loss_and_gradients(net.X, net.Y, weights, biases, activation, "sigmoid", "sse")
+    for i in range(len(wg)):
+        assert_close(net.gW[i], wg[i])
+        if bias:
+            assert_close(net.gb[i], bg[i])
+    phased = net.grads.copy()
+    net.grads[:] = 0.0
+    profiling._fused_step(net, code, codes.SIGMOID, 0.0)()
+    assert_close(net.grads, phased)
+
+
+def test_phase_model_counts_the_kept_slopes():
+    # gelu: 15 FLOPs and three arrays (z, a, f'(z)) in its activation, one product in its derivative
+    sizes, nb = [4, 6, 2], 3
+    plain = profiling.phase_model(sizes, nb, activation="sigmoid")
+    kept = profiling.phase_model(sizes, nb, activation="gelu")
+    act = [p for p in kept if p["name"] == "activation"][0]
+    assert act["flops"] == 15 * nb * 6 and act["bytes"] == 3 * nb * 6 * 8
+    der = [p for p in kept if p["name"] == "derivative"][0]
+    assert der["flops"] == nb * 6 and der["bytes"] == 3 * nb * 6 * 8
+    # the output layer and the products are as for any activation
+    for a, b in zip(plain, kept):
+        if a["name"] not in ("activation", "derivative") or a["layer"] == 2:
+            assert a == b
+
+
+def test_profile_of_a_kept_activation_runs_and_passes_through():
+    res = profiling.profile([4, 6, 2], 3, activation="silu", steps=1, warmup=0, **FAST)
+    assert res["config"]["activation"] == "silu"
+    assert res["training_step"]["seconds"] > 0
+    assert res["groups"]["step"]["reference_seconds"] > 0
+
+
 # --------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------
@@ -262,7 +309,8 @@ def test_without_reference_and_float32():
     ({"layer_sizes": [8, 2.5, 4]}, TypeError, "layer_sizes"),
     ({"batch_size": 0}, ValueError, "batch_size"),
     ({"dtype": "float16"}, ValueError, "dtype"),
-    ({"activation": "softplus"}, ValueError, "activation"),
+    ({"activation": "softmax"}, ValueError, "activation"),
+    ({"output_activation": "gelu"}, ValueError, "output_activation"),
     ({"steps": 0}, ValueError, "steps"),
     ({"learning_rate": -1.0}, ValueError, "learning_rate"),
 ])
@@ -331,7 +379,8 @@ def test_cli_sweep_with_plot(tmp_path, capsys):
     (["--batch", "0"], 2),
     (["--steps", "-1"], 2),
     (["--dtype", "float16"], 2),
-    (["--activation", "softplus"], 2),
+    (["--activation", "softmax"], 2),
+    (["--output-activation", "gelu"], 2),
     (["--sweep-hidden", "4,0"], 2),
     (["--plot", "x.png"], 1),
     (["--layers", "8,4", "--sweep-hidden", "4,8"], 1),
