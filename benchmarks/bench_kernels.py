@@ -1,4 +1,4 @@
-"""Kernel-level benchmarks: the small-matmul crossover and the fused elementwise passes.
+"""Kernel-level benchmarks: the small-matmul crossover and the elementwise passes.
 
 ``test_matmul_crossover`` times an ``m x m`` by ``m x m`` product made by
 the explicit loops of :mod:`fastnn._kernels.dense` and by a BLAS call
@@ -16,6 +16,7 @@ from fastnn import reference
 from fastnn._kernels import dense
 from fastnn._kernels.codes import SIGMOID
 from fastnn._kernels.activations import multiply_derivative, sigmoid
+from fastnn._kernels.fastexp import tanh_fast_array
 
 CALLS = 2000
 
@@ -63,6 +64,21 @@ def test_sigmoid_4m(benchmark, engine, dtype):
         benchmark(sigmoid, z, out)
     else:
         benchmark(reference.sigmoid, z)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("engine", ["reference", "fastnn"])
+def test_tanh_4m(benchmark, engine, dtype):
+    # fastnn's tanh (fastexp.tanh_fast, the loop the tanh layers run) against np.tanh
+    benchmark.group = f"tanh of 4M values, {dtype}"
+    z = np.random.default_rng(0).standard_normal(1 << 22).astype(dtype) * 2
+    out = np.empty_like(z)
+    if engine == "fastnn":
+        tanh_fast_array(z, out)
+        benchmark(tanh_fast_array, z, out)
+        np.testing.assert_allclose(out, np.tanh(z), rtol=4 * np.finfo(dtype).eps, atol=0)
+    else:
+        benchmark(np.tanh, z, out)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

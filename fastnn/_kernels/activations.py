@@ -40,7 +40,7 @@ from fastnn._kernels.codes import (
     TANH,
 )
 from fastnn._kernels.custom import call_slope, call_value
-from fastnn._kernels.fastexp import exp_nonpositive
+from fastnn._kernels.fastexp import exp_nonpositive, tanh_fast
 from fastnn._kernels.views import flat
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (PyTorch's default)
@@ -78,7 +78,7 @@ def value(code, z):
     if code == SIGMOID:
         return sigmoid_scalar(z, one)
     if code == TANH:
-        return np.tanh(z)
+        return tanh_fast(z)
     if code == RELU:
         return zero if z < zero else z
     if code == EXP:
@@ -183,7 +183,7 @@ def activate_row(row, b, has_bias, code):
             row[j] = sigmoid_scalar(row[j], one)
     elif code == TANH:
         for j in range(m):
-            row[j] = np.tanh(row[j])
+            row[j] = tanh_fast(row[j])
     elif code == EXP:
         for j in range(m):
             row[j] = np.exp(row[j])
