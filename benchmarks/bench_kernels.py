@@ -1,4 +1,4 @@
-"""Kernel-level benchmarks: the small-matmul crossover and the elementwise passes.
+"""Kernel-level benchmarks: the small-matmul crossover and the elementwise passes (activations).
 
 ``test_matmul_crossover`` times an ``m x m`` by ``m x m`` product made by
 the explicit loops of :mod:`fastnn._kernels.dense` and by a BLAS call
@@ -13,10 +13,9 @@ import pytest
 from numba import njit
 
 from fastnn import reference
-from fastnn._kernels import dense
-from fastnn._kernels.codes import SIGMOID
-from fastnn._kernels.activations import multiply_derivative, sigmoid
-from fastnn._kernels.fastexp import tanh_fast_array
+from fastnn._kernels import dense, fastmath
+from fastnn._kernels.activations import activate_row_keep, multiply_derivative, sigmoid
+from fastnn._kernels.codes import ACTIVATION_CODES, SIGMOID
 
 CALLS = 2000
 
@@ -69,16 +68,43 @@ def test_sigmoid_4m(benchmark, engine, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("engine", ["reference", "fastnn"])
 def test_tanh_4m(benchmark, engine, dtype):
-    # fastnn's tanh (fastexp.tanh_fast, the loop the tanh layers run) against np.tanh
+    # fastnn's tanh (fastmath.tanh_fast, the loop the tanh layers run) against np.tanh
     benchmark.group = f"tanh of 4M values, {dtype}"
     z = np.random.default_rng(0).standard_normal(1 << 22).astype(dtype) * 2
     out = np.empty_like(z)
     if engine == "fastnn":
-        tanh_fast_array(z, out)
-        benchmark(tanh_fast_array, z, out)
+        fastmath.apply(0, z, out)
+        benchmark(fastmath.apply, 0, z, out)
         np.testing.assert_allclose(out, np.tanh(z), rtol=4 * np.finfo(dtype).eps, atol=0)
     else:
         benchmark(np.tanh, z, out)
+
+
+@njit(cache=False)
+def _keep_rows(Z, S, code):
+    # the forward pass of a layer that keeps its slopes, row by row, as the training kernels run it
+    fns = (np.int64(0), np.int64(0))
+    for i in range(Z.shape[0]):
+        activate_row_keep(Z[i], Z[i, :0], False, code, S[i], fns)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("engine", ["reference", "fastnn"])
+@pytest.mark.parametrize("name", ["leaky_relu", "elu", "softplus", "gelu", "silu"])
+def test_kept_activation_and_slope_1m(benchmark, name, engine, dtype):
+    # f(z) and f'(z) of 1024 x 1024 values (fastmath's tanh, expm1, log1p and
+    # normal distribution function rather than libm's) against the reference
+    benchmark.group = f"{name} and its slope on 1M values, {dtype}"
+    z = np.random.default_rng(0).standard_normal((1024, 1024)).astype(dtype) * 2
+    code = ACTIVATION_CODES[name]
+    if engine == "fastnn":
+        Z, S = z.copy(), np.empty_like(z)
+        _keep_rows(Z, S, code)
+        benchmark(lambda: (np.copyto(Z, z), _keep_rows(Z, S, code)))
+        a = reference.activate(z, name)
+        np.testing.assert_allclose(S, reference.activation_derivative(a, name, z), rtol=1e-4, atol=1e-6)
+    else:
+        benchmark(lambda: reference.activation_derivative(reference.activate(z, name), name, z))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

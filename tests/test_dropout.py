@@ -95,10 +95,24 @@ def test_fit_with_dropout_matches_a_numpy_loop(dtype, batch, act, rng):
     m = MLP(SIZES, activation=act, output_activation="identity", loss="mse", dtype=dtype, random_state=5,
             dropout=rates)  # fmt: skip
     expected, params = _numpy_fit(m, X, Y, 4, batch, 0.01, act, rates, 5)
+    exact = params
+    if dtype == np.float32:
+        # float32 Adam carries the last-ulp differences of two tanh and erf
+        # implementations into the weights: with tanh and gelu in batches of
+        # 32, the NumPy loop in float32 ends 4.5e-5 from the same loop in
+        # float64 (the kernel: 2e-5). So the kernel must be within float32's
+        # tolerance, plus the float32 loop's own distance, of the float64 loop.
+        m64 = MLP(SIZES, activation=act, output_activation="identity", loss="mse", random_state=5,
+                  dropout=rates)  # fmt: skip
+        _, exact = _numpy_fit(m64, X.astype(np.float64), Y.astype(np.float64), 4, batch, 0.01, act, rates, 5)
     history = m.fit(X, Y, epochs=4, learning_rate=0.01, batch_size=batch, optimizer="adam")
     assert_close(history, expected, dtype)
-    for got, want in zip([*m.weights, *m.biases], params):
-        assert_close(got, want, dtype)
+    for got, want, want64 in zip([*m.weights, *m.biases], params, exact):
+        if dtype == np.float64:
+            assert_close(got, want, dtype)
+        else:
+            slack = np.abs(want.astype(np.float64) - want64).max()
+            np.testing.assert_allclose(got, want64, rtol=1e-5, atol=1e-5 + slack)
 
 
 def _tiled_fit(workers, plan=None, seed=12345, chunks=(5,)):

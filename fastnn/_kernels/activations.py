@@ -1,27 +1,33 @@
 """Activation functions and their derivatives, elementwise and in place.
 
-Every elementwise activation is one entry in each of two scalar tables:
-`value` (``a = f(z)``) and `slope` (``f'(z)``, given ``z`` and ``a``), with
-its code in ``fastnn._kernels.codes`` and its twin in ``fastnn.reference``.
-Adding an activation means an entry in each. The loops over rows call them;
-the four classic activations (and the softmax output) keep loops of their
-own, hoisted out of the per-element dispatch, because they are the defaults
-whose speed was measured (a sigmoid row vectorises its ``exp``).
+The classic activations (sigmoid, tanh, relu, identity, and exp for an
+output) are entries of two scalar tables, `value` (``a = f(z)``) and `slope`
+(``f'(z)``, given ``z`` and ``a``); their derivatives are computed from the
+*activated* value, as the tutorial's ``sigmoid_derivative(s) = s * (1 - s)``
+does, so that the backward pass needs no stored ``z``. They keep loops of
+their own (`activate_row`, `derivative_row`, ...), hoisted out of any
+per-element dispatch: they are the defaults whose speed was measured.
 
-The classic activations' derivatives are computed from the *activated*
-value, as the tutorial's ``sigmoid_derivative(s) = s * (1 - s)`` does, so
-that the backward pass needs no stored ``z``. The activations of the tables
-(``codes.KEPT``; gelu and silu need ``z``) have their slope computed in the
-forward pass, while ``z`` is at hand, and kept in a buffer of the
-activations' shape (`activate_row_keep`, `times_kept`): the kernels of
-models that use none of them never reference the tables. All arithmetic stays in the arrays' own
-dtype (`as_type_of` makes the constants).
+The activations that keep their slopes (``codes.KEPT``: leaky_relu, elu,
+softplus, gelu, silu; gelu and silu need ``z``) are a pair of scalar
+functions each in `KEPT_FUNCTIONS`. Their slope is computed in the forward
+pass, while ``z`` is at hand, and kept in a buffer of the activations' shape
+(`activate_row_keep`, `times_kept`); the kernels of models that use none of
+them never reference these paths. Adding one means its two functions, an
+entry in `KEPT_FUNCTIONS`, its code in ``fastnn._kernels.codes`` and its twin
+in ``fastnn.reference``. Each has a loop of its own (`keep_loop`,
+`value_loop`: one definition, specialised per activation), so that no
+element pays a dispatch, and the special functions (tanh, expm1, log1p, the
+normal distribution function) come from ``fastnn._kernels.fastmath`` rather
+than libm: the loops vectorise.
+
+All arithmetic stays in the arrays' own dtype (`as_type_of` makes the
+constants).
 """
 
 import math
 
 import numpy as np
-from numba import types
 from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
@@ -40,11 +46,11 @@ from fastnn._kernels.codes import (
     TANH,
 )
 from fastnn._kernels.custom import call_slope, call_value
-from fastnn._kernels.fastexp import exp_nonpositive, tanh_fast
+from fastnn._kernels.fastexp import exp_nonpositive
+from fastnn._kernels.fastmath import as_type_of, expm1_nonpositive, log1p_unit, normal_cdf, tanh_fast
 from fastnn._kernels.views import flat
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (PyTorch's default)
-INV_SQRT2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -57,24 +63,11 @@ def sigmoid_scalar(z, one):
     return r if z >= 0 else e * r
 
 
-def as_type_of(x, value):
-    """``value`` as a scalar of ``x``'s float type (Python stand-in; compiled code uses the overload)."""
-    return np.float32(value) if isinstance(x, np.float32) else float(value)
-
-
-@overload(as_type_of)
-def _as_type_of_impl(x, value):
-    if x == types.float32:
-        return lambda x, value: np.float32(value)
-    return lambda x, value: np.float64(value)
-
-
 @kernel(inline="always")
 def value(code, z):
-    # a = f(z), one entry per elementwise activation
+    # a = f(z) for the classic activations (and exp, an output's)
     zero = as_type_of(z, 0.0)
     one = as_type_of(z, 1.0)
-    half = as_type_of(z, 0.5)
     if code == SIGMOID:
         return sigmoid_scalar(z, one)
     if code == TANH:
@@ -83,25 +76,14 @@ def value(code, z):
         return zero if z < zero else z
     if code == EXP:
         return np.exp(z)
-    if code == LEAKY_RELU:
-        return z if z > zero else as_type_of(z, LEAKY_SLOPE) * z
-    if code == ELU:
-        return z if z > zero else math.expm1(z)
-    if code == SOFTPLUS:
-        return max(z, zero) + math.log1p(math.exp(-abs(z)))
-    if code == GELU:
-        return half * z * (one + math.erf(z * as_type_of(z, INV_SQRT2)))
-    if code == SILU:
-        return z * sigmoid_scalar(z, one)
     return z  # IDENTITY
 
 
 @kernel(inline="always")
 def slope(code, z, a):
-    # f'(z), given a = f(z)
+    # f'(z), given a = f(z), for the classic activations
     zero = as_type_of(a, 0.0)
     one = as_type_of(a, 1.0)
-    half = as_type_of(a, 0.5)
     if code == SIGMOID:
         return a * (one - a)
     if code == TANH:
@@ -110,19 +92,76 @@ def slope(code, z, a):
         return zero if a <= zero else one
     if code == EXP:
         return a
-    if code == LEAKY_RELU:
-        return one if a > zero else as_type_of(a, LEAKY_SLOPE)
-    if code == ELU:
-        return one if a > zero else a + one
-    if code == SOFTPLUS:
-        return -math.expm1(-a)  # sigmoid(z) = 1 - exp(-softplus(z))
-    if code == GELU:
-        cdf = half * (one + math.erf(z * as_type_of(z, INV_SQRT2)))
-        return cdf + z * math.exp(-half * z * z) * as_type_of(z, INV_SQRT_2PI)
-    if code == SILU:
-        s = sigmoid_scalar(z, one)
-        return s * (one + z * (one - s))
     return one  # IDENTITY
+
+
+# The activations that keep their slopes (codes.KEPT): f(z), and f'(z)
+# given z and a = f(z), one pair each in KEPT_FUNCTIONS.
+@kernel(inline="always")
+def leaky_relu_value(z):
+    return z if z > as_type_of(z, 0.0) else as_type_of(z, LEAKY_SLOPE) * z
+
+
+@kernel(inline="always")
+def leaky_relu_slope(z, a):
+    return as_type_of(a, 1.0) if a > as_type_of(a, 0.0) else as_type_of(a, LEAKY_SLOPE)
+
+
+@kernel(inline="always")
+def elu_value(z):
+    zero = as_type_of(z, 0.0)
+    return z if z > zero else expm1_nonpositive(min(z, zero))
+
+
+@kernel(inline="always")
+def elu_slope(z, a):
+    one = as_type_of(a, 1.0)
+    return one if a > as_type_of(a, 0.0) else a + one
+
+
+@kernel(inline="always")
+def softplus_value(z):
+    # log(1 + exp(z)), written so that it never overflows
+    return max(z, as_type_of(z, 0.0)) + log1p_unit(exp_nonpositive(-abs(z)))
+
+
+@kernel(inline="always")
+def softplus_slope(z, a):
+    # sigmoid(z): its exp(-|z|) is the value's, computed once
+    return sigmoid_scalar(z, as_type_of(z, 1.0))
+
+
+@kernel(inline="always")
+def gelu_value(z):
+    # z (1 + erf(z / sqrt(2))) / 2
+    return z * normal_cdf(z)
+
+
+@kernel(inline="always")
+def gelu_slope(z, a):
+    half = as_type_of(z, 0.5)
+    return normal_cdf(z) + z * exp_nonpositive(-half * z * z) * as_type_of(z, INV_SQRT_2PI)
+
+
+@kernel(inline="always")
+def silu_value(z):
+    return z * sigmoid_scalar(z, as_type_of(z, 1.0))
+
+
+@kernel(inline="always")
+def silu_slope(z, a):
+    one = as_type_of(z, 1.0)
+    s = sigmoid_scalar(z, one)
+    return s * (one + z * (one - s))
+
+
+KEPT_FUNCTIONS = {
+    LEAKY_RELU: (leaky_relu_value, leaky_relu_slope),
+    ELU: (elu_value, elu_slope),
+    SOFTPLUS: (softplus_value, softplus_slope),
+    GELU: (gelu_value, gelu_slope),
+    SILU: (silu_value, silu_slope),
+}
 
 
 @kernel
@@ -332,8 +371,8 @@ def derivative_row(delta, a, out, code):
 
 @kernel(inline="always")
 def value_and_slope(code, z, fns):
-    # (f(z), f'(z)): the tables' entries, or a fastnn.Activation's compiled
-    # functions at the addresses fns = (f, f') when code is CUSTOM
+    # (f(z), f'(z)) for a classic activation, or a fastnn.Activation's
+    # compiled functions at the addresses fns = (f, f') when code is CUSTOM
     if code == CUSTOM:
         a = call_value(fns[0], z)
         return a, call_slope(fns[1], z, a)
@@ -341,32 +380,118 @@ def value_and_slope(code, z, fns):
     return a, slope(code, z, a)
 
 
-# The loops over the tables (and the kept-slope paths) are compiled once
-# each, not inlined into their callers: inlined, the tables' branches (erf,
-# expm1, log1p, the fast exp) were copied into every training kernel, whose
-# cold compile grew from 12.5 s to 22.4 s (MLP's small-layer kernel on the
-# 2-core development machine); compiled once, 17.8 s; and since the kernels
-# of models without kept slopes prune these paths (dense.extras_of), as
-# before the tables. `value` and `slope` are inlined into these few loops:
-# called per element, a step of 1024 x 64-4096-10 with gelu took 60 ms
-# instead of 42 ms. The classic activations keep their own inlined loops.
-@kernel
-def activate_row_keep(row, b, has_bias, code, slopes, fns):
-    # row = act(row + b) in place, and slopes = act'(row + b): the forward
-    # pass of a layer that keeps its slopes (codes.KEPT, dropout); fns: see
-    # value_and_slope
+def keep_loop(row, b, has_bias, code, slopes, fns):
+    """``row = f(row + b)`` in place and ``slopes = f'(row + b)`` (Python stand-in; compiled code uses the overload)."""
+    pair = KEPT_FUNCTIONS.get(int(code))
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
-        row[j], slopes[j] = value_and_slope(code, z, fns)
+        if pair is None:
+            row[j], slopes[j] = value_and_slope(code, z, fns)
+        else:
+            row[j] = pair[0](z)
+            slopes[j] = pair[1](z, row[j])
+
+
+@overload(keep_loop, prefer_literal=True)
+def _keep_loop_impl(row, b, has_bias, code, slopes, fns):
+    # called with a constant code of KEPT_FUNCTIONS: that activation's loop,
+    # and nothing else; otherwise the classic activations' and CUSTOM's
+    pair = KEPT_FUNCTIONS.get(getattr(code, "literal_value", None))
+    if pair is not None:
+        f, df = pair
+
+        def kept(row, b, has_bias, code, slopes, fns):
+            for j in range(row.size):
+                z = row[j] + b[j] if has_bias else row[j]
+                a = f(z)
+                row[j] = a
+                slopes[j] = df(z, a)
+
+        return kept
+
+    def classic(row, b, has_bias, code, slopes, fns):
+        for j in range(row.size):
+            z = row[j] + b[j] if has_bias else row[j]
+            row[j], slopes[j] = value_and_slope(code, z, fns)
+
+    return classic
+
+
+def value_loop(row, b, has_bias, code, fns):
+    """``row = f(row + b)`` in place (Python stand-in; compiled code uses the overload)."""
+    pair = KEPT_FUNCTIONS.get(int(code))
+    for j in range(row.size):
+        z = row[j] + b[j] if has_bias else row[j]
+        row[j] = call_value(fns[0], z) if pair is None else pair[0](z)
+
+
+@overload(value_loop, prefer_literal=True)
+def _value_loop_impl(row, b, has_bias, code, fns):
+    # as keep_loop's, without the slopes (prediction)
+    pair = KEPT_FUNCTIONS.get(getattr(code, "literal_value", None))
+    if pair is not None:
+        f = pair[0]
+
+        def kept(row, b, has_bias, code, fns):
+            for j in range(row.size):
+                row[j] = f(row[j] + b[j] if has_bias else row[j])
+
+        return kept
+
+    def custom(row, b, has_bias, code, fns):
+        for j in range(row.size):
+            row[j] = call_value(fns[0], row[j] + b[j] if has_bias else row[j])
+
+    return custom
+
+
+# The loops over these activations (and the kept-slope paths) are compiled
+# once each, not inlined into their callers: inlined, their branches (erf,
+# expm1, log1p, the fast exp) were copied into every training kernel, whose
+# cold compile grew from 12.5 s to 22.4 s (MLP's small-layer kernel on the
+# 2-core development machine); compiled once, 17.8 s; and the kernels of
+# models without kept slopes prune these paths (dense.extras_of). Each
+# activation has a loop of its own, its functions called with a constant
+# code (keep_loop's overload), so that no element pays a dispatch and the
+# loop vectorises where the arithmetic does: one core, 256 x 1024 float64,
+# silu took 8.1 ns a value and leaky_relu 6.7 with a dispatch in the loop,
+# 1.5 and 0.2 without. One loop over every activation, each constant in turn
+# (a loop inlined with each constant code) took a gelu model's first fit
+# from 27 s to 47 s to compile.
+@kernel
+def activate_row_keep(row, b, has_bias, code, slopes, fns):
+    # keep_loop: the forward pass of a layer that keeps its slopes
+    # (codes.KEPT, dropout); fns: see value_and_slope
+    if code == SILU:
+        keep_loop(row, b, has_bias, SILU, slopes, fns)
+    elif code == GELU:
+        keep_loop(row, b, has_bias, GELU, slopes, fns)
+    elif code == LEAKY_RELU:
+        keep_loop(row, b, has_bias, LEAKY_RELU, slopes, fns)
+    elif code == ELU:
+        keep_loop(row, b, has_bias, ELU, slopes, fns)
+    elif code == SOFTPLUS:
+        keep_loop(row, b, has_bias, SOFTPLUS, slopes, fns)
+    else:  # a classic activation with dropout, or a fastnn.Activation (CUSTOM)
+        keep_loop(row, b, has_bias, code, slopes, fns)
 
 
 @kernel
 def activate_row_table(row, b, has_bias, code, fns):
-    # row = f(row + b) in place for an activation of the tables, or the
+    # row = f(row + b) in place for an activation of KEPT_FUNCTIONS, or the
     # fastnn.Activation at fns (prediction: no slopes)
-    for j in range(row.size):
-        z = row[j] + b[j] if has_bias else row[j]
-        row[j] = call_value(fns[0], z) if code == CUSTOM else value(code, z)
+    if code == SILU:
+        value_loop(row, b, has_bias, SILU, fns)
+    elif code == GELU:
+        value_loop(row, b, has_bias, GELU, fns)
+    elif code == LEAKY_RELU:
+        value_loop(row, b, has_bias, LEAKY_RELU, fns)
+    elif code == ELU:
+        value_loop(row, b, has_bias, ELU, fns)
+    elif code == SOFTPLUS:
+        value_loop(row, b, has_bias, SOFTPLUS, fns)
+    else:  # a fastnn.Activation (CUSTOM)
+        value_loop(row, b, has_bias, code, fns)
 
 
 @kernel

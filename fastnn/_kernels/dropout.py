@@ -23,7 +23,7 @@ import numpy as np
 from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import value_and_slope
+from fastnn._kernels.activations import activate_row_keep
 
 GOLDEN = 0x9E3779B97F4A7C15
 MIX_1 = 0xBF58476D1CE4E5B9
@@ -96,17 +96,18 @@ def keep_scale(threshold):
 
 @kernel
 def activate_row_drop(row, b, has_bias, code, slopes, fns, key, first_unit, threshold, scale):
-    # row = act(row + b) and slopes = act'(row + b) (as activate_row_keep),
+    # row = act(row + b) and slopes = act'(row + b) (activate_row_keep),
     # then inverted dropout: unit first_unit + j is dropped (both 0) when its
     # bits fall below threshold, else both are multiplied by scale
-    # (scale comes in the row's dtype)
+    # (scale comes in the row's dtype). Two passes, the second over a row
+    # still in cache: the activation's own loop then vectorises, which a
+    # per-element dispatch in one fused loop kept from happening.
+    activate_row_keep(row, b, has_bias, code, slopes, fns)
     zero = scale - scale
     for j in range(row.size):
-        z = row[j] + b[j] if has_bias else row[j]
-        a, s = value_and_slope(code, z, fns)
         if unit_bits(key, first_unit + j) < threshold:
             row[j] = zero
             slopes[j] = zero
         else:
-            row[j] = a * scale
-            slopes[j] = s * scale
+            row[j] *= scale
+            slopes[j] *= scale

@@ -1,4 +1,4 @@
-"""An inlinable, vectorisable ``exp(x)`` for ``x <= 0``, and ``tanh`` built on it.
+"""An inlinable, vectorisable ``exp(x)`` for ``x <= 0``.
 
 Numba lowers ``np.exp`` on a scalar to a call into libm. In the tutorial's
 tiny layers each call spills registers around it, and in large layers the
@@ -23,30 +23,7 @@ Inputs whose result would be subnormal (``x < -708.3`` in float64,
 ``x < -87.3`` in float32) give 0, an absolute error below 3e-308 (2e-38).
 The tests bound the relative error by 2 ulp (float64) and 4 ulp (float32)
 against ``np.exp``.
-
-``tanh_fast``: ``np.tanh`` is a libm call too, which kept the tanh loop
-scalar at about 10-13 ns an element in float64, ten times the sigmoid's.
-
-- For ``|z| >= 0.55``: ``1 - 2e / (1 + e)`` with ``e = exp_nonpositive(-2|z|)``
-  (``e <= 1/3``, so the subtraction loses at most about one ulp).
-- Below, where that subtraction would cancel: ``|z| + |z| s g(s)`` with
-  ``s = z**2`` and ``g`` a polynomial fit to ``(tanh(z) / z - 1) / s`` on
-  ``[0, 0.3025]`` (Chebyshev fits in 40-digit arithmetic, by
-  ``tools/fit_tanh.py``: degree 10 in float64, relative error 2e-18; degree 4
-  in float32, 4e-9).
-- Then the sign of ``z`` (``-0.0`` stays ``-0.0``, NaN stays NaN).
-
-Both branches are computed and one selected, so the loop has no branch. The
-overload is inlined into its callers (``inline="always"``): LLVM left it a
-call, and the loop took 10 ns an element. On one core of the development
-machine (AVX-512 Zen 4), 262,144 elements: 1.9 ns an element in float64 and
-0.64 ns in float32, against 4.9 and 2.5 ns for PyTorch 2.13's ``torch.tanh``
-(NumPy 2.4's own SIMD ``np.tanh``: 1.7 and 0.36 ns). The tests bound the
-error by 3 ulp in float64 (2.0 seen on 700,000 points) and 4 ulp in float32
-(1.4 seen) against ``np.tanh``.
 """
-
-import math
 
 import numpy as np
 from numba import types
@@ -157,66 +134,4 @@ def exp_nonpositive_array(x, out):
     # out = exp(x) elementwise for x <= 0 (the array form of exp_nonpositive)
     for i in range(x.size):
         out[i] = exp_nonpositive(x[i])
-    return out
-
-
-# g(s) ~ (tanh(z) / z - 1) / s, s = z**2 <= TANH_SMALL**2: coefficients from
-# the highest power down (tools/fit_tanh.py). tanh(TANH_SMALL) > 0.5, so that
-# the results of the other branch, whose subtraction costs about an ulp of 1,
-# lie in [0.5, 1]: with 0.4, their error reached 4 ulp (float64).
-TANH_SMALL = 0.55
-TANH_G_64 = (
-    -0.000020602765376366339642, 0.000085113136855776712331, -0.00023463474108872371272,
-    0.00058893605200740577639, -0.0014556618301007160335, 0.0035921103786890238773,
-    -0.0088632343978143548378, 0.021869488493666941903, -0.053968253967434014504,
-    0.13333333333332714826, -0.33333333333333332561,
-)  # fmt: skip
-TANH_G_32 = (-0.0066102278311147342278, 0.021309388664443473655, -0.053909428827460545414,
-             0.1333311372902087191, -0.33333332007976979681)  # fmt: skip
-_G64 = tuple(float(c) for c in TANH_G_64)
-_G32 = tuple(np.float32(c) for c in TANH_G_32)
-_SMALL_32 = np.float32(TANH_SMALL)
-
-
-def tanh_fast(x):
-    """``tanh(x)`` (Python stand-in; compiled code uses the overload, see the module docstring)."""
-    return np.float32(np.tanh(x)) if isinstance(x, np.float32) else float(np.tanh(x))
-
-
-@overload(tanh_fast, inline="always")
-def _tanh_fast_impl(x):
-    if x == types.float32:
-        g0, g1, g2, g3, g4 = _G32
-
-        def impl32(x):
-            a = abs(x)
-            s = x * x
-            g = (((g0 * s + g1) * s + g2) * s + g3) * s + g4
-            small = a + a * (s * g)
-            e = exp_nonpositive(np.float32(-2.0) * a)
-            big = np.float32(1.0) - np.float32(2.0) * e / (np.float32(1.0) + e)
-            return math.copysign(small if a < _SMALL_32 else big, x)
-
-        return impl32
-
-    g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10 = _G64
-
-    def impl64(x):
-        a = abs(x)
-        s = x * x
-        g = (((((g0 * s + g1) * s + g2) * s + g3) * s + g4) * s + g5) * s + g6
-        g = (((g * s + g7) * s + g8) * s + g9) * s + g10
-        small = a + a * (s * g)
-        e = exp_nonpositive(-2.0 * a)
-        big = 1.0 - 2.0 * e / (1.0 + e)
-        return math.copysign(small if a < TANH_SMALL else big, x)
-
-    return impl64
-
-
-@kernel
-def tanh_fast_array(x, out):
-    # out = tanh(x) elementwise (the array form of tanh_fast)
-    for i in range(x.size):
-        out[i] = tanh_fast(x[i])
     return out
