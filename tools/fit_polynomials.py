@@ -1,4 +1,4 @@
-"""Derive the polynomials of ``fastnn._kernels.fastmath`` (tanh, expm1, log1p, erfc).
+"""Derive the polynomials of ``fastnn._kernels.fastmath`` (tanh, expm1, log1p, erfc) and float32's exp.
 
 Each function is split where a formula built on the vectorisable
 ``exp_nonpositive`` would lose accuracy, and a smooth remainder is fitted
@@ -60,6 +60,8 @@ def erfcx_r(t):
 
 
 def fits():
+    # float32's exp(r) in fastnn._kernels.fastexp, |r| <= ln2 / 2
+    yield "float32", "EXP", mp.exp, [-mp.log(2) / 2, mp.log(2) / 2], 6, 1
     t_lo = (ERF_SMALL - ERF_K) / (ERF_SMALL + ERF_K)
     for dtype in ("float64", "float32"):
         t_hi = (ERF_LARGE[dtype] - ERF_K) / (ERF_LARGE[dtype] + ERF_K)
