@@ -261,3 +261,20 @@ def test_bad_custom_activations_are_named(args, exc, words):
         Activation(*args)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "identity"])
+def test_the_table_loops_take_a_classic_activation_too(name, dtype):
+    # prediction's and dropout's loops are specialised per kept activation;
+    # any other code goes through the classic table
+    z = _edges(dtype)
+    code = codes.ACTIVATION_CODES[name]
+    a = z.copy()
+    ka.activate_row_table(a, z[:0], False, code, (0, 0))
+    kept, slope = z.copy(), np.empty_like(z)
+    ka.activate_row_keep(kept, z[:0], False, code, slope, (0, 0))
+    expected = ref.activate(z, name)
+    assert_close(a, expected, dtype)
+    np.testing.assert_array_equal(kept, a)
+    assert_close(slope, ref.activation_derivative(expected, name, z), dtype, scale=1.0)

@@ -422,7 +422,10 @@ def value_loop(row, b, has_bias, code, fns):
     pair = KEPT_FUNCTIONS.get(int(code))
     for j in range(row.size):
         z = row[j] + b[j] if has_bias else row[j]
-        row[j] = call_value(fns[0], z) if pair is None else pair[0](z)
+        if pair is not None:
+            row[j] = pair[0](z)
+        else:
+            row[j] = call_value(fns[0], z) if code == CUSTOM else value(code, z)
 
 
 @overload(value_loop, prefer_literal=True)
@@ -438,11 +441,13 @@ def _value_loop_impl(row, b, has_bias, code, fns):
 
         return kept
 
-    def custom(row, b, has_bias, code, fns):
+    def other(row, b, has_bias, code, fns):
+        # a fastnn.Activation (CUSTOM), or a classic activation
         for j in range(row.size):
-            row[j] = call_value(fns[0], row[j] + b[j] if has_bias else row[j])
+            z = row[j] + b[j] if has_bias else row[j]
+            row[j] = call_value(fns[0], z) if code == CUSTOM else value(code, z)
 
-    return custom
+    return other
 
 
 # The loops over these activations (and the kept-slope paths) are compiled
@@ -490,7 +495,7 @@ def activate_row_table(row, b, has_bias, code, fns):
         value_loop(row, b, has_bias, ELU, fns)
     elif code == SOFTPLUS:
         value_loop(row, b, has_bias, SOFTPLUS, fns)
-    else:  # a fastnn.Activation (CUSTOM)
+    else:  # a fastnn.Activation (CUSTOM; or a classic activation)
         value_loop(row, b, has_bias, code, fns)
 
 
