@@ -163,7 +163,7 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
 # hidden activations whose layers keep f'(z) from the forward pass (codes.KEPT):
 # their activation phase writes the values and the slopes, their derivative
 # phase multiplies the back-propagated delta by the kept slopes
-KEPT_ACTIVATIONS = ("leaky_relu", "elu", "softplus", "gelu", "silu")
+KEPT_ACTIVATIONS = tuple(name for name, code in codes.ACTIVATION_CODES.items() if code in codes.KEPT)
 HIDDEN_ACTIVATIONS = OUTPUT_ACTIVATIONS + KEPT_ACTIVATIONS
 DTYPES = ("float32", "float64")
 

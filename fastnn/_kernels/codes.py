@@ -13,10 +13,10 @@ GELU = 9  # z * Phi(z), Phi the standard normal CDF (erf form)
 SILU = 10  # z * sigmoid(z)
 CUSTOM = 11  # a fastnn.Activation: compiled functions at the layout's addresses
 
-# the activations of the value/slope tables, and custom ones: their layers
-# keep f'(z) from the forward pass (fastnn._kernels.layout KEEP). gelu, silu
-# and custom activations need z for it; for the others it keeps the tables'
-# code out of the kernels of models that do not use them (see
+# the activations of activations.KEPT_FUNCTIONS, and custom ones: their
+# layers keep f'(z) from the forward pass (fastnn._kernels.layout KEEP).
+# gelu, silu and custom activations need z for it; for the others it keeps
+# their loops out of the kernels of models that do not use them (see
 # fastnn._kernels.dense.extras_of)
 KEPT = (LEAKY_RELU, ELU, SOFTPLUS, GELU, SILU, CUSTOM)
 
