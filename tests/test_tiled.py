@@ -187,6 +187,53 @@ def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
         assert other[4] == runs[0][4] == 9
 
 
+def _pieces(n, tile, whole):
+    # the pieces of a dimension as tile_at gives them, one by one
+    return [tiled.tile_at(t, n, 1, tile, 1, whole)[0::2] for t in range(tiled.pieces(n, tile, whole))]
+
+
+@pytest.mark.parametrize("n, tile", [(12, 4), (13, 4), (3, 4), (1, 4), (4, 4), (257, 64), (0, 4)])
+def test_a_whole_plan_joins_the_whole_tiles_and_keeps_the_remainder(n, tile):
+    tiles = _pieces(n, tile, False)
+    assert tiles == [(s, min(tile, n - s)) for s in range(0, n, tile)]
+    joined = _pieces(n, tile, True)
+    full = n // tile * tile
+    assert joined == [(0, full)] * (full > 0) + [(full, n - full)] * (n > full)
+    # a remainder of one row is a call of its own in both plans
+    if n % tile:
+        assert tiles[-1] == joined[-1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "sizes, n, batch",
+    [([64, 1024, 10], 257, 257), ([784, 600, 10], 300, 257), ([30, 300, 200, 5], 514, 257),
+     ([30, 300, 200, 5], 300, 256)],
+)  # fmt: skip
+def test_one_worker_joins_whole_tiles_with_the_same_bits(sizes, n, batch, dtype):
+    # one worker takes FORWARD and GRADIENT products whole (P_WHOLE); the
+    # tiles of more workers must give the same bits: default tiles, with
+    # remainders of one row (257) and of some columns (300, 600)
+    runs = []
+    for workers in (1, 2, 3):
+        model, X, Y = _problem(np.random.default_rng(3), sizes, n, "tanh", "softmax", "log_loss", True, dtype)
+        code = codes.OPTIMIZER_CODES["adam"]
+        model._state1, model._state2 = np.zeros_like(model._params), np.zeros_like(model._params)
+        hyper = hyper_array(0.01, 0.9, False, 0.9, 0.999, 1e-8, 1e-3)
+        trainer = TiledTrainer(*model._bundles(X, Y, batch, False, code, hyper), workers=workers)
+        plan = trainer.work.plan
+        assert plan[tiled.P_WHOLE] == (workers == 1)
+        history = np.full(2, np.nan)
+        assert trainer.run(2, np.empty((0, 0), np.int64), history) == 2
+        runs.append((history, model._params.copy(), plan))
+    plan = runs[1][2]
+    tiles = -(-batch // plan[tiled.P_ROWS]) * -(-sizes[1] // plan[tiled.P_COLS])
+    assert tiles > 2  # (so that one worker's plan joins tiles)
+    for history, params, _ in runs[1:]:
+        np.testing.assert_array_equal(history, runs[0][0])
+        np.testing.assert_array_equal(params, runs[0][1])
+
+
 def test_a_non_finite_loss_stops_before_that_update(rng):
     model, X, Y = _problem(rng, [4, 12, 3], 16, "relu", "identity", "mse", True, np.float64)
     start = model._params.copy()

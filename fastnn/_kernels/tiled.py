@@ -23,7 +23,9 @@ phase into tasks that write disjoint blocks:
 
 Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
-fixed order: results are bit-identical for any number of threads.
+fixed order: results are bit-identical for any number of threads. (One
+worker joins whole tiles into one BLAS call, which changes no sum: see
+`tile_at`.)
 
 Threads: worker 0 (the caller) drives the loop and publishes each phase in
 the ``sync`` array; the others (helper threads, each a call of `run_worker`
@@ -97,7 +99,8 @@ P_SCRATCH = 7  # elements of each worker's scratch
 P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
 P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
 P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW (its columns: P_COLS)
-PLAN_SIZE = 11
+P_WHOLE = 11  # 1: FORWARD / GRADIENT tasks take all the whole tiles at once (see tile_at)
+PLAN_SIZE = 12
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -154,7 +157,7 @@ def tile_sizes(layer_sizes, batch_size):
 
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
-              chunk=1 << 15, block=None, group_tiles=4, grad_rows=None):  # fmt: skip
+              chunk=1 << 15, block=None, group_tiles=4, grad_rows=None, whole=False):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
@@ -164,8 +167,10 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     layer within 256 KB, the L2 cache of one core), in at most ``groups``
     groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
     REDUCE / UPDATE task; blocks of ``block`` rows (by default as many as
-    keep the activations of a block within ``BLOCK_BYTES``). The keywords
-    are for tests, which use small tiles on small networks.
+    keep the activations of a block within ``BLOCK_BYTES``). ``whole``: the
+    FORWARD and GRADIENT products take all of their whole tiles in one
+    call (`tile_at`), which is what one worker should do. The other
+    keywords are for tests, which use small tiles on small networks.
     """
     fan_in = layer_sizes[-2]
     default_rows, default_cols = tile_sizes(layer_sizes, batch_size)
@@ -182,6 +187,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     plan[P_GROUP_TILES] = group_tiles
     plan[P_GRAD_ROWS] = max(cols // 2, 64) if grad_rows is None else grad_rows
     plan[P_CHUNK] = chunk
+    plan[P_WHOLE] = 1 if whole else 0
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
     width = int(sum(layer_sizes[1:])) * itemsize
     if block is None:
@@ -202,7 +208,7 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
     weights (``Data.W``), gathered with the rows when batches follow an order.
     """
     if plan is None:
-        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize)
+        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, whole=workers <= 1)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
     acts = plan[P_BLOCK] * int(sum(layer_sizes[1:]))
@@ -253,14 +259,48 @@ def input_block(net, data, work, layer, start, b0):
     return flat(data.X), (start + b0) * d, d
 
 
+# One worker has no one to share a phase with, and a product cut into tiles
+# costs it more than the whole product: BLAS packs the shared panel again for
+# every tile (workload C, 1024 x 784-2048-10, float32: 77.5 ms a step on
+# 256 x 1024 tiles, 71.0 in one call, against 68.4 for the products alone).
+# So a `P_WHOLE` plan joins the whole tiles of a FORWARD or GRADIENT phase
+# into one piece along each dimension and leaves the remainder as a piece of
+# its own. That changes only which rows and columns share a BLAS call, never
+# the sum behind an element (the inner dimension is the same), and a
+# remainder of one row or column, which BLAS computes as a matrix-vector
+# product in another order, stays a call of its own: results stay
+# bit-identical to the tiled plan's (tests/test_tiled.py checks it).
 @kernel(inline="always")
-def tile_at(task, n_rows, n_cols, tile_rows, tile_cols):
+def pieces(n, tile, whole):
+    # pieces of a dimension of n cut into tiles of `tile`: one per tile or,
+    # when `whole`, the whole tiles as one piece and the remainder as another
+    if not whole:
+        return ceil_div(n, tile)
+    full = n // tile * tile
+    return (1 if full > 0 else 0) + (1 if n > full else 0)
+
+
+@kernel(inline="always")
+def piece(i, n, tile, whole):
+    # (start, length) of piece i (see pieces)
+    if not whole:
+        start = i * tile
+        return start, min(tile, n - start)
+    full = n // tile * tile
+    if i == 0 and full > 0:
+        return 0, full
+    return full, n - full
+
+
+@kernel(inline="always")
+def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, whole):
     # (first row, first column, rows, columns) of block `task` of an
     # n_rows x n_cols matrix cut into tile_rows x tile_cols blocks, row-major
-    across = ceil_div(n_cols, tile_cols)
-    r0 = (task // across) * tile_rows
-    c0 = (task % across) * tile_cols
-    return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
+    # (`whole`: into the pieces of `pieces`)
+    across = pieces(n_cols, tile_cols, whole)
+    r0, rows = piece(task // across, n_rows, tile_rows, whole)
+    c0, cols = piece(task % across, n_cols, tile_cols, whole)
+    return r0, c0, rows, cols
 
 
 @kernel(inline="always")
@@ -277,13 +317,14 @@ def tile_count(net, work, kind, layer, rows):
     plan = work.plan
     if kind == GATHER:
         return ceil_div(rows, plan[P_ROWS])
+    whole = plan[P_WHOLE] != 0
     if kind == FORWARD:
-        return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
+        return pieces(rows, plan[P_ROWS], whole) * pieces(net.layout[layer, 1], plan[P_COLS], whole)
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        rows_of_dw = ceil_div(net.layout[layer, 0], plan[P_GRAD_ROWS])
-        return rows_of_dw * ceil_div(net.layout[layer, 1], plan[P_COLS])
+        rows_of_dw = pieces(net.layout[layer, 0], plan[P_GRAD_ROWS], whole)
+        return rows_of_dw * pieces(net.layout[layer, 1], plan[P_COLS], whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -363,7 +404,8 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
-    r0, c0, rows, cols = tile_at(task, at[2], fan_out, work.plan[P_ROWS], work.plan[P_COLS])
+    whole = work.plan[P_WHOLE] != 0
+    r0, c0, rows, cols = tile_at(task, at[2], fan_out, work.plan[P_ROWS], work.plan[P_COLS], whole)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
@@ -441,7 +483,8 @@ def gradient_task(net, data, work, layer, task, at):
     # accumulated over the blocks of the batch
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_COLS])
+    whole = work.plan[P_WHOLE] != 0
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_COLS], whole)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
     gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
@@ -459,7 +502,8 @@ def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
     fan_in, fan_out, w_off, _ = layer_row(net.layout, layer + 1)
-    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS])
+    # (always tiles: a block of the product is a worker's scratch, P_SCRATCH)
+    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS], False)
     d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
     a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
