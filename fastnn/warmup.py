@@ -11,7 +11,7 @@ through every path: the tutorial network, ``MLP`` (both training twins,
 shuffled and in order, the tiled kernel of large layers, prediction, loss
 and gradients; and all of these again for the layers that keep their
 slopes, gelu and the like, and dropout, which compile a specialisation of
-their own, about 70 s more per dtype) and, when
+their own, about 70 s more per dtype, which ``--classic-only`` skips) and, when
 scikit-learn is installed, the estimators (every solver, both losses of the
 regressor).
 """
@@ -49,7 +49,7 @@ def _tutorial():
     net.backprop()
 
 
-def _mlp(dtype, X, Y):
+def _mlp(dtype, X, Y, kept_slopes):
     from fastnn import MLP
 
     for parallel in (False, True):
@@ -61,6 +61,8 @@ def _mlp(dtype, X, Y):
     m.predict(X)
     m.loss_and_gradients(X, Y)
     _tiled(m, X, Y)
+    if not kept_slopes:
+        return
     # the specialisation for layers that keep their slopes (leaky_relu, elu,
     # softplus, gelu, silu, dropout): every such activation's loops at once
     kept = MLP([X.shape[1], 16, Y.shape[1]], activation="gelu", output_activation="softmax", loss="log_loss",
@@ -105,7 +107,7 @@ def _sklearn(dtype, X, labels):
         MLPRegressor(solver="lbfgs", hidden_layer_sizes=(16,), max_iter=2, random_state=0).fit(X, target)
 
 
-def warmup(dtypes=DTYPES, sklearn=None):
+def warmup(dtypes=DTYPES, sklearn=None, kept_slopes=True):
     """Compile (or load) the kernels of every training path, for each dtype.
 
     Parameters
@@ -114,6 +116,11 @@ def warmup(dtypes=DTYPES, sklearn=None):
         Model dtypes to prepare.
     sklearn : bool or None
         Also the scikit-learn estimators; None: when scikit-learn is installed.
+    kept_slopes : bool, default=True
+        Also the specialisation of the kernels for layers that keep their
+        slopes (leaky_relu, elu, softplus, gelu, silu, a custom activation,
+        dropout), about 70 s per dtype in an empty cache; False leaves it to
+        the first fit of such a model.
 
     Returns
     -------
@@ -141,7 +148,7 @@ def warmup(dtypes=DTYPES, sklearn=None):
     for dtype in dtypes:
         X, Y = X64.astype(dtype), Y64.astype(dtype)
         start = time.perf_counter()
-        _mlp(dtype, X, Y)
+        _mlp(dtype, X, Y, kept_slopes)
         spent[f"MLP {dtype}"] = time.perf_counter() - start
         if sklearn:
             start = time.perf_counter()
@@ -155,11 +162,15 @@ def configure_parser(parser):
                         help="model dtype to prepare (default: both)")
     parser.add_argument("--no-sklearn", action="store_true",
                         help="skip the scikit-learn estimators even when scikit-learn is installed")
+    parser.add_argument("--classic-only", action="store_true",
+                        help="only the classic activations (sigmoid, tanh, relu, identity, softmax): skip "
+                             "the kernels of leaky_relu, elu, softplus, gelu, silu, custom activations and "
+                             "dropout (about 70 s per dtype in an empty cache)")
 
 
 def run_cli(args):
     dtypes = DTYPES if args.dtype == "both" else (args.dtype,)
-    spent = warmup(dtypes, sklearn=False if args.no_sklearn else None)
+    spent = warmup(dtypes, sklearn=False if args.no_sklearn else None, kept_slopes=not args.classic_only)
     for part, seconds in spent.items():
         print(f"{part:<22} {seconds:7.2f} s")
     print(f"kernels ready in the cache ({sum(spent.values()):.2f} s)")

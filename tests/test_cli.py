@@ -62,6 +62,21 @@ def test_warmup_prepares_both_training_twins(capsys):
     assert kt.run_slot.signatures
 
 
+@pytest.mark.requires_jit
+def test_warmup_classic_only_leaves_out_the_layers_that_keep_their_slopes(monkeypatch, capsys):
+    from fastnn import warmup as wu
+    from fastnn._kernels.layout import keeps_slopes
+
+    seen = []  # whether each model warmup runs through the tiled kernel keeps its slopes
+    monkeypatch.setattr(wu, "_tiled", lambda model, X, Y: seen.append(keeps_slopes(model._layout)))
+    assert main(["warmup", "--dtype", "float32", "--no-sklearn", "--classic-only"]) == 0
+    assert "MLP float32" in capsys.readouterr().out
+    assert seen == [False]
+    seen.clear()
+    wu.warmup(("float32",), sklearn=False)
+    assert seen == [False, True]
+
+
 def test_warmup_rejects_other_dtypes():
     from fastnn.warmup import warmup
 
