@@ -833,7 +833,7 @@ def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_
     import numba
 
     from fastnn import MLP
-    from fastnn._threads import large_products
+    from fastnn._driver import tiled_for
 
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((nb, sizes[0])).astype(dt)
@@ -853,7 +853,7 @@ def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_
             times.append(time.perf_counter() - start)
     finally:
         numba.set_num_threads(before)
-    tiled = large_products(sizes, nb)
+    tiled = tiled_for(sizes, nb)
     return {"seconds": float(np.median(times)), "runtime": "tiled" if tiled else "twins",
             "threads": workers if tiled else None}
 

@@ -17,7 +17,9 @@ phase into tasks that write disjoint blocks:
   (each block one product over all rows, so no sum across tasks);
   ``DELTA`` back-propagates into the layer below, by blocks, in place.
 * ``REDUCE``: parameter chunks; the output layer's group accumulators are
-  summed in group order, the L2 term added, the gradient checked finite.
+  summed in group order, the L2 term added, the gradient checked finite
+  (the hidden layers' blocks are checked by their GRADIENT tasks, so without
+  an L2 term REDUCE skips them: a pass over their gradients less).
 * ``UPDATE``: parameter chunks; the optimizer step (skipped when anything
   was not finite: the step's loss and gradient are known before it).
 
@@ -118,6 +120,7 @@ S_ROWS = 37  # rows of the block (GATHER: of the batch)
 S_NORM = 38  # rows of the batch (its loss's normaliser: batch_norm)
 S_EPOCH = 39
 S_T = 40  # Adam's step number of this update
+S_BAD = 41  # 1: a GRADIENT task found a value that is not finite (this batch)
 SYNC_SIZE = 48
 TASK_BITS = 32
 TASK_MASK = (1 << TASK_BITS) - 1
@@ -495,6 +498,48 @@ def gradient_task(net, data, work, layer, task, at):
             row = work.acts[d_off + i * fan_out : d_off + i * fan_out + cc]
             for j in range(cc):
                 gb[j] = row[j] if i == 0 and b0 == 0 else gb[j] + row[j]
+    # the batch's last block finishes the block of dW (and of db): checked
+    # here, while it is in cache, so that REDUCE need not read the hidden
+    # layers' gradients again (see reduce_task). A batch of few rows has
+    # factors smaller than the product: when they bound every element of it
+    # below the dtype's largest value, dW is finite without reading it (a
+    # batch of 4 rows through 64-8192-10 would read 4.2 MB for 33K factors)
+    if b0 + nr == at[3]:
+        bounded = False
+        if b0 == 0 and nr * (pc + cc) < pc * cc:
+            bound = nr * largest(src, src_off + p0, ld, nr, pc) * largest(work.acts, d_off, fan_out, nr, cc)
+            bounded = bound < 0.5 * np.finfo(net.params.dtype).max
+        finite = bounded or block_finite(work.grads, w_off + p0 * fan_out + c0, fan_out, pc, cc)
+        if b_off >= 0 and p0 == 0:
+            finite &= block_finite(work.grads, b_off + c0, cc, 1, cc)
+        if not finite:
+            exchange(work.sync, S_BAD, 1)
+
+
+@kernel(inline="always")
+def largest(values, off, ld, rows, cols):
+    # the largest magnitude in the block (values, off, ld) of rows x cols, as
+    # float64; infinity when a value is not finite
+    top = 0.0
+    bad = False
+    for i in range(rows):
+        row = values[off + i * ld : off + i * ld + cols]
+        for j in range(cols):
+            a = abs(np.float64(row[j]))
+            top = max(top, a)
+            bad |= not (a - a == 0)
+    return np.inf if bad else top
+
+
+@kernel(inline="always")
+def block_finite(values, off, ld, rows, cols):
+    # whether the block (values, off, ld) of rows x cols holds finite values only
+    bad = False
+    for i in range(rows):
+        row = values[off + i * ld : off + i * ld + cols]
+        for j in range(cols):
+            bad |= not (row[j] - row[j] == 0)
+    return not bad
 
 
 @kernel
@@ -540,6 +585,8 @@ def reduce_task(net, opt, work, chunk, nb):
     squares = 0.0
     bad = False
     for layer in range(last + 1):
+        if layer < last and not alpha > 0:
+            continue  # nothing to add, and their GRADIENT tasks checked them (S_BAD)
         fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
         for part in range(2):  # weights, then the bias
             off = w_off if part == 0 else b_off
@@ -695,6 +742,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
     zero = np.int64(0)
     start = np.int64(start)
     set_batch_norm(data, work, start, nb, epoch)
+    exchange(work.sync, S_BAD, 0)
     if data.use_order:
         run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t))
     value = 0.0
@@ -705,7 +753,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
         b0 += rows
     run_phase(net, data, opt, work, np.int64(REDUCE), zero, (start, zero, nb, nb, epoch, t))
     squares = 0.0
-    finite = True
+    finite = atomic_load(work.sync, S_BAD) == 0
     base = work.plan[P_MAX_TILES]
     chunks = work.plan[P_MAX_CHUNKS]
     for c in range(ceil_div(net.params.size, work.plan[P_CHUNK])):
