@@ -150,7 +150,7 @@ def test_mlp_and_the_estimators_share_the_driver(monkeypatch):
 @pytest.mark.parametrize(
     "layer_sizes, batch",
     [((64, 4096, 10), 1024), ((784, 2048, 10), 1024), ((64, 1024, 10), 256), ((64, 256, 256, 3), 200),
-     ((64, 512, 3), 200), ((10, 100, 2), 32), ((64, 3), 50)],
+     ((64, 512, 3), 200), ((10, 100, 2), 32), ((64, 3), 50), ((64, 256, 10), 512), ((64, 16, 10), 4096)],
 )  # fmt: skip
 def test_tiles_give_each_phase_several_blocks_within_their_bounds(layer_sizes, batch):
     from fastnn._kernels import tiled
@@ -163,3 +163,18 @@ def test_tiles_give_each_phase_several_blocks_within_their_bounds(layer_sizes, b
     assert blocks >= tiled.MIN_TASKS or (rows, cols) == (64, 128)
     plan = tiled.make_plan(layer_sizes, batch, 8)
     assert (plan[tiled.P_ROWS], plan[tiled.P_COLS]) == (rows, cols)
+    # the largest hidden gradient: MIN_TASKS / 2 blocks, unless the smallest give fewer
+    grad_rows, grad_cols = plan[tiled.P_GRAD_ROWS], plan[tiled.P_GRAD_COLS]
+    hidden = list(zip(layer_sizes[:-2], layer_sizes[1:-1]))
+    if hidden:
+        fan_in, fan_out = max(hidden, key=lambda pair: pair[0] * pair[1])
+        blocks = -(-fan_in // grad_rows) * -(-fan_out // grad_cols)
+        assert blocks >= tiled.MIN_TASKS // 2 or (grad_rows, grad_cols) == (32, 64)
+        assert 32 <= grad_rows <= max(cols // 2, 64) and 64 <= grad_cols <= cols
+    # the output layer: MIN_TASKS tiles (each its own group), unless a tile
+    # would get under 32 rows or out of a core's L2 cache
+    out_rows = plan[tiled.P_OUT_ROWS]
+    assert out_rows * layer_sizes[-2] * 8 <= 256 * 1024 or out_rows == 4
+    tiles = -(-plan[tiled.P_BLOCK] // out_rows)
+    assert tiles >= tiled.MIN_TASKS or out_rows == 32 or out_rows * layer_sizes[-2] * 8 > 128 * 1024
+    assert plan[tiled.P_GROUP_TILES] == 1

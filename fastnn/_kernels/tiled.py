@@ -100,9 +100,10 @@ P_MAX_CHUNKS = 6
 P_SCRATCH = 7  # elements of each worker's scratch
 P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
 P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
-P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW (its columns: P_COLS)
+P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
 P_WHOLE = 11  # 1: FORWARD / GRADIENT tasks take all the whole tiles at once (see tile_at)
-PLAN_SIZE = 12
+P_GRAD_COLS = 12  # columns of a GRADIENT block of dW
+PLAN_SIZE = 13
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -137,8 +138,9 @@ YIELD_AFTER = 1 << 12  # spins of a wait before it lets other threads run
 # still give several workers work (a batch of 200 through 256 units was one block: one worker did the
 # whole phase). Wide blocks make the products faster (BLAS packs each panel
 # for fewer, longer multiplications) and smaller ones give more workers a
-# share; GRADIENT blocks of dW are half as many rows as columns. The
-# CHANGELOG has the measurements behind these numbers.
+# share. GRADIENT blocks (`gradient_tiles`) and OUTPUT tiles (`output_rows`)
+# are cut so that their phases have several tasks too. The CHANGELOG has the
+# measurements behind these numbers.
 MIN_TASKS = 8
 MAX_ROWS, MAX_COLS = 256, 1024
 
@@ -159,16 +161,46 @@ def tile_sizes(layer_sizes, batch_size):
     return rows, cols
 
 
+def gradient_tiles(layer_sizes, cols):
+    """``(rows, cols)`` of the blocks of the hidden layers' weight gradients.
+
+    Half as many rows as columns (``cols / 2``, at least 64; a block is one
+    product over the batch's rows), then fewer columns (down to 64) and
+    rows (down to 32) until the largest hidden layer's gradient has
+    ``MIN_TASKS / 2`` blocks: 512 x 64-256-10 had one, which one worker did
+    while the other waited.
+    """
+    hidden = list(zip(layer_sizes[:-2], layer_sizes[1:-1]))
+    fan_in, fan_out = max(hidden, key=lambda pair: pair[0] * pair[1], default=(1, 1))
+    rows, width = max(cols // 2, 64), cols
+    while -(-fan_in // rows) * -(-fan_out // width) < MIN_TASKS // 2:
+        if width > 64:
+            width //= 2
+        elif rows > 32:
+            rows //= 2
+        else:
+            break
+    return rows, width
+
+
+def output_rows(fan_in, block_rows, itemsize):
+    """Rows of an OUTPUT tile: as many as keep a tile of the last hidden layer
+    within 256 KB (the L2 cache of one core), and few enough that a block has
+    ``MIN_TASKS`` tiles, but at least 32 (a multiple of 4, at most 256)."""
+    cached = max(4, min(256, (256 * 1024 // itemsize // max(fan_in, 1)) // 4 * 4))
+    shared = max(32, -(--(-block_rows // MIN_TASKS) // 4) * 4)
+    return min(cached, shared)
+
+
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
-              chunk=1 << 15, block=None, group_tiles=4, grad_rows=None, whole=False):  # fmt: skip
+              chunk=1 << 15, block=None, group_tiles=1, grad_rows=None, whole=False, grad_cols=None):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
-    `tile_sizes`), ``grad_rows`` x ``cols`` blocks of their weight
-    gradients (by default ``cols / 2``); OUTPUT tiles of
-    ``out_rows`` rows (by default as many as keep a tile of the last hidden
-    layer within 256 KB, the L2 cache of one core), in at most ``groups``
-    groups of at least ``group_tiles`` tiles; ``chunk`` parameters per
+    `tile_sizes`), ``grad_rows`` x ``grad_cols`` blocks of their weight
+    gradients (by default `gradient_tiles`); OUTPUT tiles of ``out_rows``
+    rows (by default `output_rows`), in at most ``groups`` groups of at
+    least ``group_tiles`` tiles; ``chunk`` parameters per
     REDUCE / UPDATE task; blocks of ``block`` rows (by default as many as
     keep the activations of a block within ``BLOCK_BYTES``). ``whole``: the
     FORWARD and GRADIENT products take all of their whole tiles in one
@@ -179,16 +211,15 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     default_rows, default_cols = tile_sizes(layer_sizes, batch_size)
     rows = default_rows if rows is None else rows
     cols = default_cols if cols is None else cols
-    if out_rows is None:
-        out_rows = max(4, min(256, (256 * 1024 // itemsize // max(fan_in, 1)) // 4 * 4))
+    default_grad_rows, default_grad_cols = gradient_tiles(layer_sizes, cols)
     n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
     plan = np.zeros(PLAN_SIZE, dtype=np.int64)
     plan[P_ROWS] = rows
     plan[P_COLS] = cols
-    plan[P_OUT_ROWS] = out_rows
     plan[P_GROUPS] = groups
     plan[P_GROUP_TILES] = group_tiles
-    plan[P_GRAD_ROWS] = max(cols // 2, 64) if grad_rows is None else grad_rows
+    plan[P_GRAD_ROWS] = default_grad_rows if grad_rows is None else grad_rows
+    plan[P_GRAD_COLS] = default_grad_cols if grad_cols is None else grad_cols
     plan[P_CHUNK] = chunk
     plan[P_WHOLE] = 1 if whole else 0
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
@@ -196,6 +227,9 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     if block is None:
         block = max(rows, BLOCK_BYTES // width // rows * rows)
     plan[P_BLOCK] = min(block, batch_size)
+    if out_rows is None:
+        out_rows = output_rows(fan_in, plan[P_BLOCK], itemsize)
+    plan[P_OUT_ROWS] = out_rows
     plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
     plan[P_MAX_CHUNKS] = -(-n_params // chunk)
     plan[P_SCRATCH] = max(out_rows * fan_in, rows * cols)
@@ -327,7 +361,7 @@ def tile_count(net, work, kind, layer, rows):
         return output_groups(plan, rows)
     if kind == GRADIENT:
         rows_of_dw = pieces(net.layout[layer, 0], plan[P_GRAD_ROWS], whole)
-        return rows_of_dw * pieces(net.layout[layer, 1], plan[P_COLS], whole)
+        return rows_of_dw * pieces(net.layout[layer, 1], plan[P_GRAD_COLS], whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -487,7 +521,7 @@ def gradient_task(net, data, work, layer, task, at):
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     whole = work.plan[P_WHOLE] != 0
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_COLS], whole)
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_GRAD_COLS], whole)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
     gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
