@@ -193,7 +193,8 @@ def output_rows(fan_in, block_rows, itemsize):
 
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
-              chunk=1 << 15, block=None, group_tiles=1, grad_rows=None, whole=False, grad_cols=None):  # fmt: skip
+              chunk=1 << 15, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
+              whole=False):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
@@ -543,17 +544,19 @@ def gradient_task(net, data, work, layer, task, at):
         if b0 == 0 and nr * (pc + cc) < pc * cc:
             bound = nr * largest(src, src_off + p0, ld, nr, pc) * largest(work.acts, d_off, fan_out, nr, cc)
             bounded = bound < 0.5 * np.finfo(net.params.dtype).max
-        finite = bounded or block_finite(work.grads, w_off + p0 * fan_out + c0, fan_out, pc, cc)
+        finite = bounded or largest(work.grads, w_off + p0 * fan_out + c0, fan_out, pc, cc) < np.inf
         if b_off >= 0 and p0 == 0:
-            finite &= block_finite(work.grads, b_off + c0, cc, 1, cc)
+            # (np.int64: a literal 1 compiled `largest` once more)
+            finite &= largest(work.grads, b_off + c0, cc, np.int64(1), cc) < np.inf
         if not finite:
             exchange(work.sync, S_BAD, 1)
 
 
-@kernel(inline="always")
+@kernel
 def largest(values, off, ld, rows, cols):
     # the largest magnitude in the block (values, off, ld) of rows x cols, as
-    # float64; infinity when a value is not finite
+    # float64; infinity when a value is not finite (compiled on its own, not
+    # inlined at its four call sites: each copy cost compile time)
     top = 0.0
     bad = False
     for i in range(rows):
@@ -563,17 +566,6 @@ def largest(values, off, ld, rows, cols):
             top = max(top, a)
             bad |= not (a - a == 0)
     return np.inf if bad else top
-
-
-@kernel(inline="always")
-def block_finite(values, off, ld, rows, cols):
-    # whether the block (values, off, ld) of rows x cols holds finite values only
-    bad = False
-    for i in range(rows):
-        row = values[off + i * ld : off + i * ld + cols]
-        for j in range(cols):
-            bad |= not (row[j] - row[j] == 0)
-    return not bad
 
 
 @kernel
