@@ -55,7 +55,7 @@ def test_the_driver_takes_the_tiled_kernel_for_large_products():
     assert not takes_tiled((64, 16, 3), wide)
     assert not takes_tiled((64, 512, 3), wide._replace(batch_size=50))  # 1.6M multiply-adds
     # ... or many weights, whatever the batch
-    assert takes_tiled((64, 8192, 10), wide._replace(batch_size=4))  # 0.53M weights
+    assert takes_tiled((64, 8192, 10), wide._replace(batch_size=4))  # 0.61M weights
     assert takes_tiled((64, 4096, 10), wide._replace(batch_size=1))
     assert not takes_tiled((64, 2048, 10), wide._replace(batch_size=4))
 

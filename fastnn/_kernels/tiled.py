@@ -188,7 +188,8 @@ def output_rows(fan_in, block_rows, itemsize):
     within 256 KB (the L2 cache of one core), and few enough that a block has
     ``MIN_TASKS`` tiles, but at least 32 (a multiple of 4, at most 256)."""
     cached = max(4, min(256, (256 * 1024 // itemsize // max(fan_in, 1)) // 4 * 4))
-    shared = max(32, -(--(-block_rows // MIN_TASKS) // 4) * 4)
+    per_tile = -(-block_rows // MIN_TASKS)
+    shared = max(32, -(-per_tile // 4) * 4)
     return min(cached, shared)
 
 
