@@ -51,7 +51,7 @@ class Chunk(NamedTuple):
 # (forward, gradient, update). With this many, the tiled kernel, which shares
 # those passes among its workers, is faster even when the products are small:
 # a batch of 4 rows through 64-8192-10 (0.61M weights) took 0.63-0.69 ms a
-# step on 2 threads against 0.88-0.98 on the twins (whose batch of one shard
+# step on 2 threads against 0.81-0.98 on the twins (whose batch of one shard
 # runs on one thread), and 64-4096-10 0.34 against 0.40 (float32: 0.39
 # against 0.62 and 0.20 against 0.27); 64-2048-10 was faster on the twins
 # (0.09 against 0.12 ms, float32), and on one thread the two were within 5%.
