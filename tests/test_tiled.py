@@ -250,22 +250,24 @@ def test_a_non_finite_loss_stops_before_that_update(rng):
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
-    "units, rows, w1, w2",
-    [(1, 4, 1e-151, 1e4),  # a block of dW1 read back
-     (8, 1, 1.5625e-156, 1e4)],  # factors smaller than dW1: bounded, then read back
-    ids=["read", "bounded"],
+    "units, rows, w1, w2, overflows",
+    [(1, 4, 1e-151, 1e4, 0),  # a block of dW1 read back
+     (8, 1, 1.5625e-156, 1e4, 0),  # factors smaller than dW1: bounded, then read back
+     (1, 4, 1e4, 1e-151, 1)],  # dW2, the output layer's: REDUCE's check
+    ids=["hidden-read", "hidden-bounded", "output"],
 )  # fmt: skip
-def test_a_hidden_gradient_that_is_not_finite_stops_before_that_update(units, rows, w1, w2, alpha, workers):
-    # x = 1e300, identity layers: the output (1e153 / 1e150), the loss and dW2
-    # are finite, dW1 = 2 x z W2 overflows: the GRADIENT tasks catch it
-    # (without an L2 term REDUCE skips the hidden layers; with one it reads
-    # them again)
+def test_a_gradient_that_is_not_finite_stops_before_that_update(units, rows, w1, w2, overflows, alpha, workers):
+    # x = 1e300, identity layers: the output (1e153 / 1e150) and the loss are
+    # finite, and so is one of dW1 = 2 x z W2 and dW2 = 2 (W1 x) z; the other
+    # overflows. The GRADIENT tasks catch dW1 (without an L2 term REDUCE skips
+    # the hidden layers; with one it reads them again), REDUCE catches dW2
     model = MLP([units, units, 1], activation="identity", output_activation="identity", loss="mse", bias=False)
     model.weights[0][...] = w1
     model.weights[1][...] = w2
     X, Y = np.full((rows, units), 1e300), np.zeros((rows, 1))
     value, grads, _ = model.loss_and_gradients(X, Y)
-    assert np.isfinite(value) and np.isfinite(grads[1]).all() and not np.isfinite(grads[0]).all()
+    assert np.isfinite(value) and np.isfinite(grads[1 - overflows]).all()
+    assert not np.isfinite(grads[overflows]).all()
     start = model._params.copy()
     done, history = _train(model, X, Y, 3, rows, np.empty((0, 0), np.int64), "gd", 1e-320, alpha, workers)
     assert done == 0 and np.isfinite(history[0])
