@@ -21,6 +21,7 @@ from fastnn import reference as ref
 from fastnn._kernels import codes, tiled
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.blas import _block, gemm
+from fastnn._kernels.few_rows import few_rows_pays, few_rows_tn
 from fastnn._kernels.train import hyper_array
 from fastnn._runtime import TiledTrainer
 
@@ -63,6 +64,48 @@ def test_gemm_with_no_inner_dimension_zeroes_or_keeps_the_block(rng):
     _gemm(2, 3, 0, (empty, 0, 1), False, (empty, 0, 1), False, (c, 0, 3), False)
     np.testing.assert_array_equal(c[:6], 0.0)
     np.testing.assert_array_equal(c[6:], keep[6:])
+
+
+
+@kernel
+def _few_rows_tn(m, n, k, A, B, C, accumulate):
+    few_rows_tn(m, n, k, A, B, C, accumulate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", range(10))  # groups of four rows and every remainder (and none)
+@pytest.mark.parametrize("m", [1, 4, 5])  # pairs of rows of C, and one left over
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, accumulate, rng):
+    n = 7
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
+    a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
+    before = c.copy()
+    product = _block((a, a_off, lda), k, m).T.astype(np.float64) @ _block((b, b_off, ldb), k, n).astype(np.float64)
+    expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
+    _few_rows_tn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
+    outside = np.ones(c.size, dtype=bool)
+    outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
+    np.testing.assert_array_equal(c[outside], before[outside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_tn_gives_the_same_bits_for_any_cut_into_blocks(dtype, rng):
+    # the tiled runtime cuts dW into blocks (rows and columns of any size);
+    # each element must not depend on the cut
+    k, m, n = 7, 9, 20
+    A = rng.standard_normal((k, m)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    whole = np.zeros(m * n, dtype)
+    _few_rows_tn(m, n, k, (A.ravel(), 0, m), (B.ravel(), 0, n), (whole, 0, n), False)
+    for rows, cols in [(1, 1), (2, 3), (3, 8), (5, 20)]:
+        cut = np.zeros(m * n, dtype)
+        for p0 in range(0, m, rows):
+            for c0 in range(0, n, cols):
+                pr, cc = min(rows, m - p0), min(cols, n - c0)
+                _few_rows_tn(pr, cc, k, (A.ravel(), p0, m), (B.ravel(), c0, n), (cut, p0 * n + c0, n), False)
+        np.testing.assert_array_equal(cut, whole)
 
 
 def _problem(rng, sizes, n, act, out, loss, bias, dtype):
@@ -230,6 +273,43 @@ def test_one_worker_joins_whole_tiles_with_the_same_bits(sizes, n, batch, dtype)
     tiles = -(-batch // plan[tiled.P_ROWS]) * -(-sizes[1] // plan[tiled.P_COLS])
     assert tiles > 2  # (so that one worker's plan joins tiles)
     for history, params, _ in runs[1:]:
+        np.testing.assert_array_equal(history, runs[0][0])
+        np.testing.assert_array_equal(params, runs[0][1])
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("plan", [dict(block=5), None], ids=["blocks", "default-tiles"])
+@pytest.mark.parametrize(
+    "sizes, n, batch, outer",
+    [([256, 512, 520, 3], 14, 7, [True, True, False]), ([512, 520, 3], 24, 12, [False, False])],
+    ids=["few-rows", "small-products"],
+)  # fmt: skip
+def test_a_few_rows_through_wide_layers_train_like_the_reference_with_the_same_bits(sizes, n, batch, outer, plan,
+                                                                                    dtype):  # fmt: skip
+    # few-rows: batches of 7 rows (with blocks of 5, a block of 2 rows adds
+    # to the first) through a layer whose gradient takes few_rows_tn from X,
+    # and one from the activations. small-products: batches of 12 rows, whose
+    # gradients BLAS makes (blocks of 5 rows take few_rows_tn); forward tiles
+    # of 12 x 512 @ 512 x 128 are too small for one worker to join them
+    # (JOIN_MIN: BLAS would sum the joined product in another order)
+    assert [few_rows_pays(batch, a, b) for a, b in zip(sizes[:-1], sizes[1:])] == outer
+    runs = []
+    for workers in (1, 2, 3):
+        model, X, Y = _problem(np.random.default_rng(5), sizes, n, "tanh", "softmax", "log_loss", True, dtype)
+        if workers == 1:
+            # (momentum: Adam's steps in float32 turn the rounding of a gradient near 0 into a step of lr)
+            expected, weights, biases = _numpy_loop(model, X, Y, 2, batch, np.empty((0, 0), np.int64), "momentum",
+                                                    0.05, 1e-2)  # fmt: skip
+        done, history = _train(model, X, Y, 2, batch, np.empty((0, 0), np.int64), "momentum", 0.05, 1e-2, workers,
+                               plan)  # fmt: skip
+        assert done == 2
+        runs.append((history, model._params.copy()))
+        if workers == 1:
+            assert_close(history, expected, dtype)
+            for got, want in zip(model.weights + model.biases, weights + biases):
+                assert_close(got, want, dtype)
+    for history, params in runs[1:]:
         np.testing.assert_array_equal(history, runs[0][0])
         np.testing.assert_array_equal(params, runs[0][1])
 

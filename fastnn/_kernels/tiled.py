@@ -74,6 +74,7 @@ from fastnn._kernels.activations import activate_row, activate_row_keep, derivat
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
+from fastnn._kernels.few_rows import few_rows_pays, few_rows_tn
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
@@ -309,6 +310,21 @@ def input_block(net, data, work, layer, start, b0):
 # remainder of one row or column, which BLAS computes as a matrix-vector
 # product in another order, stays a call of its own: results stay
 # bit-identical to the tiled plan's (tests/test_tiled.py checks it).
+# But BLAS may compute a small product by another kernel, in another order
+# over the inner dimension: OpenBLAS (SkylakeX kernels) does below about
+# 10^6 multiply-adds, and 7 x 512 @ 512 x 520 in one call and in tiles of
+# 128 columns differ in 90% of the elements. So tiles whose product is
+# smaller than JOIN_MIN are not joined (see joins).
+JOIN_MIN = 1 << 21
+
+
+@kernel(inline="always")
+def joins(plan, tile_rows, tile_cols, inner):
+    # a one-worker plan's product of tiles (tile_rows x inner @ inner x
+    # tile_cols: the first tile's) is taken whole (see pieces)
+    return plan[P_WHOLE] != 0 and tile_rows * tile_cols * inner >= JOIN_MIN
+
+
 @kernel(inline="always")
 def pieces(n, tile, whole):
     # pieces of a dimension of n cut into tiles of `tile`: one per tile or,
@@ -356,14 +372,15 @@ def tile_count(net, work, kind, layer, rows):
     plan = work.plan
     if kind == GATHER:
         return ceil_div(rows, plan[P_ROWS])
-    whole = plan[P_WHOLE] != 0
+    fan_in, fan_out = net.layout[layer, 0], net.layout[layer, 1]
     if kind == FORWARD:
-        return pieces(rows, plan[P_ROWS], whole) * pieces(net.layout[layer, 1], plan[P_COLS], whole)
+        whole = joins(plan, min(rows, plan[P_ROWS]), min(fan_out, plan[P_COLS]), fan_in)
+        return pieces(rows, plan[P_ROWS], whole) * pieces(fan_out, plan[P_COLS], whole)
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        rows_of_dw = pieces(net.layout[layer, 0], plan[P_GRAD_ROWS], whole)
-        return rows_of_dw * pieces(net.layout[layer, 1], plan[P_GRAD_COLS], whole)
+        whole = joins(plan, min(fan_in, plan[P_GRAD_ROWS]), min(fan_out, plan[P_GRAD_COLS]), rows)
+        return pieces(fan_in, plan[P_GRAD_ROWS], whole) * pieces(fan_out, plan[P_GRAD_COLS], whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -443,8 +460,9 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
-    whole = work.plan[P_WHOLE] != 0
-    r0, c0, rows, cols = tile_at(task, at[2], fan_out, work.plan[P_ROWS], work.plan[P_COLS], whole)
+    plan = work.plan
+    whole = joins(plan, min(at[2], plan[P_ROWS]), min(fan_out, plan[P_COLS]), fan_in)
+    r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS], whole)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
@@ -522,12 +540,16 @@ def gradient_task(net, data, work, layer, task, at):
     # accumulated over the blocks of the batch
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
-    whole = work.plan[P_WHOLE] != 0
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, work.plan[P_GRAD_ROWS], work.plan[P_GRAD_COLS], whole)
+    plan = work.plan
+    whole = joins(plan, min(fan_in, plan[P_GRAD_ROWS]), min(fan_out, plan[P_GRAD_COLS]), nr)
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], whole)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
-    gemm(pc, cc, nr, (src, src_off + p0, ld), True, (work.acts, d_off, fan_out), False,
-         (work.grads, w_off + p0 * fan_out + c0, fan_out), b0 > 0)  # fmt: skip
+    a, d, g = (src, src_off + p0, ld), (work.acts, d_off, fan_out), (work.grads, w_off + p0 * fan_out + c0, fan_out)
+    if few_rows_pays(nr, fan_in, fan_out):  # a few outer products, where BLAS is slow
+        few_rows_tn(pc, cc, nr, a, d, g, b0 > 0)
+    else:
+        gemm(pc, cc, nr, a, True, d, False, g, b0 > 0)
     if b_off >= 0 and p0 == 0:
         gb = work.grads[b_off + c0 : b_off + c0 + cc]
         for i in range(nr):
