@@ -26,8 +26,8 @@ phase into tasks that write disjoint blocks:
 Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
 fixed order: results are bit-identical for any number of threads. (One
-worker joins whole tiles into one BLAS call, which changes no sum: see
-`tile_at`.)
+worker joins large whole tiles into one BLAS call, which changes no sum: see
+`joins`.)
 
 Threads: worker 0 (the caller) drives the loop and publishes each phase in
 the ``sync`` array; the others (helper threads, each a call of `run_worker`
