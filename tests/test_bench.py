@@ -36,6 +36,26 @@ def test_measure_reports_the_median_per_step():
     assert calls[0] == 1 and calls[1:] == [10, 10, 10]
 
 
+
+def test_measure_calibrates_past_one_slow_call(monkeypatch):
+    # a fake clock: a call costs 0.2 ms plus 10 us a step, and the first
+    # call of more than one step 30 ms more (a helper thread waking up)
+    clock = {"now": 0.0, "slow": True}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+    calls = []
+
+    def run(k):
+        calls.append(k)
+        clock["now"] += 2e-4 + 1e-5 * k
+        if k > 1 and clock["slow"]:
+            clock["slow"] = False
+            clock["now"] += 0.03
+
+    per, k, times = bench.measure(run, target_s=0.05, repeats=3)
+    # without calibrating again, k would be 5 (0.25 ms a call of 5 steps: 50 us a step)
+    assert k >= 2000 and calls[-3:] == [k, k, k]
+    assert per == pytest.approx(1e-5, rel=0.1)
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_engines_make_the_same_training_steps(dtype):
     # three steps of every engine doing the same math give the reference's weights
