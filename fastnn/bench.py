@@ -152,13 +152,13 @@ def measure(run, fixed_steps=None, target_s=0.05, repeats=5, max_steps=100000):
         run(1)
         once = max(time.perf_counter() - start, 1e-7)
         k = int(min(max_steps, max(1, math.ceil(target_s / once))))
-        # calls cheaper than a millisecond carry per-call overhead: estimate
+        # calls shorter than target_s may carry per-call overhead: estimate
         # again on k steps, keeping the fastest estimate, until two agree.
         # One slow call (a helper thread waking up in a twin's probe: a few
         # ms) made k = 16 for a step of 9 us, whose repeats then measured a
         # fit's own overhead (0.25 ms a call) as 15-210 us a step
         best = last = None
-        for _ in range(3 if once < 1e-3 else 0):
+        for _ in range(3):
             if k <= 1:
                 break
             start = time.perf_counter()

@@ -37,22 +37,23 @@ def test_measure_reports_the_median_per_step():
 
 
 
-def test_measure_calibrates_past_one_slow_call(monkeypatch):
-    # a fake clock: a call costs 0.2 ms plus 10 us a step, and the first
-    # call of more than one step 30 ms more (a helper thread waking up)
-    clock = {"now": 0.0, "slow": True}
+@pytest.mark.parametrize("slow_call", [1, 2, 3])
+def test_measure_calibrates_past_one_slow_call(slow_call, monkeypatch):
+    # a fake clock: a call costs 0.2 ms plus 10 us a step, and one call 30
+    # ms more (a helper thread waking up): the warm-up, the timed single
+    # step, or the first call of more steps
+    clock = {"now": 0.0}
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
     calls = []
 
     def run(k):
         calls.append(k)
-        clock["now"] += 2e-4 + 1e-5 * k
-        if k > 1 and clock["slow"]:
-            clock["slow"] = False
-            clock["now"] += 0.03
+        clock["now"] += 2e-4 + 1e-5 * k + (0.03 if len(calls) == slow_call else 0.0)
 
     per, k, times = bench.measure(run, target_s=0.05, repeats=3)
-    # without calibrating again, k would be 5 (0.25 ms a call of 5 steps: 50 us a step)
+    # calibrated once, from the slow call, k would be 2 (a slow single step:
+    # 0.22 ms a repeat of 2 steps, 110 us a step) or 367 (a slow first call
+    # of 239 steps)
     assert k >= 2000 and calls[-3:] == [k, k, k]
     assert per == pytest.approx(1e-5, rel=0.1)
 

@@ -173,7 +173,6 @@ def test_matmuls(dtype, m, k, n, rng):
     assert_close(out, A @ Bt.T, dtype, scale=scale)
 
 
-
 # a few rows through a layer wide and large enough for few_rows_pays, and
 # the shapes around its limits (too many rows, too narrow, too small)
 FEW_ROW_CASES = [(1, 256, 512), (3, 256, 512), (8, 64, 2048), (9, 256, 512), (4, 1024, 256), (4, 128, 512)]
