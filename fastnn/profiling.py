@@ -11,7 +11,7 @@ phase                  kind        kernel
 ``forward_matmul``     matmul      ``Z_l = A_{l-1} @ W_l`` (``dense.matmul``)
 ``activation``         elementwise ``A_l = act(Z_l + b_l)`` in place (``bias_activate``)
 ``loss_delta``         elementwise loss and output delta (``dense.loss_delta``)
-``weight_grad``        matmul      ``dW_l = A_{l-1}^T @ D_l`` (``dense.weight_gradient``)
+``weight_grad``        matmul      ``dW_l = A_{l-1}^T @ D_l`` (``dense.matmul_tn``)
 ``bias_grad``          elementwise ``db_l = sum of the rows of D_l`` (only with bias)
 ``delta_backprop``     matmul      ``D_{l-1} = D_l @ W_l^T`` (``dense.matmul_nt``)
 ``derivative``         elementwise ``D_{l-1} *= act'(A_{l-1})`` (``multiply_derivative``)
@@ -563,7 +563,7 @@ def _phase_calls(net, act_code, out_code, learning_rate):
     calls.append(lambda: kd.loss_delta(net.Y, net.A[-1], codes.SSE, out_code, net.D[-1]))
     for i in range(n_layers - 1, -1, -1):
         prev = net.X if i == 0 else net.A[i - 1]
-        calls.append(lambda prev=prev, i=i: kd.weight_gradient(prev, net.D[i], net.gW[i]))
+        calls.append(lambda prev=prev, i=i: kd.matmul_tn(prev, net.D[i], net.gW[i]))
         if net.bias:
             calls.append(lambda i=i: np.sum(net.D[i], axis=0, out=net.gb[i]))
         if i > 0 and kept:

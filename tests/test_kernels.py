@@ -13,7 +13,6 @@ from fastnn._kernels import activations as ka
 from fastnn._kernels import codes
 from fastnn._kernels import dense as kd
 from fastnn._kernels import train as kt
-from fastnn._kernels.few_rows import few_rows_pays
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
 # the activations of the value/slope tables (gelu and silu keep their slopes)
@@ -171,49 +170,6 @@ def test_matmuls(dtype, m, k, n, rng):
     out = np.full((m, n), np.nan, dtype=dtype)
     kd.matmul_nt(A, Bt, out)
     assert_close(out, A @ Bt.T, dtype, scale=scale)
-
-
-# a few rows through a layer wide and large enough for few_rows_pays, and
-# the shapes around its limits (too many rows, too narrow, too small)
-FEW_ROW_CASES = [(1, 256, 512), (3, 256, 512), (8, 64, 2048), (9, 256, 512), (4, 1024, 256), (4, 128, 512)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m,k,n", FEW_ROW_CASES)
-def test_weight_gradient_of_a_few_rows(dtype, m, k, n, rng):
-    A = rng.standard_normal((m, k)).astype(dtype)
-    D = rng.standard_normal((m, n)).astype(dtype)
-    out = np.full((k, n), np.nan, dtype=dtype)
-    kd.weight_gradient(A, D, out)
-    expected = A.astype(np.float64).T @ D.astype(np.float64)
-    assert_close(out, expected, dtype, scale=max(1.0, np.sqrt(m)))
-    # the outer products are taken where they pay, BLAS's product elsewhere
-    blas = np.empty_like(out)
-    kd.matmul_tn(A, D, blas)
-    takes_outer_products = m <= 8 and n >= 512 and k * n >= 1 << 17
-    assert few_rows_pays(m, k, n) == takes_outer_products
-    if takes_outer_products and m > 1:
-        assert not np.array_equal(out, blas)  # (another order of the sums: other bits somewhere)
-    else:
-        np.testing.assert_array_equal(out, blas)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 5, 8])
-def test_loss_and_gradients_of_a_few_rows_through_a_wide_layer(dtype, n, rng):
-    sizes = [256, 512, 3]  # 131,072 weights: the first layer's gradient takes the outer products
-    m = _model(sizes, "tanh", "softmax", "log_loss", True, dtype)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    Y = _targets(rng, "log_loss", "softmax", n, sizes[-1], dtype)
-    acts = np.empty(n * sum(sizes[1:]), dtype=dtype)
-    grads = np.full_like(m._params, np.nan)
-    value = kd.loss_and_gradients(X, Y, m._params, m._layout, codes.SOFTMAX, codes.LOG_LOSS, 0.1, acts,
-                                  np.empty_like(acts), grads, kd.extras_of(m._layout))  # fmt: skip
-    ev, ewg, ebg = ref.loss_and_gradients(X, Y, m.weights, m.biases, "tanh", "softmax", "log_loss", 0.1)
-    assert_close(value, ev, dtype)
-    for (fi, fo, wo, bo), gw, gb in zip(m._layout[:, :4], ewg, ebg):
-        assert_close(grads[wo : wo + fi * fo].reshape(fi, fo), gw, dtype)
-        assert_close(grads[bo : bo + fo], gb, dtype)
 
 
 # --------------------------------------------------------------- loss, delta

@@ -90,6 +90,15 @@ def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, ac
     np.testing.assert_array_equal(c[outside], before[outside])
 
 
+@pytest.mark.parametrize(
+    "rows, fan_in, fan_out, outer",
+    [(1, 256, 512, True), (8, 64, 2048, True), (9, 256, 512, False), (4, 1024, 256, False),
+     (4, 128, 512, False), (0, 256, 512, True)],
+)  # fmt: skip
+def test_few_rows_take_outer_products_where_blas_is_slow(rows, fan_in, fan_out, outer):
+    # at most 8 rows, at least 512 units, at least 131,072 weights
+    assert few_rows_pays(rows, fan_in, fan_out) == outer
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_tn_gives_the_same_bits_for_any_cut_into_blocks(dtype, rng):
     # the tiled runtime cuts dW into blocks (rows and columns of any size);

@@ -26,8 +26,7 @@ from fastnn._kernels.activations import (
 )
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
-from fastnn._kernels.few_rows import few_rows_pays, few_rows_tn
-from fastnn._kernels.views import as_matrix, flat
+from fastnn._kernels.views import as_matrix
 from fastnn._kernels.codes import (
     IDENTITY,
     LEAKY_RELU,
@@ -292,17 +291,6 @@ def activate_kept(Z, b, has_bias, code, S, fns, layer, threshold, drop):
             activate_row_keep(Z[i], b, has_bias, code, S[i], fns)
 
 
-@kernel
-def weight_gradient(A, D, gW):
-    # gW = A.T @ D: a few outer products where they beat BLAS (few_rows), else matmul_tn
-    m, k = A.shape
-    n = D.shape[1]
-    if few_rows_pays(m, k, n):
-        few_rows_tn(k, n, m, (flat(A), 0, k), (flat(D), 0, n), (flat(gW), 0, n), False)
-        return gW
-    return matmul_tn(A, D, gW)
-
-
 @kernel(inline="always")
 def backward(X, params, layout, acts, deltas, grads, drop):
     # given the output delta (last block of deltas), fill grads:
@@ -326,10 +314,10 @@ def backward(X, params, layout, acts, deltas, grads, drop):
         D = as_matrix(deltas[off : off + nb * fan_out], nb, fan_out)
         gW = as_matrix(grads[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
         if layer == 0:
-            weight_gradient(X, D, gW)
+            matmul_tn(X, D, gW)
         else:
             prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
-            weight_gradient(prev, D, gW)
+            matmul_tn(prev, D, gW)
         if b_off >= 0 and not bias_done:
             gb = grads[b_off : b_off + fan_out]
             for j in range(fan_out):

@@ -13,8 +13,11 @@ to stay in cache (`few_rows_pays`).
 
 Each element is computed by the same expression wherever its block starts or
 ends, and in a fixed order over the batch's rows (four at a time, each four
-added to what the element holds), so a tiled runtime that cuts ``dW`` into
-blocks gets the same bits for any cut (``fastnn._kernels.tiled``).
+added to what the element holds), so the tiled runtime, which cuts ``dW``
+into blocks, gets the same bits for any cut (``fastnn._kernels.tiled``'s
+GRADIENT tasks). The small-layer twins keep BLAS's product: compiled into
+them, this loop added 1.6 s to a first fit in an empty cache (14.3 to 15.9
+s), for the few layers of 131,072 to 262,143 weights that they train.
 """
 
 from fastnn._kernels._jit import kernel
