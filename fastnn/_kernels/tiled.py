@@ -306,59 +306,69 @@ def input_block(net, data, work, layer, start, b0):
 # costs it more than the whole product: BLAS packs the shared panel again for
 # every tile (workload C, 1024 x 784-2048-10, float32: 77.5 ms a step on
 # 256 x 1024 tiles, 71.0 in one call, against 68.4 for the products alone).
-# So a `P_WHOLE` plan joins the whole tiles of a FORWARD or GRADIENT phase
-# into one piece along each dimension and leaves the remainder as a piece of
-# its own. That changes only which rows and columns share a BLAS call, never
-# the sum behind an element (the inner dimension is the same), and a
-# remainder of one row or column, which BLAS computes as a matrix-vector
-# product in another order, stays a call of its own: results stay
-# bit-identical to the tiled plan's (tests/test_tiled.py checks it).
-# But BLAS may compute a small product by another kernel, in another order
-# over the inner dimension: OpenBLAS (SkylakeX kernels) does below about
-# 10^6 multiply-adds, and 7 x 512 @ 512 x 520 in one call and in tiles of
-# 128 columns differ in 90% of the elements. So tiles whose product is
-# smaller than JOIN_MIN are not joined (see joins).
+# So a `P_WHOLE` plan joins the full tiles of a FORWARD or GRADIENT phase
+# into one block and computes the tiles at the edges (the last rows and the
+# last columns, when the tiles do not divide the matrix) as the tiled plan
+# does. That changes only which rows and columns share a BLAS call, never
+# the sum behind an element (the inner dimension is the same): results stay
+# bit-identical to the tiled plan's (tests/test_tiled.py checks it). But
+# BLAS may compute a small product by another kernel, in another order over
+# the inner dimension: OpenBLAS (SkylakeX kernels) does below about 10^6
+# multiply-adds, and 7 x 512 @ 512 x 520 in one call and in tiles of 128
+# columns differ in 90% of the elements. So full tiles whose product is
+# smaller than JOIN_MIN are not joined (see joins), and edge tiles, which
+# can be as small as one row, are never joined (joining the 8 last columns
+# of 784-1032-10 over 256 rows changed the bits of 45% of the weights).
 JOIN_MIN = 1 << 21
 
 
 @kernel(inline="always")
 def joins(plan, tile_rows, tile_cols, inner):
-    # a one-worker plan's product of tiles (tile_rows x inner @ inner x
-    # tile_cols: the first tile's) is taken whole (see pieces)
+    # a one-worker plan's full tiles (products of tile_rows x inner @ inner x
+    # tile_cols) are joined into one block (see tile_at)
     return plan[P_WHOLE] != 0 and tile_rows * tile_cols * inner >= JOIN_MIN
 
 
 @kernel(inline="always")
-def pieces(n, tile, whole):
-    # pieces of a dimension of n cut into tiles of `tile`: one per tile or,
-    # when `whole`, the whole tiles as one piece and the remainder as another
+def tile_total(n_rows, n_cols, tile_rows, tile_cols, whole):
+    # blocks of an n_rows x n_cols matrix cut into tile_rows x tile_cols
+    # tiles (`whole`: the full tiles joined, see tile_at)
     if not whole:
-        return ceil_div(n, tile)
-    full = n // tile * tile
-    return (1 if full > 0 else 0) + (1 if n > full else 0)
-
-
-@kernel(inline="always")
-def piece(i, n, tile, whole):
-    # (start, length) of piece i (see pieces)
-    if not whole:
-        start = i * tile
-        return start, min(tile, n - start)
-    full = n // tile * tile
-    if i == 0 and full > 0:
-        return 0, full
-    return full, n - full
+        return ceil_div(n_rows, tile_rows) * ceil_div(n_cols, tile_cols)
+    across, down = n_cols // tile_cols, n_rows // tile_rows  # full tiles
+    edge_rows, edge_cols = n_rows - down * tile_rows, n_cols - across * tile_cols
+    total = 1 if down > 0 and across > 0 else 0
+    if edge_cols > 0:
+        total += down + (1 if edge_rows > 0 else 0)
+    if edge_rows > 0:
+        total += across
+    return total
 
 
 @kernel(inline="always")
 def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, whole):
     # (first row, first column, rows, columns) of block `task` of an
-    # n_rows x n_cols matrix cut into tile_rows x tile_cols blocks, row-major
-    # (`whole`: into the pieces of `pieces`)
-    across = pieces(n_cols, tile_cols, whole)
-    r0, rows = piece(task // across, n_rows, tile_rows, whole)
-    c0, cols = piece(task % across, n_cols, tile_cols, whole)
-    return r0, c0, rows, cols
+    # n_rows x n_cols matrix cut into tile_rows x tile_cols tiles, row-major;
+    # `whole`: the full tiles as one block, then the tiles of the last
+    # columns, of the last rows, and the corner, each as in the tiled plan
+    if not whole:
+        across = ceil_div(n_cols, tile_cols)
+        r0, c0 = task // across * tile_rows, task % across * tile_cols
+        return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
+    across, down = n_cols // tile_cols, n_rows // tile_rows
+    full_rows, full_cols = down * tile_rows, across * tile_cols
+    edge_rows, edge_cols = n_rows - full_rows, n_cols - full_cols
+    if down > 0 and across > 0:
+        if task == 0:
+            return 0, 0, full_rows, full_cols
+        task -= 1
+    if edge_cols > 0:
+        if task < down:
+            return task * tile_rows, full_cols, tile_rows, edge_cols
+        task -= down
+    if edge_rows > 0 and task < across:
+        return full_rows, task * tile_cols, edge_rows, tile_cols
+    return full_rows, full_cols, edge_rows, edge_cols
 
 
 @kernel(inline="always")
@@ -378,12 +388,12 @@ def tile_count(net, work, kind, layer, rows):
     fan_in, fan_out = net.layout[layer, 0], net.layout[layer, 1]
     if kind == FORWARD:
         whole = joins(plan, min(rows, plan[P_ROWS]), min(fan_out, plan[P_COLS]), fan_in)
-        return pieces(rows, plan[P_ROWS], whole) * pieces(fan_out, plan[P_COLS], whole)
+        return tile_total(rows, fan_out, plan[P_ROWS], plan[P_COLS], whole)
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
         whole = joins(plan, min(fan_in, plan[P_GRAD_ROWS]), min(fan_out, plan[P_GRAD_COLS]), rows)
-        return pieces(fan_in, plan[P_GRAD_ROWS], whole) * pieces(fan_out, plan[P_GRAD_COLS], whole)
+        return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
