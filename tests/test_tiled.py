@@ -248,7 +248,7 @@ def _blocks(n_rows, n_cols, tile_rows, tile_cols, whole):
 @pytest.mark.parametrize(
     "n_rows, n_cols, tile_rows, tile_cols",
     [(12, 8, 4, 4), (13, 9, 4, 4), (13, 8, 4, 4), (12, 9, 4, 4), (3, 10, 4, 4), (10, 3, 4, 4), (1, 1, 4, 4),
-     (257, 1032, 64, 1024), (257, 1, 64, 1), (0, 5, 4, 4)],
+     (257, 1032, 64, 1024), (257, 1, 64, 1), (64, 4096, 512, 1024), (0, 5, 4, 4)],
 )  # fmt: skip
 def test_a_whole_plan_joins_the_full_tiles_and_keeps_the_edge_tiles(n_rows, n_cols, tile_rows, tile_cols):
     tiles = _blocks(n_rows, n_cols, tile_rows, tile_cols, False)
@@ -259,15 +259,18 @@ def test_a_whole_plan_joins_the_full_tiles_and_keeps_the_edge_tiles(n_rows, n_co
             assert rows > 0 and cols > 0
             cover[r0 : r0 + rows, c0 : c0 + cols] += 1
         assert (cover == 1).all()
-    full_rows, full_cols = n_rows // tile_rows * tile_rows, n_cols // tile_cols * tile_cols
     assert len(tiles) == -(-n_rows // tile_rows) * -(-n_cols // tile_cols)
-    if full_rows and full_cols:
-        assert joined[0] == (0, 0, full_rows, full_cols)
+    # a dimension shorter than its tile is one full tile (64 rows of dW in
+    # blocks of 512 x 1024: one block of 64 x 4096)
+    tile_rows, tile_cols = min(tile_rows, max(n_rows, 1)), min(tile_cols, max(n_cols, 1))
+    down, across = n_rows // tile_rows, n_cols // tile_cols
+    if down and across:
+        assert joined[0] == (0, 0, down * tile_rows, across * tile_cols)
         joined = joined[1:]
     # every other block is one of the tiled plan's (edge tiles: BLAS may sum a
     # small product in another order, so they are never joined)
     assert set(joined) <= set(tiles)
-    assert len(joined) == len(tiles) - (n_rows // tile_rows) * (n_cols // tile_cols)
+    assert len(joined) == len(tiles) - down * across
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

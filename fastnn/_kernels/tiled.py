@@ -335,6 +335,10 @@ def tile_total(n_rows, n_cols, tile_rows, tile_cols, whole):
     # tiles (`whole`: the full tiles joined, see tile_at)
     if not whole:
         return ceil_div(n_rows, tile_rows) * ceil_div(n_cols, tile_cols)
+    if n_rows == 0 or n_cols == 0:
+        return 0
+    # (a dimension shorter than its tile is one full tile, as `joins` sees it)
+    tile_rows, tile_cols = min(tile_rows, n_rows), min(tile_cols, n_cols)
     across, down = n_cols // tile_cols, n_rows // tile_rows  # full tiles
     edge_rows, edge_cols = n_rows - down * tile_rows, n_cols - across * tile_cols
     total = 1 if down > 0 and across > 0 else 0
@@ -355,6 +359,7 @@ def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, whole):
         across = ceil_div(n_cols, tile_cols)
         r0, c0 = task // across * tile_rows, task % across * tile_cols
         return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
+    tile_rows, tile_cols = min(tile_rows, n_rows), min(tile_cols, n_cols)
     across, down = n_cols // tile_cols, n_rows // tile_rows
     full_rows, full_cols = down * tile_rows, across * tile_cols
     edge_rows, edge_cols = n_rows - full_rows, n_cols - full_cols
