@@ -66,7 +66,6 @@ def test_gemm_with_no_inner_dimension_zeroes_or_keeps_the_block(rng):
     np.testing.assert_array_equal(c[6:], keep[6:])
 
 
-
 @kernel
 def _few_rows_tn(m, n, k, A, B, C, accumulate):
     few_rows_tn(m, n, k, A, B, C, accumulate)
@@ -98,6 +97,7 @@ def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, ac
 def test_few_rows_take_outer_products_where_blas_is_slow(rows, fan_in, fan_out, outer):
     # at most 8 rows, at least 512 units, at least 131,072 weights
     assert few_rows_pays(rows, fan_in, fan_out) == outer
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_tn_gives_the_same_bits_for_any_cut_into_blocks(dtype, rng):
@@ -301,7 +301,6 @@ def test_one_worker_joins_whole_tiles_with_the_same_bits(sizes, n, batch, dtype)
     for history, params, _ in runs[1:]:
         np.testing.assert_array_equal(history, runs[0][0])
         np.testing.assert_array_equal(params, runs[0][1])
-
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
