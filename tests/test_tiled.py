@@ -240,9 +240,10 @@ def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
 
 
 def _blocks(n_rows, n_cols, tile_rows, tile_cols, whole):
-    # the blocks of a matrix as tile_at gives them, one by one
-    count = tiled.tile_total(n_rows, n_cols, tile_rows, tile_cols, whole)
-    return [tuple(tiled.tile_at(t, n_rows, n_cols, tile_rows, tile_cols, whole)) for t in range(count)]
+    # the blocks of a matrix as tile_at gives them, one by one (an inner
+    # dimension of JOIN_MIN: a one-worker plan joins tiles of any size)
+    args = (n_rows, n_cols, tile_rows, tile_cols, tiled.JOIN_MIN, whole)
+    return [tuple(tiled.tile_at(t, *args)) for t in range(tiled.tile_total(*args))]
 
 
 @pytest.mark.parametrize(

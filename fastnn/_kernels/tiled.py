@@ -27,7 +27,7 @@ Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
 fixed order: results are bit-identical for any number of threads. (One
 worker joins large whole tiles into one BLAS call, which changes no sum: see
-`joins`.)
+`joined_tiles`.)
 
 Threads: worker 0 (the caller) drives the loop and publishes each phase in
 the ``sync`` array; the others (helper threads, each a call of `run_worker`
@@ -316,29 +316,29 @@ def input_block(net, data, work, layer, start, b0):
 # the inner dimension: OpenBLAS (SkylakeX kernels) does below about 10^6
 # multiply-adds, and 7 x 512 @ 512 x 520 in one call and in tiles of 128
 # columns differ in 90% of the elements. So full tiles whose product is
-# smaller than JOIN_MIN are not joined (see joins), and edge tiles, which
+# smaller than JOIN_MIN are not joined (see joined_tiles), and edge tiles, which
 # can be as small as one row, are never joined (joining the 8 last columns
 # of 784-1032-10 over 256 rows changed the bits of 45% of the weights).
 JOIN_MIN = 1 << 21
 
 
 @kernel(inline="always")
-def joins(plan, tile_rows, tile_cols, inner):
-    # a one-worker plan's full tiles (products of tile_rows x inner @ inner x
-    # tile_cols) are joined into one block (see tile_at)
-    return plan[P_WHOLE] != 0 and tile_rows * tile_cols * inner >= JOIN_MIN
+def joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, whole):
+    # (tile_rows, tile_cols, joined) of an n_rows x n_cols product with an
+    # inner dimension of `inner`: a dimension shorter than its tile is one
+    # full tile, and a one-worker plan (`whole`) joins its full tiles when
+    # each is a product of at least JOIN_MIN multiply-adds
+    tile_rows, tile_cols = min(tile_rows, max(n_rows, 1)), min(tile_cols, max(n_cols, 1))
+    return tile_rows, tile_cols, whole and tile_rows * tile_cols * inner >= JOIN_MIN
 
 
 @kernel(inline="always")
-def tile_total(n_rows, n_cols, tile_rows, tile_cols, whole):
-    # blocks of an n_rows x n_cols matrix cut into tile_rows x tile_cols
-    # tiles (`whole`: the full tiles joined, see tile_at)
-    if not whole:
+def tile_total(n_rows, n_cols, tile_rows, tile_cols, inner, whole):
+    # blocks of an n_rows x n_cols product cut into tile_rows x tile_cols
+    # tiles (see tile_at)
+    tile_rows, tile_cols, joined = joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, whole)
+    if not joined:
         return ceil_div(n_rows, tile_rows) * ceil_div(n_cols, tile_cols)
-    if n_rows == 0 or n_cols == 0:
-        return 0
-    # (a dimension shorter than its tile is one full tile, as `joins` sees it)
-    tile_rows, tile_cols = min(tile_rows, n_rows), min(tile_cols, n_cols)
     across, down = n_cols // tile_cols, n_rows // tile_rows  # full tiles
     edge_rows, edge_cols = n_rows - down * tile_rows, n_cols - across * tile_cols
     total = 1 if down > 0 and across > 0 else 0
@@ -350,16 +350,17 @@ def tile_total(n_rows, n_cols, tile_rows, tile_cols, whole):
 
 
 @kernel(inline="always")
-def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, whole):
+def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, inner, whole):
     # (first row, first column, rows, columns) of block `task` of an
-    # n_rows x n_cols matrix cut into tile_rows x tile_cols tiles, row-major;
-    # `whole`: the full tiles as one block, then the tiles of the last
-    # columns, of the last rows, and the corner, each as in the tiled plan
-    if not whole:
+    # n_rows x n_cols product cut into tile_rows x tile_cols tiles, row-major;
+    # joined (see joined_tiles): the full tiles as one block, then the tiles
+    # of the last columns, of the last rows, and the corner, each as in the
+    # tiled plan
+    tile_rows, tile_cols, joined = joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, whole)
+    if not joined:
         across = ceil_div(n_cols, tile_cols)
         r0, c0 = task // across * tile_rows, task % across * tile_cols
         return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
-    tile_rows, tile_cols = min(tile_rows, n_rows), min(tile_cols, n_cols)
     across, down = n_cols // tile_cols, n_rows // tile_rows
     full_rows, full_cols = down * tile_rows, across * tile_cols
     edge_rows, edge_cols = n_rows - full_rows, n_cols - full_cols
@@ -391,14 +392,13 @@ def tile_count(net, work, kind, layer, rows):
     if kind == GATHER:
         return ceil_div(rows, plan[P_ROWS])
     fan_in, fan_out = net.layout[layer, 0], net.layout[layer, 1]
+    whole = plan[P_WHOLE] != 0
     if kind == FORWARD:
-        whole = joins(plan, min(rows, plan[P_ROWS]), min(fan_out, plan[P_COLS]), fan_in)
-        return tile_total(rows, fan_out, plan[P_ROWS], plan[P_COLS], whole)
+        return tile_total(rows, fan_out, plan[P_ROWS], plan[P_COLS], fan_in, whole)
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        whole = joins(plan, min(fan_in, plan[P_GRAD_ROWS]), min(fan_out, plan[P_GRAD_COLS]), rows)
-        return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], whole)
+        return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], rows, whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
@@ -479,10 +479,9 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     plan = work.plan
-    whole = joins(plan, min(at[2], plan[P_ROWS]), min(fan_out, plan[P_COLS]), fan_in)
-    r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS], whole)
+    r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS], fan_in, plan[P_WHOLE] != 0)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
-    off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_out + c0
+    off = act_offset(net.layout, layer, plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
          (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
     has_bias = b_off >= 0
@@ -559,10 +558,9 @@ def gradient_task(net, data, work, layer, task, at):
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     plan = work.plan
-    whole = joins(plan, min(fan_in, plan[P_GRAD_ROWS]), min(fan_out, plan[P_GRAD_COLS]), nr)
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], whole)
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], nr, plan[P_WHOLE] != 0)
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
-    d_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + c0
+    d_off = act_offset(net.layout, layer, plan[P_BLOCK]) + c0
     a, d, g = (src, src_off + p0, ld), (work.acts, d_off, fan_out), (work.grads, w_off + p0 * fan_out + c0, fan_out)
     if few_rows_pays(nr, fan_in, fan_out):  # a few outer products, where BLAS is slow
         few_rows_tn(pc, cc, nr, a, d, g, b0 > 0)
@@ -615,7 +613,7 @@ def delta_task(net, work, layer, task, at, worker):
     # hidden layer `layer`, written over A[R, P]
     fan_in, fan_out, w_off, _ = layer_row(net.layout, layer + 1)
     # (always tiles: a block of the product is a worker's scratch, P_SCRATCH)
-    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS], False)
+    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS], fan_out, False)
     d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
     a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
