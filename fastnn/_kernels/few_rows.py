@@ -5,8 +5,8 @@ products: each element costs a handful of multiply-adds, and the product is
 bound by writing ``dW`` once. SciPy's OpenBLAS is slow on these shapes: it
 packs its operands for a blocked product that has nothing to block. On the
 development machine (AMD EPYC, Zen 4, one thread), ``(4 x 64).T @ (4 x 8192)``
-took 230-330 us in float64 and 240 us in float32 through BLAS, against
-130-275 and 45-75 us with `few_rows_tn`, which streams two rows of ``dW`` at a
+took 230-330 us in float64 and 180-245 us in float32 through BLAS, against
+130-150 and 65-75 us with `few_rows_tn`, which streams two rows of ``dW`` at a
 time against four rows of ``D`` (a vectorised loop over the columns). BLAS
 stays faster from about 12 rows, and where ``dW`` is narrow or small enough
 to stay in cache (`few_rows_pays`).
