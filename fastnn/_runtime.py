@@ -38,6 +38,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from fastnn._kernels.bundles import Data, Net, Optim
 from fastnn._threads import TwinRunner, blas_single_thread
 
 _pool = {"pid": None, "executor": None, "size": 0, "lock": threading.Lock()}
@@ -98,6 +99,25 @@ def _executor(helpers):
         return _pool["executor"]
 
 
+def _net(model):
+    """The kernels' `Net` of ``model`` (``extras``: None without kept slopes)."""
+    from fastnn._kernels.layout import keeps_slopes
+
+    extras = np.int64(1) if keeps_slopes(model.layout) else None
+    return Net(model.params, model.layout, np.int64(model.output_code), np.int64(model.loss_code), extras)
+
+
+def _optim(optimizer):
+    """The kernels' `Optim` of ``optimizer`` (without ``control``: zeros, no stopping rule)."""
+    from fastnn._kernels.train import CONTROL_SIZE
+
+    control = optimizer.control
+    if control is None:
+        control = np.zeros(CONTROL_SIZE, dtype=np.float64)
+    code, hyper, state1, state2, step_count = optimizer[:5]
+    return Optim(np.int64(code), hyper, state1, state2, step_count, control)
+
+
 def _writable(a):
     """``a``, or a copy when it is read-only (the tiled kernel takes writable arrays only)."""
     return a if a.flags.writeable else a.copy()
@@ -128,16 +148,13 @@ class TiledTrainer:
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
         keep = keeps_slopes(model.layout)
-        extras = np.int64(1) if keep else None
-        self.net = tiled.Net(model.params, model.layout, np.int64(model.output_code),
-                             np.int64(model.loss_code), extras)  # fmt: skip
+        self.net = _net(model)
         self.X, self.Y = _writable(batches.X), _writable(batches.Y)
         # sample weights (empty: every row weighs 1), in the parameters' dtype
         self.W = _writable(np.ascontiguousarray(batches.weights, dtype=model.params.dtype))
         self.batch_size = int(batches.batch_size)
         self.use_order = bool(batches.use_order)
-        code, hyper, state1, state2, step_count = optimizer[:5]
-        self.optim = tiled.Optim(np.int64(code), hyper, state1, state2, step_count)
+        self.optim = _optim(optimizer)
         workspace = {} if workspace is None else workspace
         weighted = self.W.size > 0
         tiling = None if plan is None else plan.tobytes()
@@ -161,7 +178,7 @@ class TiledTrainer:
         """Train ``epochs`` epochs (batches in ``order`` when shuffling); returns epochs completed."""
         tiled = self._tiled
         work = self.work._replace(sync=np.zeros(tiled.SYNC_SIZE, dtype=np.int64))
-        data = tiled.Data(self.X, self.Y, self.W, order, self.use_order, np.int64(self.batch_size))
+        data = Data(self.X, self.Y, self.W, order, self.use_order, np.int64(self.batch_size))
         args = (self.net, data, self.optim, work, np.int64(epochs), history)
         with blas_single_thread():
             helpers = self.workers - 1
@@ -191,27 +208,16 @@ class TwinTrainer:
         dtype = model.params.dtype
         key = (dtype.str, bool(use_order), tuple(model.layer_sizes), batch_size, X.shape[0])
         self.runner = TwinRunner(kt.train, kt.train_parallel, key, parallel_ok)
-        rows = batch_size if use_order else 0
         workspace = {} if workspace is None else workspace
+        shape = (batch_size, bool(parallel_ok), bool(use_order), weights.size > 0)
         buffers = workspace.get("shards")
-        if buffers is None or buffers[0] != (batch_size, bool(parallel_ok)):
-            shards = kt.shard_buffers(batch_size, model.layer_sizes, model.params.size, dtype, parallel_ok)
-            buffers = ((batch_size, bool(parallel_ok)), shards)
+        if buffers is None or buffers[0] != shape:
+            work = kt.shard_buffers(batch_size, model.layer_sizes, model.params.size, dtype, *shape[1:])
+            buffers = (shape, work)
             workspace["shards"] = buffers
-        acts, deltas, shard_grads, shard_loss, copies = buffers[1]
-        control = optimizer.control
-        if control is None:
-            control = np.zeros(kt.CONTROL_SIZE, dtype=np.float64)  # no stopping rule
-        # train's arguments, with the epochs, order and history of each call
-        self._args = [
-            X, Y, model.params, model.layout, model.output_code, model.loss_code, optimizer.code,
-            optimizer.hyper, control, 0, batch_size, None, bool(use_order), optimizer.state1,
-            optimizer.state2, optimizer.step_count, acts, deltas, shard_grads, shard_loss, copies,
-            np.empty((rows, X.shape[1]), dtype=dtype), np.empty((rows, Y.shape[1]), dtype=dtype),
-            None, weights, np.empty(rows if weights.size else 0, dtype=dtype),
-        ]  # fmt: skip
+        self.net, self.optim, self.work = _net(model), _optim(optimizer), buffers[1]
+        self.data = Data(X, Y, weights, None, bool(use_order), np.int64(batch_size))
         self._parallel = False
-        self._positions = (kt.ARG_EPOCHS, kt.ARG_ORDER, kt.ARG_HISTORY)
 
     @property
     def used(self):
@@ -225,7 +231,5 @@ class TwinTrainer:
 
     def run(self, epochs, order, history):
         """Train ``epochs`` epochs with the twin `next_chunk` chose; returns epochs completed."""
-        args = self._args
-        at_epochs, at_order, at_history = self._positions
-        args[at_epochs], args[at_order], args[at_history] = epochs, order, history
-        return self.runner.run(self._parallel, epochs, tuple(args))
+        args = (self.net, self.data._replace(order=order), self.optim, self.work, epochs, history)
+        return self.runner.run(self._parallel, epochs, args)

@@ -10,6 +10,7 @@ from conftest import DTYPES, assert_close
 from fastnn import MLP
 from fastnn import reference as ref
 from fastnn._kernels import activations as ka
+from fastnn._kernels.bundles import Data, Net, Optim
 from fastnn._kernels import codes
 from fastnn._kernels import dense as kd
 from fastnn._kernels import train as kt
@@ -374,8 +375,11 @@ def test_step_part_writes_one_step_to_the_other_set(dtype, shards, bias, optimiz
         params, state1, state2 = sets[0, 0].copy(), sets[0, 1].copy(), sets[0, 2].copy()
         copies = sets[1:].reshape(-1, size).copy()
         s1_view, s2_view = state1[:state_size], state2[: size if optimizer == "adam" else 0]
-        args = (np.int64(c), np.int64(live), lo, hi, np.int64(n_copies), params, layout, grads,
-                shards, nb, code, hyper, s1_view, s2_view, copies, t)  # fmt: skip
+        net = Net(params, layout, np.int64(codes.SOFTMAX), np.int64(codes.LOG_LOSS), None)
+        opt = Optim(np.int64(code), hyper, s1_view, s2_view, np.zeros(1, np.int64), np.zeros(kt.CONTROL_SIZE))
+        step = (np.int64(shards), nb, np.int64(t))  # (shards, normaliser, t)
+        at = (np.int64(c), np.int64(live), np.int64(n_copies))
+        args = (net, opt, grads, copies, step, at, np.int64(lo), np.int64(hi))
 
         def rows(d, k):  # copy d's set k
             if d == 0 and k == 0:
@@ -485,6 +489,10 @@ def test_nan_is_never_hidden(dtype):
 
 
 # ------------------------------------------- sharded batches, parallel twin
+# positions of the bundles in _train_args' list: train's arguments
+NET, DATA, OPT, WORK, EPOCHS, HISTORY = range(6)
+
+
 def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, weighted=False):
     sizes = [9, 40, 3]
     m = _model(sizes, "relu", "softmax", "log_loss", True, kernel_dtype)
@@ -492,8 +500,7 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
     Y = np.eye(sizes[-1], dtype=kernel_dtype)[rng.integers(0, sizes[-1], n)]
     epochs = 4
     order = np.array([rng.permutation(n) for _ in range(epochs)], dtype=np.int64)
-    buffers = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype)
-    acts, deltas, grads, shard_loss, copies = buffers
+    work = kt.shard_buffers(batch, sizes, m._params.size, kernel_dtype, use_order=True, weighted=weighted)
     hyper = kt.hyper_array(0.01, 0.9, True, 0.9, 0.999, 1e-8, 1e-3)
     control = np.zeros(kt.CONTROL_SIZE)
     if rule:
@@ -501,16 +508,34 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
         control[kt.C_TOL] = 10.0  # every epoch "fails to improve": stops after epoch 2
         control[kt.C_N_ITER_NO_CHANGE] = 1
         control[kt.C_BEST_LOSS] = np.inf
-    return [
-        X, Y, m._params.copy(), m._layout, codes.SOFTMAX, codes.LOG_LOSS,
-        codes.OPTIMIZER_CODES[optimizer], hyper, control, epochs, batch, order, shuffle,
-        np.zeros_like(m._params), np.zeros_like(m._params), np.zeros(1, np.int64),
-        acts, deltas, grads, shard_loss, copies,
-        np.empty((batch, sizes[0]), kernel_dtype), np.empty((batch, sizes[-1]), kernel_dtype),
-        np.zeros(epochs),
-        rng.uniform(0.2, 3.0, n if weighted else 0).astype(kernel_dtype),
-        np.empty(batch if weighted else 0, kernel_dtype),
-    ]  # fmt: skip
+    net = Net(m._params.copy(), m._layout, np.int64(codes.SOFTMAX), np.int64(codes.LOG_LOSS), None)
+    weights = rng.uniform(0.2, 3.0, n if weighted else 0).astype(kernel_dtype)
+    data = Data(X, Y, weights, order, shuffle, np.int64(batch))
+    state = (np.zeros_like(m._params), np.zeros_like(m._params), np.zeros(1, np.int64))
+    opt = Optim(np.int64(codes.OPTIMIZER_CODES[optimizer]), hyper, *state, control)
+    return [net, data, opt, work, epochs, np.zeros(epochs)]
+
+
+def _copied(args):
+    # train's arguments with every array copied (the bundles' too)
+    def copy(a):
+        return a.copy() if isinstance(a, np.ndarray) else a
+
+    return [type(a)(*map(copy, a)) if isinstance(a, tuple) else copy(a) for a in args]
+
+
+def _arrays(args):
+    # (name, array) of every array in train's arguments
+    for i, a in enumerate(args):
+        fields = zip(a._fields, a) if isinstance(a, tuple) else [(str(i), a)]
+        for name, value in fields:
+            if isinstance(value, np.ndarray):
+                yield name, value
+
+
+def _assert_untouched(args, before):
+    for (name, a), (_, b) in zip(_arrays(args), _arrays(before)):
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -520,23 +545,19 @@ def _train_args(kernel_dtype, n, batch, shuffle, optimizer, rng, rule=False, wei
 @pytest.mark.parametrize("weighted", [False, True])
 def test_parallel_twin_gives_bit_identical_training(dtype, optimizer, shuffle, n, batch, weighted, rng):
     serial = _train_args(dtype, n, batch, shuffle, optimizer, rng, weighted=weighted)
-    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parallel = _copied(serial)
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
 
 
-# position in _train_args of the `copies` workspace, which the twins fill
-# differently (the parallel twin keeps its further copies there)
-_DIFFERING_WORKSPACES = (kt.ARG_COPIES,)
-
-
 def _assert_same_training(serial, parallel):
-    # parameters, optimizer state, step count, schedule state and history
-    # are equal bit for bit
-    for i, (a, b) in enumerate(zip(serial, parallel)):
-        if isinstance(a, np.ndarray) and i not in _DIFFERING_WORKSPACES:
-            np.testing.assert_array_equal(a, b)
-    history = serial[-3]
+    # parameters, optimizer state, step count, schedule state, history and
+    # the shards' workspaces are equal bit for bit, but `copies`, which the
+    # twins fill differently (the parallel twin keeps its further copies there)
+    for (name, a), (_, b) in zip(_arrays(serial), _arrays(parallel)):
+        if name != "copies":
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    history = serial[HISTORY]
     assert np.isfinite(history).all() and history[-1] < history[0]
 
 
@@ -546,16 +567,17 @@ def test_parallel_twin_with_one_copy_shares_the_parameters(dtype, n, batch, rng)
     # with room for one copy only (shard_buffers(..., replicas=False)) the
     # parallel twin's shards read the one shared copy: the same results
     serial = _train_args(dtype, n, batch, True, "adam", rng)
-    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
-    one = kt.shard_buffers(batch, [9, 40, 3], serial[2].size, dtype, replicas=False)[4]
-    assert one.shape == (kt.COPY_ROWS, serial[2].size)
-    parallel[kt.ARG_COPIES] = one
+    parallel = _copied(serial)
+    size = serial[NET].params.size
+    one = kt.shard_buffers(batch, [9, 40, 3], size, dtype, replicas=False).copies
+    assert one.shape == (kt.COPY_ROWS, size)
+    parallel[WORK] = parallel[WORK]._replace(copies=one)
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
     # the serial twin never needs more
     again = _train_args(dtype, n, batch, True, "adam", np.random.default_rng(5))
-    alone = [a.copy() if isinstance(a, np.ndarray) else a for a in again]
-    alone[kt.ARG_COPIES] = one.copy()
+    alone = _copied(again)
+    alone[WORK] = alone[WORK]._replace(copies=one.copy())
     assert kt.train(*again) == kt.train(*alone) == 4
     _assert_same_training(again, alone)
 
@@ -563,24 +585,28 @@ def test_parallel_twin_with_one_copy_shares_the_parameters(dtype, n, batch, rng)
 @pytest.mark.parametrize("twin", ["train", "train_parallel"])
 def test_train_refuses_workspaces_too_small(twin, rng):
     args = _train_args(np.float64, 40, 16, True, "adam", rng)
-    before = args[2].copy()
-    size = args[2].size
-    for position, shape, name in (
-        (kt.ARG_COPIES, (kt.COPY_ROWS - 1, size), "copies"),
-        (kt.ARG_COPIES, (kt.COPY_ROWS, size - 1), "copies"),
-        (kt.ARG_GRADS, (kt.MAX_SHARDS, size), "grads"),
-        (kt.ARG_SHARD_LOSS, (kt.MAX_SHARDS,), "shard_loss"),
+    before = _copied(args)
+    size = args[NET].params.size
+    for position, field, shape in (
+        (WORK, "copies", (kt.COPY_ROWS - 1, size)),
+        (WORK, "copies", (kt.COPY_ROWS, size - 1)),
+        (WORK, "grads", (kt.MAX_SHARDS, size)),
+        (WORK, "shard_loss", (kt.MAX_SHARDS,)),
+        (OPT, "hyper", (kt.HYPER_SIZE - 1,)),
+        (OPT, "control", (kt.CONTROL_SIZE + 1,)),
     ):
         bad = list(args)
-        bad[position] = np.empty(shape)
-        with pytest.raises(ValueError, match=name):
+        bad[position] = bad[position]._replace(**{field: np.empty(shape)})
+        with pytest.raises(ValueError, match=field):
             getattr(kt, twin)(*bad)
-        np.testing.assert_array_equal(args[2], before)
+        _assert_untouched(args, before)
 
 
-def _run_slot(slot, args, sync, threaded=1, job=None):
+def _run_slot(index, args, sync, threaded=1, job=None):
     job = np.zeros(0, np.int64) if job is None else job
-    return kt.run_slot(np.int64(slot), *args, sync, np.int64(threaded), job, kt._features(args[kt.ARG_LAYOUT]))
+    slot = kt.Slot(np.int64(index), np.int64(threaded), sync, job)
+    net, data, opt, work, epochs, history = args
+    return kt.run_slot(slot, net, data, opt, work, np.int64(epochs), history, net.extras)
 
 
 @pytest.mark.requires_jit
@@ -591,25 +617,21 @@ def test_slots_that_do_not_meet_leave_the_work_to_slot_0(first, rng):
     # numbers as `train`) and slot 1 returns without touching anything,
     # whichever starts first
     serial = _train_args(np.float64, 150, 100, True, "adam", rng)
-    alone = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    alone = _copied(serial)
     assert kt.train(*serial) == 4
     sync = np.zeros(kt.SYNC_SIZE, np.int64)
-    untouched = [a.copy() if isinstance(a, np.ndarray) else a for a in alone]
+    untouched = _copied(alone)
     if first == 1:
         assert _run_slot(1, alone, sync) == 0
         assert sync[kt.SYNC_MODE] == kt.MODE_ALONE
-        for a, b in zip(alone, untouched):
-            if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b)
+        _assert_untouched(alone, untouched)
     assert _run_slot(0, alone, sync) == 4
     assert sync[kt.SYNC_MODE] == kt.MODE_ALONE and sync[kt.SYNC_RESULT] == 4
     _assert_same_training(serial, alone)
     if first == 0:
-        after = [a.copy() if isinstance(a, np.ndarray) else a for a in alone]
+        after = _copied(alone)
         assert _run_slot(1, alone, sync) == 0
-        for a, b in zip(alone, after):
-            if isinstance(a, np.ndarray):
-                np.testing.assert_array_equal(a, b)
+        _assert_untouched(alone, after)
 
 
 @pytest.mark.requires_jit
@@ -619,7 +641,7 @@ def test_slots_meet_and_split_the_work(rng):
     import threading
 
     serial = _train_args(np.float64, 150, 100, True, "momentum", rng)
-    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parallel = _copied(serial)
     assert kt.train(*serial) == 4
     sync = np.zeros(kt.SYNC_SIZE, np.int64)
     results = {}
@@ -639,7 +661,7 @@ def test_shard_rule_and_buffers():
     assert [kt.shards_of(nb) for nb in (1, 63, 64, 100, 1000)] == [1, 1, 2, 2, 2]
     # a batch of 64 splits into 32 + 32, but a last batch of 63 rows is one shard
     assert kt.shard_rows(64) == 63 and kt.shard_rows(200) == 100 and kt.shard_rows(5) == 5
-    acts, deltas, grads, loss, copies = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
+    acts, deltas, grads, loss, copies, X_batch, Y_batch, W_batch = kt.shard_buffers(200, [9, 40, 3], 533, np.float32)
     assert acts.shape == (kt.MAX_SHARDS, 100 * 43) and acts.dtype == np.float32
     # two more per row: room for the column-major softmax (kd.deltas_units)
     assert deltas.shape == (kt.MAX_SHARDS, 100 * 45) and deltas.dtype == np.float32
@@ -651,23 +673,28 @@ def test_shard_rule_and_buffers():
     # two sets for each further copy
     assert kt.COPY_ROWS == 3
     assert copies.shape == (3 * (2 * kt.MAX_SHARDS - 1), 533) and copies.dtype == np.float32
-    assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False)[4].shape == (3, 533)
+    assert kt.shard_buffers(200, [9, 40, 3], 533, np.float32, replicas=False).copies.shape == (3, 533)
+    # no batch buffers unless batches are gathered in an order, with their weights
+    assert X_batch.shape == (0, 9) and Y_batch.shape == (0, 3) and W_batch.shape == (0,)
+    gathered = kt.shard_buffers(200, [9, 40, 3], 533, np.float32, use_order=True, weighted=True)
+    assert gathered.X_batch.shape == (200, 9) and gathered.Y_batch.shape == (200, 3)
+    assert gathered.W_batch.shape == (200,) and gathered.W_batch.dtype == np.float32
 
 
 def test_train_kernel_stopping_rule(rng):
     args = _train_args(np.float64, 150, 100, True, "adam", rng, rule=True)
-    control = args[kt.ARG_CONTROL]
+    control = args[OPT].control
     # epoch 1 improves on inf; epochs 2 and 3 do not by tol = 10: the count
     # exceeds n_iter_no_change = 1 after epoch 3
     assert kt.train(*args) == 3
     assert control[kt.C_STOPPED] == 1 and control[kt.C_NO_IMPROVEMENT] == 2
     assert control[kt.C_TIME_STEP] == 3 * 150
-    assert control[kt.C_BEST_LOSS] == args[-3][:3].min()
+    assert control[kt.C_BEST_LOSS] == args[HISTORY][:3].min()
 
 
 def _forked_training(args, queue):
     done = kt.train_parallel(*args)
-    queue.put((done, args[2], args[-3]))
+    queue.put((done, args[NET].params, args[HISTORY]))
 
 
 @pytest.mark.requires_jit
@@ -677,8 +704,8 @@ def test_parallel_twin_runs_in_a_forked_child(rng):
     import multiprocessing
 
     serial = _train_args(np.float64, 150, 100, True, "adam", rng)
-    parent = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
-    child = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parent = _copied(serial)
+    child = _copied(serial)
     assert kt.train(*serial) == kt.train_parallel(*parent) == 4
     queue = multiprocessing.get_context("fork").Queue()
     process = multiprocessing.get_context("fork").Process(
@@ -688,8 +715,8 @@ def test_parallel_twin_runs_in_a_forked_child(rng):
     done, params, history = queue.get(timeout=60)
     process.join(timeout=60)
     assert done == 4 and process.exitcode == 0
-    np.testing.assert_array_equal(params, serial[2])
-    np.testing.assert_array_equal(history, serial[-3])
+    np.testing.assert_array_equal(params, serial[NET].params)
+    np.testing.assert_array_equal(history, serial[HISTORY])
 
 
 @pytest.mark.requires_jit
@@ -707,7 +734,7 @@ def test_a_helper_that_fails_leaves_the_work_to_slot_0(monkeypatch, rng):
     monkeypatch.setattr(kt, "_helper_pool", lambda: FailingPool())
     monkeypatch.setitem(kt._helpers, "failed", False)
     serial = _train_args(np.float64, 150, 100, True, "sgd", rng)
-    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parallel = _copied(serial)
     assert kt.train(*serial) == kt.train_parallel(*parallel) == 4
     _assert_same_training(serial, parallel)
     assert kt._helpers["failed"]
@@ -724,10 +751,11 @@ def test_a_standing_helper_runs_the_jobs_posted_until_told_to_quit(rng):
     import threading
 
     serial = _train_args(np.float64, 150, 100, True, "adam", rng)
-    parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in serial]
+    parallel = _copied(serial)
     for args in (serial, parallel):
-        args[kt.ARG_EPOCHS] = 2  # epochs per call
-        args[kt.ARG_ORDER] = args[kt.ARG_ORDER][:2]  # the order of 2 epochs, used by both calls
+        args[EPOCHS] = 2  # epochs per call
+        # the order of 2 epochs, used by both calls
+        args[DATA] = args[DATA]._replace(order=args[DATA].order[:2])
     assert kt.train(*serial) == kt.train(*serial) == 2
     sync = np.zeros(kt.SYNC_SIZE, np.int64)
     job = np.zeros(kt.JOB_SIZE, np.int64)
@@ -761,8 +789,8 @@ def test_train_parallel_keeps_its_helper_for_the_same_arrays_only(rng):
     other = _train_args(np.float64, 201, 64, True, "adam", rng)
     runs = {}
     for name, args in (("first", first), ("other", other)):
-        serial = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        serial = _copied(args)
+        parallel = _copied(args)
         assert kt.train(*serial) == kt.train(*serial) == 4
         runs[name] = (serial, parallel)
     serial, parallel = runs["first"]

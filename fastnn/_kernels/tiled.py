@@ -81,13 +81,9 @@ from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wai
 from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, batch_norm_of, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
-# The bundles every worker gets (module level, so that compiled code caches).
-# Net.extras: None for a model without kept slopes (no table activation,
-# dropout or custom activation), whose kernels are then compiled without
-# those paths (the tasks prune them: see fastnn._kernels.dense.extras_of)
-Net = namedtuple("Net", "params layout output loss extras")
-Data = namedtuple("Data", "X Y W order use_order batch_size")
-Optim = namedtuple("Optim", "code hyper state1 state2 step_count")
+# The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
+# the two-shard kernel's too; Optim.control is not read here), and this
+# kernel's workspace:
 Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync")
 
 # plan[...]: the tiling, from the shapes only (see make_plan)
@@ -833,7 +829,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
 def drive(net, data, opt, work, epochs, history):
     # the training loop (worker 0); returns the epochs completed: on a loss or
     # gradient that is not finite it stops before that step's update, with the
-    # step's loss in history[epoch] (see fastnn._kernels.train.run_slot)
+    # step's loss in history[epoch] (see fastnn._kernels.train.run_epochs)
     n = data.X.shape[0]
     t = opt.step_count[0]
     for epoch in range(epochs):

@@ -1,16 +1,18 @@
 """Fused training loops: many epochs of forward, backward and update in one call.
 
-``hyper`` is a float64 array ``(learning_rate, momentum, nesterov, beta_1,
-beta_2, epsilon, alpha, dropout_seed, first_epoch)`` (`hyper_array`; the
-last two give dropout's masks their counters, see ``fastnn._kernels.dropout``:
-a seed < 0 is no dropout, and the epochs of a call are numbered from
-``first_epoch``); ``step_count`` a one-element int64 array holding
-Adam's step counter between calls. Optimizer state (``state1``, ``state2``)
-has the layout of ``params``. Scalars are cast to the parameters' dtype, so a
-float32 model is updated in float32. ``control`` (``CONTROL_SIZE`` float64,
-indices ``C_*``) switches on scikit-learn's stopping rule and learning-rate
-schedules and carries their state between calls. The per-shard workspaces
-come from :func:`shard_buffers`.
+A call takes the bundles of ``fastnn._kernels.bundles`` (`Net`, `Data`,
+`Optim`, which the tiled kernel takes too) and its own workspace, `Shards`
+(`shard_buffers`). ``Optim.hyper`` is a float64 array ``(learning_rate,
+momentum, nesterov, beta_1, beta_2, epsilon, alpha, dropout_seed,
+first_epoch)`` (`hyper_array`; the last two give dropout's masks their
+counters, see ``fastnn._kernels.dropout``: a seed < 0 is no dropout, and the
+epochs of a call are numbered from ``first_epoch``); ``step_count`` a
+one-element int64 array holding Adam's step counter between calls.
+Optimizer state (``state1``, ``state2``) has the layout of ``params``.
+Scalars are cast to the parameters' dtype, so a float32 model is updated in
+float32. ``control`` (``CONTROL_SIZE`` float64, indices ``C_*``) switches on
+scikit-learn's stopping rule and learning-rate schedules and carries their
+state between calls.
 
 ``train`` and ``train_parallel`` run the same compiled loop, `run_slot`: the
 first on the calling thread, the second in ``MAX_SHARDS`` slots on as many
@@ -21,7 +23,11 @@ the parameters (it keeps the optimizer state of that part only) and writes
 the new values into every copy. The slots wait for each other twice per
 step, on atomic counters (``fastnn._kernels.sync``): once all shards are
 done, and once all parts are. The results are bit-identical to ``train``'s
-(``fastnn._threads`` chooses between the two).
+(``fastnn._threads`` chooses between the two). `run_slot` holds the loops (a
+helper's jobs, the epochs, the batches) and calls small inlined pieces of one
+idea each (`meet`, `own_optim`, `run_shards`, `update_parts`, `finish`); it
+links the two kernels that do the work, `partial_loss_and_gradients` (a
+shard's forward and backward passes) and `step_part` (a part of the update).
 
 Why slots and not Numba's parallel loops: ``train_parallel`` was the loop
 compiled with ``parallel=True``, which opened two parallel loops per step
@@ -63,13 +69,15 @@ copy.
 
 import os
 import time
+from collections import namedtuple
 
 import numba
 import numpy as np
 
 from fastnn._kernels._jit import kernel
+from fastnn._kernels.bundles import Optim
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import deltas_units, extras_of, partial_loss_and_gradients, sum_of_squares
+from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, wait_at_least
 
 
@@ -145,6 +153,15 @@ COPY_PARAMS = 0
 COPY_STATE1 = 1
 COPY_STATE2 = 2
 
+# The twins' workspace (shard_buffers): each shard's activations, deltas and
+# gradients (two halves, see batch_step), the shards' losses, the further
+# sets and copies of the parameters, and the gathered batch.
+Shards = namedtuple("Shards", "acts deltas grads shard_loss copies X_batch Y_batch W_batch")
+# Who a call of run_slot is: its index, whether it runs with other slots
+# (int64 0 or 1), their counters (SYNC_*) and, for a helper's standing call,
+# its job (JOB_*; empty otherwise).
+Slot = namedtuple("Slot", "index threaded sync job")
+
 # control[...] of `train`: the stopping rule and learning-rate schedule of
 # scikit-learn's stochastic solvers, and their state between calls
 # hyper[...]
@@ -196,8 +213,8 @@ def shard_rows(batch_size):
     return max(-(-nb // shards_of(nb)) for nb in sizes if nb > 0)
 
 
-def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
-    """``(acts, deltas, grads, shard_loss, copies)`` workspaces of `train` for ``batch_size``.
+def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True, use_order=False, weighted=False):
+    """The `Shards` workspace of `train` for batches of up to ``batch_size`` rows.
 
     ``copies`` holds the buffers the optimizer steps write (see `step_part`):
     ``COPY_ROWS`` rows of ``n_params`` for the second set of the caller's
@@ -206,16 +223,22 @@ def shard_buffers(batch_size, layer_sizes, n_params, dtype, replicas=True):
     Without ``replicas``, ``train_parallel`` runs on one thread, as ``train``.
     ``grads`` and ``shard_loss`` have two halves of ``MAX_SHARDS`` rows, used
     by steps of even and odd number, and ``shard_loss`` ``2 * MAX_SHARDS``
-    more elements for the parts of the update (see `run_slot`).
+    more elements for the parts of the update (see `update_parts`). The
+    batch buffers have room for a batch gathered in a given order
+    (``use_order``) and its sample weights (``weighted``), else none.
     """
     rows = shard_rows(batch_size)
     sets = 2 * MAX_SHARDS - 1 if replicas else 1
-    return (
+    gathered = batch_size if use_order else 0
+    return Shards(
         np.empty((MAX_SHARDS, rows * int(sum(layer_sizes[1:]))), dtype=dtype),
         np.empty((MAX_SHARDS, rows * deltas_units(layer_sizes)), dtype=dtype),
         np.empty((2 * MAX_SHARDS, n_params), dtype=dtype),
         np.zeros(4 * MAX_SHARDS, dtype=np.float64),
         np.empty((COPY_ROWS * sets, n_params), dtype=dtype),
+        np.empty((gathered, layer_sizes[0]), dtype=dtype),
+        np.empty((gathered, layer_sizes[-1]), dtype=dtype),
+        np.empty(gathered if weighted else 0, dtype=dtype),
     )
 
 
@@ -259,15 +282,15 @@ def end_of_epoch(loss, n, optimizer_code, hyper, control):
 
 
 @kernel(inline="always")
-def copy_set(c, k, params, state1, state2, copies):
+def copy_set(c, k, params, opt, copies):
     # (parameters, state1, state2) of copy c's set k (see COPY_ROWS)
     if c == 0 and k == 0:
-        return params, state1, state2
+        return params, opt.state1, opt.state2
     row = COPY_ROWS * (2 * c + k - 1)
     return (
         copies[row + COPY_PARAMS, : params.size],
-        copies[row + COPY_STATE1, : state1.size],
-        copies[row + COPY_STATE2, : state2.size],
+        copies[row + COPY_STATE1, : opt.state1.size],
+        copies[row + COPY_STATE2, : opt.state2.size],
     )
 
 
@@ -339,29 +362,31 @@ def part_bound(size, part, parts):
 # An optimizer step of one part of the parameters, compiled on its own and
 # called once per step and slot.
 @kernel
-def step_part(
-    c, live, lo, hi, n_copies, params, layout, grads, shards, nb, optimizer_code, hyper,
-    state1, state2, copies, t,
-):  # fmt: skip
+def step_part(net, opt, grads, copies, step, at, lo, hi):
     # One optimizer step of elements [lo, hi) of copy c, from its set `live`
-    # to its other set, with the sum of the shards' gradients + the L2 term;
-    # the new parameters [lo, hi) are also written to the other set of the
-    # other copies below n_copies (each slot updates one part and hands it to
-    # the others). Returns (sum of W**2 of the live weights in [lo, hi),
-    # whether every gradient there was finite). The live sets are left as
-    # they were, so that the caller can keep them when a gradient or the
-    # loss turns out not finite.
-    src = copy_set(c, live, params, state1, state2, copies)
-    dst = copy_set(c, 1 - live, params, state1, state2, copies)
+    # to its other set, with the sum of the shards' gradients + the L2 term
+    # (grads: the step's half of Shards.grads; copies: Shards.copies; at =
+    # (c, live, n_copies); step = (shards, normaliser, Adam's step number));
+    # the new parameters [lo, hi) are also
+    # written to the other set of the other copies below n_copies (each slot
+    # updates one part and hands it to the others). Returns (sum of W**2 of
+    # the live weights in [lo, hi), whether every gradient there was
+    # finite). The live sets are left as they were, so that the caller can
+    # keep them when a gradient or the loss turns out not finite.
+    c, live, n_copies = at
+    shards, nb, t = step
+    params, layout, hyper = net.params, net.layout, opt.hyper
+    src = copy_set(c, live, params, opt, copies)
+    dst = copy_set(c, 1 - live, params, opt, copies)
     dt = params.dtype.type
-    alpha = hyper[6]
+    alpha = hyper[H_ALPHA]
     with_l2 = alpha > 0
     scale = dt(alpha / nb)
-    if optimizer_code == OPT_ADAM:
-        rate = adam_rate(params, hyper[0], hyper[3], hyper[4], hyper[5], t)
+    if opt.code == OPT_ADAM:
+        rate = adam_rate(params, hyper[H_LR], hyper[H_BETA_1], hyper[H_BETA_2], hyper[H_EPSILON], t)
     else:
         zero = dt(0.0)
-        rate = (dt(hyper[0]), dt(hyper[1]), dt(hyper[2]), zero, zero, zero)
+        rate = (dt(hyper[H_LR]), dt(hyper[H_MOMENTUM]), dt(hyper[H_NESTEROV]), zero, zero, zero)
     squares = 0.0
     finite = True
     for layer in range(layout.shape[0]):
@@ -375,21 +400,21 @@ def step_part(
             if l2:
                 squares += sum_of_squares(src[0][a:b])
             # (one call site: update_range's three loops are inlined once, not twice)
-            finite &= update_range(grads, shards, a, b, scale, l2, optimizer_code, rate, src, dst)
+            finite &= update_range(grads, shards, a, b, scale, l2, opt.code, rate, src, dst)
     new = dst[0][lo:hi]
     for d in range(n_copies):
         if d != c:
-            out = copy_set(d, 1 - live, params, state1, state2, copies)[0][lo:hi]
+            out = copy_set(d, 1 - live, params, opt, copies)[0][lo:hi]
             for i in range(hi - lo):
                 out[i] = new[i]
     return squares, finite
 
 
 @kernel
-def copy_between(params, state1, state2, copies, c, k, d, j):
+def copy_between(params, opt, copies, c, k, d, j):
     # copy d's set j = copy c's set k
-    src = copy_set(c, k, params, state1, state2, copies)
-    dst = copy_set(d, j, params, state1, state2, copies)
+    src = copy_set(c, k, params, opt, copies)
+    dst = copy_set(d, j, params, opt, copies)
     for a in range(3):
         for i in range(src[a].size):
             dst[a][i] = src[a][i]
@@ -473,62 +498,55 @@ def wait_until(sync, index, target):
     wait_at_least(sync, index, target, YIELD_AFTER)
 
 
+# tally[...] of a slot's call: its counters, in one array allocated before
+# the slots meet (nothing may fail after they have)
+T_LIVE = 0  # the set of every copy that holds the current parameters (0 or 1)
+T_ADAM = 1  # Adam's step counter
+T_STEPS = 2  # steps taken in this call (their parity picks the half of grads)
+T_SHARDS = 3  # shards of all steps so far (threaded: the target of the first wait)
+T_PARTS = 4  # parts of all steps so far (the target of the second wait)
+TALLY_SIZE = 5
+
+
 @kernel(nogil=True)
-def run_slot(
-    slot, X, Y, params, layout, output_code, loss_code, optimizer_code, hyper,
-    control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-    sync, threaded, job, features,
-):  # fmt: skip
-    # `epochs` passes over (X, Y) in mini-batches of `batch_size` rows, taken
-    # in the order order[epoch] when use_order, else in storage order; each
-    # batch is split into shard_count(rows) shards. Returns the number of
-    # epochs completed (and, threaded, the leader adds it to
-    # sync[SYNC_RESULT]).
-    #
-    # With a non-empty `job` (a helper thread's standing call, see
-    # train_parallel) it runs the jobs posted there instead, one after
-    # another on the same arrays (each for job[JOB_EPOCHS] epochs, with
-    # `sync` cleared by post_job), until none comes for SERVE_SPINS spins or
-    # it is told to quit: the helper stays awake between the calls of a fit.
-    #
-    # Slots: without `threaded` (the serial twin) this one call does all the
-    # work. Threaded (train_parallel: one call per slot, on MAX_SHARDS
-    # threads), slot s runs shard s of every batch on copy s of the
-    # parameters (copy 0: the caller's arrays; the others start as copies of
-    # it), then takes the optimizer step of part s of the parameters (see
-    # part_bound, step_part) from the sum of all shards' gradients, writes
-    # the new part into every copy, and keeps the optimizer state of part s
-    # (merged into the caller's arrays at the end). The copies stay equal
-    # bit for bit. Two waits per step, on counters in `sync`: all shards
-    # done, all parts done. Gradients and shard losses alternate between two
-    # halves of `grads` and `shard_loss` by the step's parity, so that a
-    # slot may start the next step's shard while the other still reads this
-    # step's; shard_loss[2 * MAX_SHARDS:] holds each part's sum of squares
-    # and finiteness. The sum of squares is taken part by part, in part
-    # order, alone as in slots, so that the losses are the same too. Every
-    # slot makes the same decisions (stop, learning-rate schedule) from the
-    # same numbers; slot 0, the leader, writes history, control, hyper and
-    # step_count, and the other slots work on private copies of control and
-    # hyper. If the slots do not all start within ARRIVE_SPINS, slot 0 does
-    # all the work alone (one copy) and the others skip the job at once: the
-    # work is done exactly when slot 0 runs, whatever order they start in.
-    #
-    # history[e] = the epoch's loss: the sum of batch losses for SSE, the
-    # size-weighted mean of batch losses otherwise. On a non-finite loss or
-    # gradient it stops before updating, stores that batch's loss in
-    # history[epoch] (finite when the gradient was the culprit) and returns
-    # the epoch: optimizer steps alternate between two sets of buffers per
-    # copy, and a set is taken only when its step was finite; the caller's
-    # arrays hold the result on return. With control[C_RULE] set, stops after
-    # an epoch where scikit-learn's rule says so (control[C_STOPPED] = 1).
-    # sample_weight (n,) weighs the rows (empty: all 1; W_batch gathers them
-    # when use_order): a batch's losses are then weighted means, normalised
-    # with the L2 term by the sum of its weights, as scikit-learn does.
-    # (slot and threaded are int64 in every call: one compiled signature.
-    # The job loop's body is written out here: as an inlined kernel of its
-    # own, the same code took 6.4 s to compile instead of 4.8 s.)
+def run_slot(slot, net, data, opt, work, epochs, history, extras):
+    """Slot ``slot.index`` of a call of `train` or `train_parallel`.
+
+    Trains ``epochs`` passes over the data in batches of ``data.batch_size``
+    rows (in the order ``data.order[epoch]`` when ``data.use_order``), each
+    batch split into ``shard_count`` shards; returns the epochs completed.
+    ``history[e]`` gets epoch e's loss: the sum of batch losses for SSE, the
+    size-weighted mean of batch losses otherwise. On a non-finite loss or
+    gradient it stops before that step's update, with that batch's loss in
+    ``history[epoch]`` (finite when a gradient was the culprit), and returns
+    the epoch. With ``control[C_RULE]`` set, it stops after an epoch where
+    scikit-learn's rule says so (``control[C_STOPPED] = 1``). ``extras`` is
+    ``net.extras`` again, as an argument of its own: Numba prunes the
+    branches of a ``None`` argument only.
+
+    Serial (``slot.threaded == 0``) this one call does all the work.
+    Threaded, slot s runs shard s of every batch on copy s of the parameters
+    (copy 0: the caller's arrays; the others start as copies of it), then
+    the optimizer step of part s of the parameters, which it writes into
+    every copy (`update_parts`): the copies stay equal bit for bit. Every
+    slot makes the same decisions (stop, learning-rate schedule) from the
+    same numbers; slot 0, the leader, writes history, control, hyper and
+    step_count (`own_optim`), and adds the result to ``sync[SYNC_RESULT]``.
+    If the slots do not all start within ``ARRIVE_SPINS`` (`meet`), slot 0
+    does all the work alone and the others return 0 at once.
+
+    With a non-empty ``slot.job`` (a helper thread's standing call, see
+    `train_parallel`) it runs the jobs posted there, one after another on the
+    same arrays (each of ``job[JOB_EPOCHS]`` epochs), until none comes for
+    ``SERVE_SPINS`` spins or it is told to quit.
+    """
+    # (The loops are written out here, and only small pieces inlined: as a
+    # chain of inlined functions (call, epochs, step, shards) the same code
+    # took about 5 s longer to compile, and a kernel compiled on its own
+    # between this one and the two that do the work optimises their code
+    # once more: 7 s longer with the step compiled on its own.)
     n_epochs = epochs
+    job = slot.job
     if job.size > 0:
         if wait_for_job(job) != JOB_POSTED:
             return 0
@@ -536,179 +554,220 @@ def run_slot(
     done = 0
     more = True
     while more:
+        local = np.empty(CONTROL_SIZE + HYPER_SIZE)  # before the slots meet: nothing may fail after
+        tally = np.zeros(TALLY_SIZE, dtype=np.int64)
+        alone = meet(slot) == MODE_ALONE
         done = 0
-        n_slots = MAX_SHARDS
-        local = np.empty(CONTROL_SIZE + hyper.size)  # before the slots meet: nothing may fail after
-        alone = True
-        skip = False
-        if threaded != 0:
-            atomic_add(sync, SYNC_ARRIVED, 1)
-            spins = 0
-            while atomic_load(sync, SYNC_ARRIVED) < n_slots and spins < ARRIVE_SPINS:
-                spins += 1
-            mode = MODE_PARALLEL if atomic_load(sync, SYNC_ARRIVED) >= n_slots else MODE_ALONE
-            before = atomic_cas(sync, SYNC_MODE, 0, mode)
-            if before != 0:
-                mode = before  # decided by another slot
-            # slot 0 does all the work alone (or, if it never starts, nobody)
-            skip = mode == MODE_ALONE and slot != 0
-            alone = mode == MODE_ALONE
-        if not skip:
-            first, last, n_copies = slot, slot, n_slots
-            if alone:
-                first, last, n_copies = 0, n_slots - 1, 1
-            leader = slot == 0  # (alone, this is slot 0)
-            hyp = hyper
-            ctl = control
-            if not leader:
-                # the leader changes neither before all slots finished their
-                # first shard, which this slot has not yet started
-                for i in range(CONTROL_SIZE):
-                    local[i] = control[i]
-                for i in range(hyper.size):
-                    local[CONTROL_SIZE + i] = hyper[i]
-                ctl = local[:CONTROL_SIZE]
-                hyp = local[CONTROL_SIZE:]
-                # (int64 arguments: literals would compile copy_between once per call site)
-                copy_between(params, state1, state2, copies, np.int64(0), np.int64(0), slot, np.int64(0))
-            n = X.shape[0]
-            weighted = sample_weight.size > 0
-            alpha = hyp[6]
-            t = step_count[0]
-            live = 0  # the set of every copy that holds the current parameters
+        if slot.index == 0 or not alone:
+            own = own_optim(slot, net, opt, work, local)
+            tally[T_ADAM] = opt.step_count[0]
             done = n_epochs
-            step = 0
-            finished = 0  # shards of all steps so far
-            updated = 0  # parts of all steps so far
-            size = params.size
+            n = data.X.shape[0]
             for epoch in range(n_epochs):
                 total = 0.0
                 start = 0
                 while start < n:
-                    stop = min(start + batch_size, n)
-                    nb = stop - start
-                    shards = shard_count(nb)
-                    norm = batch_norm_of(sample_weight, order, use_order, epoch, start, nb)
-                    half = (step % 2) * MAX_SHARDS
-                    for s in range(first, min(last, shards - 1) + 1):
-                        lo = (s * nb) // shards
-                        hi = ((s + 1) * nb) // shards
-                        if use_order:
-                            # element loops rather than `X_batch[r, :] = X[src]`,
-                            # whose shape check compiles a formatted error
-                            # message (seconds of cold compile)
-                            for r in range(lo, hi):
-                                src = order[epoch, start + r]
-                                for c in range(X.shape[1]):
-                                    X_batch[r, c] = X[src, c]
-                                for c in range(Y.shape[1]):
-                                    Y_batch[r, c] = Y[src, c]
-                                if weighted:
-                                    W_batch[r] = sample_weight[src]
-                            xs = X_batch[lo:hi]
-                            ys = Y_batch[lo:hi]
-                            ws = W_batch[lo:hi] if weighted else W_batch[0:0]
-                        else:
-                            xs = X[start + lo : start + hi]
-                            ys = Y[start + lo : start + hi]
-                            ws = W_batch[0:0]
-                            if weighted:
-                                ws = sample_weight[start + lo : start + hi]
-                        own = s if s < n_copies else 0
-                        ps = copy_set(own, live, params, state1, state2, copies)[0]
-                        if features is None:  # (pruned before compiling: see dense.extras_of)
-                            shard_loss[half + s] = partial_loss_and_gradients(
-                                xs, ys, ws, ps, layout, output_code, loss_code, norm,
-                                acts[s], deltas[s], grads[half + s], None,
-                            )  # fmt: skip
-                        else:
-                            # dropout's counters: the seed, the epoch of the fit, the shard's first row
-                            drop = (np.int64(hyp[H_SEED]), np.int64(hyp[H_EPOCH]) + epoch, np.int64(start + lo))
-                            shard_loss[half + s] = partial_loss_and_gradients(
-                                xs, ys, ws, ps, layout, output_code, loss_code, norm,
-                                acts[s], deltas[s], grads[half + s], drop,
-                            )  # fmt: skip
-                        if not alone:
-                            atomic_add(sync, SYNC_SHARDS, 1)
-                    finished += shards
-                    if not alone:
-                        wait_until(sync, SYNC_SHARDS, finished)
-                    value = shard_loss[half]
-                    for s in range(1, shards):
-                        value += shard_loss[half + s]
-                    t_next = t + 1 if optimizer_code == OPT_ADAM else t
-                    g = grads[half : half + MAX_SHARDS]
-                    for part in range(first, last + 1):
-                        # alone: every part into copy 0; else this slot's part
-                        # into its copy and the others'
-                        c = 0 if alone else part
-                        sq, ok = step_part(
-                            np.int64(c), np.int64(live), part_bound(size, part, n_slots),
-                            part_bound(size, part + 1, n_slots), np.int64(n_copies), params, layout,
-                            g, shards, norm, optimizer_code, hyp, state1, state2, copies, t_next,
-                        )  # fmt: skip
-                        shard_loss[2 * MAX_SHARDS + part] = sq
-                        shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
-                    if not alone:
-                        atomic_add(sync, SYNC_PARTS, 1)
-                        updated += n_slots
-                        wait_until(sync, SYNC_PARTS, updated)
-                    # the same sum, in the same order, in every slot and alone
-                    squares = 0.0
-                    finite = True
-                    for part in range(n_slots):
-                        squares += shard_loss[2 * MAX_SHARDS + part]
-                        finite &= shard_loss[3 * MAX_SHARDS + part] != 0
-                    if alpha > 0:
-                        value += 0.5 * alpha * squares / norm
-                    step += 1
-                    if not (finite and np.isfinite(value)):
-                        if leader:
+                    nb = min(start + data.batch_size, n) - start
+                    # one step: this slot's shards, then its part of the update
+                    norm = batch_norm_of(data.W, data.order, data.use_order, epoch, start, nb)
+                    run_shards(slot, alone, net, data, own, work, (epoch, start, nb), norm, tally, extras)
+                    value, finite = update_parts(slot, alone, net, own, work, (shard_count(nb), norm), tally)
+                    if not finite:
+                        if slot.index == 0:
                             history[epoch] = value
                         done = epoch
                         break
-                    live = 1 - live
-                    t = t_next
-                    if loss_code == SSE:
-                        total += value
-                    else:
-                        total += value * nb
-                    start = stop
+                    total += value if net.loss == SSE else value * nb
+                    start += nb
                 if done < n_epochs:
                     break
-                loss = total if loss_code == SSE else total / n
-                if leader:
+                loss = total if net.loss == SSE else total / n
+                if slot.index == 0:
                     history[epoch] = loss
-                if ctl[C_RULE] != 0 and end_of_epoch(loss, n, optimizer_code, hyp, ctl):
+                if own.control[C_RULE] != 0 and end_of_epoch(loss, n, own.code, own.hyper, own.control):
                     done = epoch + 1
                     break
-            if not alone:
-                # the leader goes on once every slot is done with the arrays,
-                # so that the caller need not wait for the helper threads to
-                # get back to Python (a wait on their futures took about 50 us
-                # more per call)
-                atomic_add(sync, SYNC_FINISHED, 1)
-                if leader:
-                    wait_until(sync, SYNC_FINISHED, n_slots)
-                    # each slot kept the optimizer state of its own part
-                    for part in range(1, n_slots):
-                        src = copy_set(part, live, params, state1, state2, copies)
-                        dst = copy_set(0, live, params, state1, state2, copies)
-                        lo = part_bound(size, part, n_slots)
-                        hi = part_bound(size, part + 1, n_slots)
-                        for a in range(1, 3):
-                            for i in range(lo, min(hi, src[a].size)):
-                                dst[a][i] = src[a][i]
-            if leader:
-                if live == 1:
-                    zero = np.int64(0)
-                    copy_between(params, state1, state2, copies, zero, np.int64(1), zero, zero)
-                step_count[0] = t
-                if threaded != 0:
-                    atomic_add(sync, SYNC_RESULT, done)
+            finish(slot, alone, net, opt, work, done, tally)
         more = next_job(job)
         n_epochs = job[JOB_EPOCHS] if more else n_epochs
     return done
+
+
+@kernel(inline="always")
+def meet(slot):
+    # MODE_ALONE for the serial twin. Threaded: MODE_PARALLEL when every slot
+    # has arrived within ARRIVE_SPINS, else MODE_ALONE; the first slot to
+    # decide decides for all.
+    if slot.threaded == 0:
+        return MODE_ALONE
+    sync = slot.sync
+    atomic_add(sync, SYNC_ARRIVED, 1)
+    spins = 0
+    while atomic_load(sync, SYNC_ARRIVED) < MAX_SHARDS and spins < ARRIVE_SPINS:
+        spins += 1
+    mode = MODE_PARALLEL if atomic_load(sync, SYNC_ARRIVED) >= MAX_SHARDS else MODE_ALONE
+    before = atomic_cas(sync, SYNC_MODE, 0, mode)
+    return mode if before == 0 else before
+
+
+@kernel(inline="always")
+def own_optim(slot, net, opt, work, local):
+    # The optimizer bundle a slot works with: the caller's for the leader;
+    # for another slot, private copies of control and hyper (in `local`),
+    # and its copy of the parameters and states starts as the caller's. The
+    # leader changes neither before every slot has finished its first shard,
+    # which this slot has not yet started.
+    hyper, control = opt.hyper, opt.control
+    if slot.index != 0:
+        for i in range(CONTROL_SIZE):
+            local[i] = control[i]
+        for i in range(HYPER_SIZE):
+            local[CONTROL_SIZE + i] = hyper[i]
+        control = local[:CONTROL_SIZE]
+        hyper = local[CONTROL_SIZE:]
+        # (int64 arguments: literals would compile copy_between once per call site)
+        zero = np.int64(0)
+        copy_between(net.params, opt, work.copies, zero, zero, slot.index, zero)
+    return Optim(opt.code, hyper, opt.state1, opt.state2, opt.step_count, control)
+
+
+@kernel(inline="always")
+def run_shards(slot, alone, net, data, opt, work, batch, norm, tally, extras):
+    # The forward and backward passes of this slot's shards of batch =
+    # (epoch, first row, rows), each into its own gradient and loss share;
+    # threaded, then the wait for the other slots' shards. Gradients and
+    # shard losses alternate between two halves of work.grads and
+    # work.shard_loss by the step's parity, so that a slot may start the
+    # next step's shard while another still reads this one's.
+    epoch, start, nb = batch
+    shards = shard_count(nb)
+    half = (tally[T_STEPS] % 2) * MAX_SHARDS
+    live = tally[T_LIVE]
+    first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
+    for s in range(first, min(last, shards - 1) + 1):
+        lo = (s * nb) // shards
+        hi = ((s + 1) * nb) // shards
+        xs, ys, ws = shard_data(data, work, epoch, start, lo, hi)
+        params = copy_set(0 if alone else s, live, net.params, opt, work.copies)[0]
+        acts, deltas, grads = work.acts[s], work.deltas[s], work.grads[half + s]
+        if extras is None:  # (pruned before compiling: see dense.extras_of)
+            work.shard_loss[half + s] = partial_loss_and_gradients(
+                xs, ys, ws, params, net.layout, net.output, net.loss, norm, acts, deltas, grads, None
+            )
+        else:
+            # dropout's counters: the seed, the epoch of the fit, the shard's first row
+            drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(start + lo))
+            work.shard_loss[half + s] = partial_loss_and_gradients(
+                xs, ys, ws, params, net.layout, net.output, net.loss, norm, acts, deltas, grads, drop
+            )
+        if not alone:
+            atomic_add(slot.sync, SYNC_SHARDS, 1)
+    tally[T_SHARDS] += shards
+    if not alone:
+        wait_until(slot.sync, SYNC_SHARDS, tally[T_SHARDS])
+
+
+@kernel(inline="always")
+def shard_data(data, work, epoch, start, lo, hi):
+    # (X, Y, sample weights) of rows [lo, hi) of the batch at `start`: views
+    # of the data, or, in the order order[epoch], gathered into work's batch
+    # buffers (element loops rather than `X_batch[r, :] = X[src]`, whose
+    # shape check compiles a formatted error message: seconds of cold
+    # compile). Weights are empty when the rows are not weighted.
+    X, Y, W = data.X, data.Y, data.W
+    weighted = W.size > 0
+    if data.use_order:
+        for r in range(lo, hi):
+            src = data.order[epoch, start + r]
+            for c in range(X.shape[1]):
+                work.X_batch[r, c] = X[src, c]
+            for c in range(Y.shape[1]):
+                work.Y_batch[r, c] = Y[src, c]
+            if weighted:
+                work.W_batch[r] = W[src]
+        ws = work.W_batch[lo:hi] if weighted else work.W_batch[0:0]
+        return work.X_batch[lo:hi], work.Y_batch[lo:hi], ws
+    ws = W[start + lo : start + hi] if weighted else work.W_batch[0:0]
+    return X[start + lo : start + hi], Y[start + lo : start + hi], ws
+
+
+@kernel(inline="always")
+def update_parts(slot, alone, net, opt, work, batch, tally):
+    # This slot's part of the optimizer step (alone: every part, into copy
+    # 0), from the sum of the gradients of the batch's shards; batch =
+    # (shards, normaliser). Threaded, then the wait for the other slots'
+    # parts. Returns the batch's loss (the shards' shares and the L2 term)
+    # and whether it and every gradient were finite; only then do the
+    # copies switch to the sets the step wrote. The parts' sums of squared
+    # weights and finiteness (work.shard_loss[2 * MAX_SHARDS:]) are summed
+    # part by part, in part order, in every slot and alone, so that the
+    # losses are the same too.
+    shards, norm = batch
+    half = (tally[T_STEPS] % 2) * MAX_SHARDS
+    t = tally[T_ADAM] + 1 if opt.code == OPT_ADAM else tally[T_ADAM]
+    step = (shards, norm, t)
+    grads = work.grads[half : half + MAX_SHARDS]
+    first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
+    n_copies = 1 if alone else MAX_SHARDS
+    size = net.params.size
+    for part in range(first, last + 1):
+        at = (np.int64(0 if alone else part), tally[T_LIVE], np.int64(n_copies))
+        lo, hi = part_bound(size, part, MAX_SHARDS), part_bound(size, part + 1, MAX_SHARDS)
+        squares, ok = step_part(net, opt, grads, work.copies, step, at, lo, hi)
+        work.shard_loss[2 * MAX_SHARDS + part] = squares
+        work.shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
+    if not alone:
+        atomic_add(slot.sync, SYNC_PARTS, 1)
+        tally[T_PARTS] += MAX_SHARDS
+        wait_until(slot.sync, SYNC_PARTS, tally[T_PARTS])
+    value = work.shard_loss[half]
+    for s in range(1, shards):
+        value += work.shard_loss[half + s]
+    squares = 0.0
+    finite = True
+    for part in range(MAX_SHARDS):
+        squares += work.shard_loss[2 * MAX_SHARDS + part]
+        finite &= work.shard_loss[3 * MAX_SHARDS + part] != 0
+    alpha = opt.hyper[H_ALPHA]
+    if alpha > 0:
+        value += 0.5 * alpha * squares / norm
+    tally[T_STEPS] += 1
+    if not (finite and np.isfinite(value)):
+        return value, False
+    tally[T_LIVE] = 1 - tally[T_LIVE]
+    tally[T_ADAM] = t
+    return value, True
+
+
+@kernel(inline="always")
+def finish(slot, alone, net, opt, work, done, tally):
+    # After the epochs. Threaded, the leader goes on once every slot is done
+    # with the arrays, so that the caller need not wait for the helper
+    # threads to get back to Python (a wait on their futures took about 50
+    # us more per call), and merges the optimizer state each slot kept for
+    # its part. Then the leader leaves the live set in the caller's arrays
+    # and writes step_count and, threaded, the result.
+    leader = slot.index == 0
+    live = tally[T_LIVE]
+    if not alone:
+        atomic_add(slot.sync, SYNC_FINISHED, 1)
+        if leader:
+            wait_until(slot.sync, SYNC_FINISHED, MAX_SHARDS)
+            size = net.params.size
+            dst = copy_set(0, live, net.params, opt, work.copies)
+            for part in range(1, MAX_SHARDS):
+                src = copy_set(part, live, net.params, opt, work.copies)
+                lo, hi = part_bound(size, part, MAX_SHARDS), part_bound(size, part + 1, MAX_SHARDS)
+                for a in range(1, 3):
+                    for i in range(lo, min(hi, src[a].size)):
+                        dst[a][i] = src[a][i]
+    if leader:
+        if live == 1:
+            zero = np.int64(0)
+            copy_between(net.params, opt, work.copies, zero, np.int64(1), zero, zero)
+        opt.step_count[0] = tally[T_ADAM]
+        if slot.threaded != 0:
+            atomic_add(slot.sync, SYNC_RESULT, done)
 
 
 @kernel(nogil=True)
@@ -754,9 +813,12 @@ def quit_job(job):
     atomic_cas(job, JOB_STATE, JOB_IDLE, JOB_QUIT)
 
 
-def _check_workspaces(params, grads, shard_loss, copies, hyper):
-    if hyper.size != HYPER_SIZE:
-        raise ValueError(f"hyper has {hyper.size} entries, not {HYPER_SIZE} (see hyper_array)")
+def _check_workspaces(net, opt, work):
+    params, grads, shard_loss, copies = net.params, work.grads, work.shard_loss, work.copies
+    if opt.hyper.size != HYPER_SIZE:
+        raise ValueError(f"hyper has {opt.hyper.size} entries, not {HYPER_SIZE} (see hyper_array)")
+    if opt.control.size != CONTROL_SIZE:
+        raise ValueError(f"control has {opt.control.size} entries, not {CONTROL_SIZE}")
     if grads.shape[0] < 2 * MAX_SHARDS or shard_loss.size < 4 * MAX_SHARDS:
         raise ValueError(
             f"grads and shard_loss need {2 * MAX_SHARDS} and {4 * MAX_SHARDS} rows (see "
@@ -769,33 +831,19 @@ def _check_workspaces(params, grads, shard_loss, copies, hyper):
         )
 
 
-def train(
-    X, Y, params, layout, output_code, loss_code, optimizer_code, hyper,
-    control, epochs, batch_size, order, use_order, state1, state2, step_count,
-    acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history, sample_weight, W_batch,
-):  # fmt: skip
+def train(net, data, opt, work, epochs, history):
     """Many epochs of mini-batch training in one compiled call, on this thread.
 
-    See `run_slot` for the arguments and the result (epochs completed); the
-    workspaces come from `shard_buffers`.
+    ``net``, ``data`` and ``opt`` are the bundles of ``fastnn._kernels.bundles``,
+    ``work`` the `Shards` of `shard_buffers`; ``history`` gets each epoch's
+    loss. Returns the epochs completed (see `run_slot`).
     """
-    _check_workspaces(params, grads, shard_loss, copies, hyper)
-    sync = np.zeros(SYNC_SIZE, dtype=np.int64)
-    return int(run_slot(
-        np.int64(0), X, Y, params, layout, output_code, loss_code,
-        optimizer_code, hyper, control, epochs, batch_size, order, use_order, state1, state2,
-        step_count, acts, deltas, grads, shard_loss, copies, X_batch, Y_batch, history,
-        sample_weight, W_batch, sync, np.int64(0), _NO_JOB, _features(layout),
-    ))  # fmt: skip
+    _check_workspaces(net, opt, work)
+    slot = Slot(np.int64(0), np.int64(0), np.zeros(SYNC_SIZE, dtype=np.int64), _NO_JOB)
+    return int(run_slot(slot, net, data, opt, work, np.int64(epochs), history, net.extras))
 
 
 _NO_JOB = np.zeros(0, dtype=np.int64)
-
-
-def _features(layout):
-    # run_slot's `features`: None for a model without kept slopes, whose
-    # kernel is then compiled without those paths (see dense.extras_of)
-    return None if extras_of(layout) is None else np.int64(1)
 _helpers = {"pid": None, "pool": None, "failed": False, "pending": [], "server": None}
 
 
@@ -815,25 +863,18 @@ def _helper_pool():
     return _helpers["pool"]
 
 
-# positions in train's arguments
-ARG_PARAMS, ARG_LAYOUT, ARG_HYPER, ARG_CONTROL, ARG_EPOCHS, ARG_ORDER = 2, 3, 7, 8, 9, 11
-ARG_GRADS, ARG_SHARD_LOSS, ARG_COPIES, ARG_HISTORY = 18, 19, 20, 23
-
-
-def _job_key(args):
+def _job_key(net, data, opt, work, history):
     # what a helper's standing call was made with, but the epochs: the same
     # objects (alive, held by that call, so their ids are theirs) and values
-    return tuple(
-        id(a) if isinstance(a, np.ndarray) else a for i, a in enumerate(args) if i != ARG_EPOCHS
-    )
+    fields = (*net, *data, *opt, *work, history)
+    return tuple(id(a) if isinstance(a, np.ndarray) else a for a in fields)
 
 
-def _post(args):
-    # the `sync` of a job of args[ARG_EPOCHS] epochs, posted to standing
-    # helpers, or None when none is posted: the helpers of the last call have
-    # returned or were called with other arrays, and new ones could not be met
-    epochs = args[ARG_EPOCHS]
-    key = _job_key(args)
+def _post(net, data, opt, work, epochs, history):
+    # the `sync` of a job of `epochs` epochs, posted to standing helpers, or
+    # None when none is posted: the helpers of the last call have returned
+    # or were called with other arrays, and new ones could not be met
+    key = _job_key(net, data, opt, work, history)
     server = _helpers["server"]
     if server is not None:
         sync = server["sync"]
@@ -848,49 +889,48 @@ def _post(args):
     pool = _helper_pool()
     sync = np.zeros(SYNC_SIZE, dtype=np.int64)
     jobs = []
-    for slot in range(1, MAX_SHARDS):
+    for index in range(1, MAX_SHARDS):
         job = np.zeros(JOB_SIZE, dtype=np.int64)
         job[JOB_STATE] = JOB_POSTED
         jobs.append(job)
+        slot = Slot(np.int64(index), np.int64(1), sync, job)
         _helpers["pending"].append(
-            pool.submit(run_slot, np.int64(slot), *args, sync, np.int64(1), job, _features(args[ARG_LAYOUT]))
+            pool.submit(run_slot, slot, net, data, opt, work, np.int64(0), history, net.extras)
         )
     _helpers["server"] = {"key": key, "sync": sync, "jobs": jobs}
-    empty = list(args)
-    empty[ARG_EPOCHS] = 0
-    run_slot(np.int64(0), *empty, sync, np.int64(1), _NO_JOB, _features(args[ARG_LAYOUT]))
+    leader = Slot(np.int64(0), np.int64(1), sync, _NO_JOB)
+    run_slot(leader, net, data, opt, work, np.int64(0), history, net.extras)
     if sync[SYNC_MODE] == MODE_PARALLEL and all(post_job(job, sync, epochs) for job in jobs):
         return sync
     return None
 
 
-def train_parallel(*args):
+def train_parallel(net, data, opt, work, epochs, history):
     """`train` with its slots on ``MAX_SHARDS`` threads: the same results.
 
     Slot 0 runs on this thread and the others on helper threads (`run_slot`
     releases the GIL), which wait about 2 ms for the next call with the same
     arrays before they return (the next chunk of a fit finds them awake).
-    Without room in ``copies`` for a copy per slot
+    Without room in ``work.copies`` for a copy per slot
     (``shard_buffers(..., replicas=False)``), or with ``NUMBA_DISABLE_JIT=1``,
     it runs as `train`. ``train_parallel.last_startup_s`` is the time the
     last call spent starting helpers before the work (0 when they were
     waiting), which ``fastnn._threads.TwinRunner`` leaves out of its timing.
     """
-    params, grads = args[ARG_PARAMS], args[ARG_GRADS]
-    shard_loss, copies = args[ARG_SHARD_LOSS], args[ARG_COPIES]
-    _check_workspaces(params, grads, shard_loss, copies, args[ARG_HYPER])
+    _check_workspaces(net, opt, work)
     # (as Python, with NUMBA_DISABLE_JIT, the slots' waits would hold the
     # GIL: one thread is faster)
-    replicas = copies.shape[0] >= COPY_ROWS * (2 * MAX_SHARDS - 1)
+    replicas = work.copies.shape[0] >= COPY_ROWS * (2 * MAX_SHARDS - 1)
     if not replicas or numba.config.DISABLE_JIT or _helpers["failed"]:
-        return train(*args)
+        return train(net, data, opt, work, epochs, history)
     start = time.perf_counter()
-    sync = _post(args)
+    sync = _post(net, data, opt, work, epochs, history)
     train_parallel.last_startup_s = time.perf_counter() - start
     if sync is None:  # the helpers did not come: this thread alone
-        done = train(*args)
+        done = train(net, data, opt, work, epochs, history)
     else:
-        run_slot(np.int64(0), *args, sync, np.int64(1), _NO_JOB, _features(args[ARG_LAYOUT]))
+        leader = Slot(np.int64(0), np.int64(1), sync, _NO_JOB)
+        run_slot(leader, net, data, opt, work, np.int64(epochs), history, net.extras)
         done = int(sync[SYNC_RESULT])
     # slot 0 returns when every slot is done with the arrays (or, alone,
     # when it has done all the work); the helpers' standing calls return
