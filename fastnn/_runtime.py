@@ -142,7 +142,7 @@ class TiledTrainer:
     """
 
     def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None):
-        from fastnn._kernels import tiled
+        from fastnn._kernels import few_rows, tiled
         from fastnn._kernels.layout import keeps_slopes
 
         self._tiled = tiled
@@ -169,6 +169,10 @@ class TiledTrainer:
             cached = (key, work)
             workspace["tiled"] = cached
         self.work = cached[1]
+        # the few-rows loop, compiled on its own, where a block of the batches can be short
+        n_rows = self.X.shape[0]
+        needed = tiled.few_rows_needed(model.layer_sizes, self.batch_size, n_rows, self.work.plan)
+        self.work.plan[tiled.P_FEW_ROWS] = few_rows.address(model.params.dtype) if needed else 0
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run`: all of them."""

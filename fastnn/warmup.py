@@ -76,7 +76,7 @@ def _mlp(dtype, X, Y, kept_slopes):
 def _tiled(model, X, Y):
     # the tile-streamed kernel of large layers (MLP.fit takes it for large
     # products only), on a small problem: one compiled signature per dtype
-    from fastnn._kernels import codes
+    from fastnn._kernels import codes, few_rows
     from fastnn._runtime import TiledTrainer
 
     from fastnn._kernels.train import hyper_array
@@ -86,6 +86,8 @@ def _tiled(model, X, Y):
     model._use_optimizer("adam")
     trainer = TiledTrainer(*model._bundles(X, Y, 64, True, codes.OPT_ADAM, hyper))
     trainer.run(2, order, np.empty(2))
+    # the weight gradients of a few rows through wide layers: a callback of their own
+    few_rows.address(model.dtype)
 
 
 def _sklearn(dtype, X, labels):

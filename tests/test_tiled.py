@@ -21,7 +21,8 @@ from fastnn import reference as ref
 from fastnn._kernels import codes, tiled
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.blas import _block, gemm
-from fastnn._kernels.few_rows import few_rows_pays, few_rows_tn
+from fastnn._kernels import few_rows
+from fastnn._kernels.few_rows import few_rows_call, few_rows_pays, few_rows_tn
 from fastnn._kernels.train import hyper_array
 from fastnn._runtime import TiledTrainer
 
@@ -87,6 +88,60 @@ def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, ac
     outside = np.ones(c.size, dtype=bool)
     outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
     np.testing.assert_array_equal(c[outside], before[outside])
+
+
+@kernel
+def _few_rows_call(fn, m, n, k, A, B, C, accumulate):
+    few_rows_call(fn, m, n, k, A, B, C, accumulate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [0, 3, 4, 9])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_few_rows_callback_gives_the_bits_of_the_loop(dtype, k, accumulate, rng):
+    # the tiled kernel calls the loop through its callback's address: the
+    # same elements, bit for bit, on blocks at offsets, and nothing else
+    m, n = 5, 7
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
+    a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
+    direct = c.copy()
+    _few_rows_tn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (direct, c_off, ldc), accumulate)
+    fn = few_rows.address(dtype)
+    assert fn != 0 and few_rows.address(dtype) == fn  # compiled once per dtype
+    _few_rows_call(fn, m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    np.testing.assert_array_equal(c, direct)
+
+
+def test_blocks_of_a_pass_and_the_fits_that_need_the_few_rows_callback():
+    # blocks of full batches and of the last one; the callback is wanted
+    # where a hidden layer's gradient takes few_rows_tn for some block
+    assert tiled.block_rows(64, 260, 64) == {64, 4}
+    assert tiled.block_rows(1024, 1024, 256) == {256}
+    assert tiled.block_rows(5, 13, 5) == {5, 3}
+    assert tiled.block_rows(100, 30, 64) == {30}
+    assert tiled.block_rows(100, 230, 64) == {64, 36, 30}
+    wide = [64, 4096, 10]
+    plan = tiled.make_plan(wide, 1024, 8)
+    assert plan[tiled.P_BLOCK] % 8 == 0 and plan[tiled.P_FEW_ROWS] == 0
+    assert not tiled.few_rows_needed(wide, 1024, 1024, plan)
+    assert tiled.few_rows_needed(wide, 1024, 1028, plan)  # a last batch of 4 rows
+    assert tiled.few_rows_needed(wide, 4, 4, tiled.make_plan(wide, 4, 8))
+    # narrow hidden layers, and the output layer (its gradient is BLAS's)
+    assert not tiled.few_rows_needed([64, 256, 10], 4, 4, tiled.make_plan([64, 256, 10], 4, 8))
+    assert not tiled.few_rows_needed([64, 8, 4096], 4, 4, tiled.make_plan([64, 8, 4096], 4, 8))
+
+
+@pytest.mark.parametrize("n, batch, needed", [(13, 4, True), (64, 64, False), (68, 64, True)])
+def test_tiled_trainer_passes_the_callback_where_blocks_can_be_short(n, batch, needed):
+    model, X, Y = _problem(np.random.default_rng(3), [256, 512, 3], n, "tanh", "softmax", "log_loss", True,
+                           np.float64)  # fmt: skip
+    model._state1, model._state2 = np.zeros_like(model._params), np.zeros_like(model._params)
+    hyper = hyper_array(0.01, 0.9, False, 0.9, 0.999, 1e-8, 0.0)
+    trainer = TiledTrainer(*model._bundles(X, Y, batch, False, codes.OPTIMIZER_CODES["adam"], hyper))
+    fn = trainer.work.plan[tiled.P_FEW_ROWS]
+    assert fn == (few_rows.address(np.float64) if needed else 0)
+    history = np.full(2, np.nan)
+    assert trainer.run(2, np.empty((0, 0), np.int64), history) == 2 and np.isfinite(history).all()
 
 
 @pytest.mark.parametrize(

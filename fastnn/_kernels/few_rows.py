@@ -18,9 +18,23 @@ into blocks, gets the same bits for any cut (``fastnn._kernels.tiled``'s
 GRADIENT tasks). The small-layer twins keep BLAS's product: compiled into
 them, this loop added 1.6 s to a first fit in an empty cache (14.3 to 15.9
 s), for the few layers of 131,072 to 262,143 weights that they train.
+
+The tiled kernel does not link the loop either: it calls it through its
+address (`few_rows_call`), as a C callback compiled on its own (`address`),
+only for fits whose batches have blocks of a few rows. Linked into the
+GRADIENT tasks, it was optimised again with every kernel above them and made
+every first fit of the tiled kernel in an empty cache 1.7 s longer (17.9
+against 16.2 s), whether it ran or not. Run as Python (``NUMBA_DISABLE_JIT=1``),
+`few_rows_call` calls `few_rows_tn` itself.
 """
 
-from fastnn._kernels._jit import kernel
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from fastnn._kernels._jit import OPTIONS, kernel
 
 # A gradient of at most FEW_ROWS rows, at least FEW_COLS columns and
 # FEW_SIZE elements takes `few_rows_tn` (see `few_rows_pays`). Measured on
@@ -122,3 +136,68 @@ def few_rows_tn(m, n, k, A, B, C, accumulate):
                 four_terms_twice(r, s, d0, d1, d2, d3, a_i, b_i, first)
             else:
                 four_terms(r, d0, d1, d2, d3, coefficients(a, a_off, lda, i, g, k), first)
+
+
+def _few_rows_c(m, n, k, a, lda, b, ldb, c, ldc, accumulate):
+    # few_rows_tn on C pointers to the blocks' first elements (the callback)
+    A = numba.carray(a, max(0, (k - 1) * lda + m))
+    B = numba.carray(b, max(0, (k - 1) * ldb + n))
+    C = numba.carray(c, max(0, (m - 1) * ldc + n))
+    few_rows_tn(m, n, k, (A, 0, lda), (B, 0, ldb), (C, 0, ldc), accumulate != 0)
+
+
+_callbacks = {}  # dtype name -> the compiled callback (kept alive: the address is its)
+
+
+def address(dtype):
+    """The address of `few_rows_tn`'s callback for ``dtype``, compiled (or loaded) on first use.
+
+    1 without the compiler (``NUMBA_DISABLE_JIT=1``): `few_rows_call` then
+    calls `few_rows_tn` directly.
+    """
+    if numba.config.DISABLE_JIT:
+        return 1
+    name = np.dtype(dtype).name
+    if name not in _callbacks:
+        t = numba.from_dtype(np.dtype(dtype))
+        i = types.int64
+        signature = types.void(i, i, i, types.CPointer(t), i, types.CPointer(t), i, types.CPointer(t), i, i)
+        _callbacks[name] = numba.cfunc(signature, **OPTIONS)(_few_rows_c)
+    return _callbacks[name].address
+
+
+def few_rows_call(fn, m, n, k, A, B, C, accumulate):
+    """`few_rows_tn` through the callback at ``fn`` (see `address`); Python stand-in."""
+    few_rows_tn(m, n, k, A, B, C, accumulate)
+
+
+@intrinsic
+def _call_at(typingctx, fn, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, accumulate):
+    # calls the callback at fn with pointers to a[a_off], b[b_off], c[c_off]
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        kinds = signature.args
+
+        def int64(at):
+            return context.cast(builder, args[at], kinds[at], types.int64)
+
+        def data_at(at):
+            array = context.make_array(kinds[at])(context, builder, args[at])
+            return builder.gep(array.data, [int64(at + 1)])
+
+        pointer = context.get_value_type(kinds[4].dtype).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i64, i64, i64, pointer, i64, pointer, i64, pointer, i64, i64])
+        callee = builder.inttoptr(int64(0), fnty.as_pointer())
+        builder.call(callee, [int64(1), int64(2), int64(3), data_at(4), int64(6), data_at(7), int64(9),
+                              data_at(10), int64(12), int64(13)])  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.void(fn, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, accumulate), codegen
+
+
+@overload(few_rows_call)
+def _few_rows_call_impl(fn, m, n, k, A, B, C, accumulate):
+    def impl(fn, m, n, k, A, B, C, accumulate):
+        _call_at(fn, m, n, k, A[0], A[1], A[2], B[0], B[1], B[2], C[0], C[1], C[2], accumulate)
+
+    return impl

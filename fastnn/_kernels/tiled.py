@@ -74,7 +74,7 @@ from fastnn._kernels.activations import activate_row, activate_row_keep, derivat
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
-from fastnn._kernels.few_rows import few_rows_pays, few_rows_tn
+from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
@@ -100,7 +100,8 @@ P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
 P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
 P_WHOLE = 11  # 1: FORWARD / GRADIENT tasks take all the whole tiles at once (see tile_at)
 P_GRAD_COLS = 12  # columns of a GRADIENT block of dW
-PLAN_SIZE = 13
+P_FEW_ROWS = 13  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
+PLAN_SIZE = 14
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -238,6 +239,28 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     return plan
 
 
+def block_rows(batch_size, n_rows, block):
+    """The row counts of the blocks of a pass over ``n_rows`` rows in batches of ``batch_size``."""
+    counts = set()
+    for rows in {min(batch_size, n_rows), n_rows % batch_size}:
+        if rows >= block:
+            counts.add(block)
+        if rows % block:
+            counts.add(rows % block)
+    return counts
+
+
+def few_rows_needed(layer_sizes, batch_size, n_rows, plan):
+    """Whether some GRADIENT task of these shapes takes `few_rows_tn` (``plan[P_FEW_ROWS]``).
+
+    The hidden layers' weight gradients are made block by block of rows
+    (`block_rows`); `few_rows_pays` decides for each block.
+    """
+    pays = getattr(few_rows_pays, "py_func", few_rows_pays)
+    hidden = list(zip(layer_sizes[:-2], layer_sizes[1:-1]))
+    return any(pays(r, a, b) for r in block_rows(batch_size, n_rows, plan[P_BLOCK]) for a, b in hidden)
+
+
 def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False,
               weighted=False):  # fmt: skip
     """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads.
@@ -248,6 +271,7 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
     """
     if plan is None:
         plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, whole=workers <= 1)
+    plan = plan.copy()  # (its P_FEW_ROWS is the fit's: see few_rows_needed)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
     acts = plan[P_BLOCK] * int(sum(layer_sizes[1:]))
@@ -558,8 +582,10 @@ def gradient_task(net, data, work, layer, task, at):
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, plan[P_BLOCK]) + c0
     a, d, g = (src, src_off + p0, ld), (work.acts, d_off, fan_out), (work.grads, w_off + p0 * fan_out + c0, fan_out)
-    if few_rows_pays(nr, fan_in, fan_out):  # a few outer products, where BLAS is slow
-        few_rows_tn(pc, cc, nr, a, d, g, b0 > 0)
+    if few_rows_pays(nr, fan_in, fan_out) and plan[P_FEW_ROWS] != 0:
+        # a few outer products, where BLAS is slow (the address is there
+        # whenever a block can be this short: see few_rows_needed)
+        few_rows_call(plan[P_FEW_ROWS], pc, cc, nr, a, d, g, b0 > 0)
     else:
         gemm(pc, cc, nr, a, True, d, False, g, b0 > 0)
     if b_off >= 0 and p0 == 0:

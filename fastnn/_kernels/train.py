@@ -643,6 +643,7 @@ def run_shards(slot, alone, net, data, opt, work, batch, norm, tally, extras):
     shards = shard_count(nb)
     half = (tally[T_STEPS] % 2) * MAX_SHARDS
     live = tally[T_LIVE]
+    layout, output, loss, sync = net.layout, net.output, net.loss, slot.sync
     first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
     for s in range(first, min(last, shards - 1) + 1):
         lo = (s * nb) // shards
@@ -651,20 +652,21 @@ def run_shards(slot, alone, net, data, opt, work, batch, norm, tally, extras):
         params = copy_set(0 if alone else s, live, net.params, opt, work.copies)[0]
         acts, deltas, grads = work.acts[s], work.deltas[s], work.grads[half + s]
         if extras is None:  # (pruned before compiling: see dense.extras_of)
-            work.shard_loss[half + s] = partial_loss_and_gradients(
-                xs, ys, ws, params, net.layout, net.output, net.loss, norm, acts, deltas, grads, None
+            share = partial_loss_and_gradients(
+                xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, None
             )
         else:
             # dropout's counters: the seed, the epoch of the fit, the shard's first row
             drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(start + lo))
-            work.shard_loss[half + s] = partial_loss_and_gradients(
-                xs, ys, ws, params, net.layout, net.output, net.loss, norm, acts, deltas, grads, drop
+            share = partial_loss_and_gradients(
+                xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, drop
             )
+        work.shard_loss[half + s] = share
         if not alone:
-            atomic_add(slot.sync, SYNC_SHARDS, 1)
+            atomic_add(sync, SYNC_SHARDS, 1)
     tally[T_SHARDS] += shards
     if not alone:
-        wait_until(slot.sync, SYNC_SHARDS, tally[T_SHARDS])
+        wait_until(sync, SYNC_SHARDS, tally[T_SHARDS])
 
 
 @kernel(inline="always")
@@ -674,20 +676,21 @@ def shard_data(data, work, epoch, start, lo, hi):
     # buffers (element loops rather than `X_batch[r, :] = X[src]`, whose
     # shape check compiles a formatted error message: seconds of cold
     # compile). Weights are empty when the rows are not weighted.
-    X, Y, W = data.X, data.Y, data.W
+    X, Y, W, order = data.X, data.Y, data.W, data.order
+    X_batch, Y_batch, W_batch = work.X_batch, work.Y_batch, work.W_batch
     weighted = W.size > 0
     if data.use_order:
         for r in range(lo, hi):
-            src = data.order[epoch, start + r]
+            src = order[epoch, start + r]
             for c in range(X.shape[1]):
-                work.X_batch[r, c] = X[src, c]
+                X_batch[r, c] = X[src, c]
             for c in range(Y.shape[1]):
-                work.Y_batch[r, c] = Y[src, c]
+                Y_batch[r, c] = Y[src, c]
             if weighted:
-                work.W_batch[r] = W[src]
-        ws = work.W_batch[lo:hi] if weighted else work.W_batch[0:0]
-        return work.X_batch[lo:hi], work.Y_batch[lo:hi], ws
-    ws = W[start + lo : start + hi] if weighted else work.W_batch[0:0]
+                W_batch[r] = W[src]
+        ws = W_batch[lo:hi] if weighted else W_batch[0:0]
+        return X_batch[lo:hi], Y_batch[lo:hi], ws
+    ws = W[start + lo : start + hi] if weighted else W_batch[0:0]
     return X[start + lo : start + hi], Y[start + lo : start + hi], ws
 
 
@@ -706,28 +709,28 @@ def update_parts(slot, alone, net, opt, work, batch, tally):
     half = (tally[T_STEPS] % 2) * MAX_SHARDS
     t = tally[T_ADAM] + 1 if opt.code == OPT_ADAM else tally[T_ADAM]
     step = (shards, norm, t)
-    grads = work.grads[half : half + MAX_SHARDS]
+    grads, copies, losses = work.grads[half : half + MAX_SHARDS], work.copies, work.shard_loss
     first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
     n_copies = 1 if alone else MAX_SHARDS
     size = net.params.size
     for part in range(first, last + 1):
         at = (np.int64(0 if alone else part), tally[T_LIVE], np.int64(n_copies))
         lo, hi = part_bound(size, part, MAX_SHARDS), part_bound(size, part + 1, MAX_SHARDS)
-        squares, ok = step_part(net, opt, grads, work.copies, step, at, lo, hi)
-        work.shard_loss[2 * MAX_SHARDS + part] = squares
-        work.shard_loss[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
+        squares, ok = step_part(net, opt, grads, copies, step, at, lo, hi)
+        losses[2 * MAX_SHARDS + part] = squares
+        losses[3 * MAX_SHARDS + part] = 1.0 if ok else 0.0
     if not alone:
         atomic_add(slot.sync, SYNC_PARTS, 1)
         tally[T_PARTS] += MAX_SHARDS
         wait_until(slot.sync, SYNC_PARTS, tally[T_PARTS])
-    value = work.shard_loss[half]
+    value = losses[half]
     for s in range(1, shards):
-        value += work.shard_loss[half + s]
+        value += losses[half + s]
     squares = 0.0
     finite = True
     for part in range(MAX_SHARDS):
-        squares += work.shard_loss[2 * MAX_SHARDS + part]
-        finite &= work.shard_loss[3 * MAX_SHARDS + part] != 0
+        squares += losses[2 * MAX_SHARDS + part]
+        finite &= losses[3 * MAX_SHARDS + part] != 0
     alpha = opt.hyper[H_ALPHA]
     if alpha > 0:
         value += 0.5 * alpha * squares / norm
