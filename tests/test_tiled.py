@@ -112,6 +112,20 @@ def test_few_rows_callback_gives_the_bits_of_the_loop(dtype, k, accumulate, rng)
     np.testing.assert_array_equal(c, direct)
 
 
+def test_fits_in_several_threads_get_one_few_rows_callback(monkeypatch):
+    # the first fits of a process may ask for the callback at once: one is
+    # compiled (or loaded), and every fit gets its address (a second one
+    # would free the first one's code)
+    monkeypatch.setattr(few_rows, "_callbacks", {})
+    addresses = []
+    threads = [threading.Thread(target=lambda: addresses.append(few_rows.address(np.float32))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(addresses) == 4 and len(set(addresses)) == 1 and addresses[0] != 0
+
+
 def test_blocks_of_a_pass_and_the_fits_that_need_the_few_rows_callback():
     # blocks of full batches and of the last one; the callback is wanted
     # where a hidden layer's gradient takes few_rows_tn for some block

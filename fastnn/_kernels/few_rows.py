@@ -28,6 +28,8 @@ against 16.2 s), whether it ran or not. Run as Python (``NUMBA_DISABLE_JIT=1``),
 `few_rows_call` calls `few_rows_tn` itself.
 """
 
+import threading
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -147,6 +149,7 @@ def _few_rows_c(m, n, k, a, lda, b, ldb, c, ldc, accumulate):
 
 
 _callbacks = {}  # dtype name -> the compiled callback (kept alive: the address is its)
+_compiling = threading.Lock()  # one callback per dtype, also for fits in several threads
 
 
 def address(dtype):
@@ -158,12 +161,13 @@ def address(dtype):
     if numba.config.DISABLE_JIT:
         return 1
     name = np.dtype(dtype).name
-    if name not in _callbacks:
-        t = numba.from_dtype(np.dtype(dtype))
-        i = types.int64
-        signature = types.void(i, i, i, types.CPointer(t), i, types.CPointer(t), i, types.CPointer(t), i, i)
-        _callbacks[name] = numba.cfunc(signature, **OPTIONS)(_few_rows_c)
-    return _callbacks[name].address
+    with _compiling:
+        if name not in _callbacks:
+            t = numba.from_dtype(np.dtype(dtype))
+            i = types.int64
+            signature = types.void(i, i, i, types.CPointer(t), i, types.CPointer(t), i, types.CPointer(t), i, i)
+            _callbacks[name] = numba.cfunc(signature, **OPTIONS)(_few_rows_c)
+        return _callbacks[name].address
 
 
 def few_rows_call(fn, m, n, k, A, B, C, accumulate):
