@@ -367,12 +367,12 @@ def step_part(net, opt, grads, copies, step, at, lo, hi):
     # to its other set, with the sum of the shards' gradients + the L2 term
     # (grads: the step's half of Shards.grads; copies: Shards.copies; at =
     # (c, live, n_copies); step = (shards, normaliser, Adam's step number));
-    # the new parameters [lo, hi) are also
-    # written to the other set of the other copies below n_copies (each slot
-    # updates one part and hands it to the others). Returns (sum of W**2 of
-    # the live weights in [lo, hi), whether every gradient there was
-    # finite). The live sets are left as they were, so that the caller can
-    # keep them when a gradient or the loss turns out not finite.
+    # the new parameters [lo, hi) are also written to the other set of the
+    # other copies below n_copies (each slot updates one part and hands it
+    # to the others). Returns (sum of W**2 of the live weights in [lo, hi),
+    # whether every gradient there was finite). The live sets are left as
+    # they were, so that the caller can keep them when a gradient or the
+    # loss turns out not finite.
     c, live, n_copies = at
     shards, nb, t = step
     params, layout, hyper = net.params, net.layout, opt.hyper
