@@ -544,7 +544,7 @@ def run_slot(slot, net, data, opt, work, epochs, history, extras):
     # chain of inlined functions (call, epochs, step, shards) the same code
     # took about 5 s longer to compile, and a kernel compiled on its own
     # between this one and the two that do the work optimises their code
-    # once more: 7 s longer with the step compiled on its own.)
+    # once more: about 4 s longer with the step compiled on its own.)
     n_epochs = epochs
     job = slot.job
     if job.size > 0:
