@@ -855,7 +855,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
 def drive(net, data, opt, work, epochs, history):
     # the training loop (worker 0); returns the epochs completed: on a loss or
     # gradient that is not finite it stops before that step's update, with the
-    # step's loss in history[epoch] (see fastnn._kernels.train.run_epochs)
+    # step's loss in history[epoch] (see fastnn._kernels.train.run_slot)
     n = data.X.shape[0]
     t = opt.step_count[0]
     for epoch in range(epochs):
