@@ -10,10 +10,10 @@ from conftest import DTYPES, assert_close
 from fastnn import MLP
 from fastnn import reference as ref
 from fastnn._kernels import activations as ka
-from fastnn._kernels.bundles import Data, Net, Optim
 from fastnn._kernels import codes
 from fastnn._kernels import dense as kd
 from fastnn._kernels import train as kt
+from fastnn._kernels.bundles import Data, Net, Optim
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
 # the activations of the value/slope tables (gelu and silu keep their slopes)
