@@ -143,12 +143,11 @@ class TiledTrainer:
 
     def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None):
         from fastnn._kernels import few_rows, tiled
-        from fastnn._kernels.layout import keeps_slopes
 
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
-        keep = keeps_slopes(model.layout)
         self.net = _net(model)
+        keep = self.net.extras is not None  # some layer keeps its slopes
         self.X, self.Y = _writable(batches.X), _writable(batches.Y)
         # sample weights (empty: every row weighs 1), in the parameters' dtype
         self.W = _writable(np.ascontiguousarray(batches.weights, dtype=model.params.dtype))

@@ -569,9 +569,11 @@ def run_slot(slot, net, data, opt, work, epochs, history, extras):
                 while start < n:
                     nb = min(start + data.batch_size, n) - start
                     # one step: this slot's shards, then its part of the update
+                    # (shards, the half of grads and shard_loss the step's parity picks, normaliser)
                     norm = batch_norm_of(data.W, data.order, data.use_order, epoch, start, nb)
-                    run_shards(slot, alone, net, data, own, work, (epoch, start, nb), norm, tally, extras)
-                    value, finite = update_parts(slot, alone, net, own, work, (shard_count(nb), norm), tally)
+                    step = (shard_count(nb), (tally[T_STEPS] % 2) * MAX_SHARDS, norm)
+                    run_shards(slot, alone, net, data, own, work, (epoch, start, nb), step, tally, extras)
+                    value, finite = update_parts(slot, alone, net, own, work, step, tally)
                     if not finite:
                         if slot.index == 0:
                             history[epoch] = value
@@ -632,16 +634,16 @@ def own_optim(slot, net, opt, work, local):
 
 
 @kernel(inline="always")
-def run_shards(slot, alone, net, data, opt, work, batch, norm, tally, extras):
+def run_shards(slot, alone, net, data, opt, work, batch, step, tally, extras):
     # The forward and backward passes of this slot's shards of batch =
     # (epoch, first row, rows), each into its own gradient and loss share;
-    # threaded, then the wait for the other slots' shards. Gradients and
-    # shard losses alternate between two halves of work.grads and
-    # work.shard_loss by the step's parity, so that a slot may start the
-    # next step's shard while another still reads this one's.
+    # threaded, then the wait for the other slots' shards. step = (shards,
+    # half, normaliser): gradients and shard losses alternate between two
+    # halves of work.grads and work.shard_loss by the step's parity, so that
+    # a slot may start the next step's shard while another still reads this
+    # one's.
     epoch, start, nb = batch
-    shards = shard_count(nb)
-    half = (tally[T_STEPS] % 2) * MAX_SHARDS
+    shards, half, norm = step
     live = tally[T_LIVE]
     layout, output, loss, sync = net.layout, net.output, net.loss, slot.sync
     first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
@@ -698,15 +700,14 @@ def shard_data(data, work, epoch, start, lo, hi):
 def update_parts(slot, alone, net, opt, work, batch, tally):
     # This slot's part of the optimizer step (alone: every part, into copy
     # 0), from the sum of the gradients of the batch's shards; batch =
-    # (shards, normaliser). Threaded, then the wait for the other slots'
-    # parts. Returns the batch's loss (the shards' shares and the L2 term)
-    # and whether it and every gradient were finite; only then do the
-    # copies switch to the sets the step wrote. The parts' sums of squared
-    # weights and finiteness (work.shard_loss[2 * MAX_SHARDS:]) are summed
-    # part by part, in part order, in every slot and alone, so that the
-    # losses are the same too.
-    shards, norm = batch
-    half = (tally[T_STEPS] % 2) * MAX_SHARDS
+    # (shards, half, normaliser), as run_shards gets it. Threaded, then the
+    # wait for the other slots' parts. Returns the batch's loss (the shards'
+    # shares and the L2 term) and whether it and every gradient were finite;
+    # only then do the copies switch to the sets the step wrote. The parts'
+    # sums of squared weights and finiteness (work.shard_loss[2 *
+    # MAX_SHARDS:]) are summed part by part, in part order, in every slot
+    # and alone, so that the losses are the same too.
+    shards, half, norm = batch
     t = tally[T_ADAM] + 1 if opt.code == OPT_ADAM else tally[T_ADAM]
     step = (shards, norm, t)
     grads, copies, losses = work.grads[half : half + MAX_SHARDS], work.copies, work.shard_loss
