@@ -12,15 +12,22 @@ with ``|r| <= ln2 / (2N)``, so ``exp(x) = 2**m * 2**(j/N) * exp(r)``, with
   degree-5 Taylor polynomial.
 - float32: ``N = 1``, no table, ``exp(r)`` from a degree-6 polynomial
   (``|r| <= ln2 / 2``), a Chebyshev fit (``tools/fit_polynomials.py``) with
-  a relative error of 2e-9, as small as the degree-7 Taylor polynomial it
-  replaced, with one multiply-add less: sigmoid 0.455 against 0.49-0.51 ns
-  a value (PyTorch 2.13's ``torch.sigmoid``: 0.44-0.48, in the same runs),
-  exp 0.32 against 0.355. With a 32-entry table and degree 3 (the first
-  version), the vectorised loop spent its time in the table's gathers: on
-  one core of an AVX-512 Zen 4, a 256 x 512 block in cache took 0.55 ns an
-  element for exp and 0.63 for sigmoid, and the error was 1.8 ulp (1.2
-  without the table). In float64, eight FMAs more cost as much as the
-  gathers save (0.97 against 1.01 ns for exp), so the table stays.
+  a relative error of 2e-9. (A 32-entry table with a degree-3 polynomial
+  spent its time in the table's gathers; in float64 the table saves as much
+  as the eight multiply-adds it replaces cost: the CHANGELOG has the figures.)
+
+Two choices keep the chain of dependent operations short, which is what the
+tutorial's tiny layers wait on (each layer's sigmoids need the last layer's),
+and leave the vectorised loop over a wide layer fewer instructions:
+
+- the nearest integer ``k`` to ``x N / ln2`` comes from adding a shift
+  (``1.5 * 2**52``, or ``1.5 * 2**23`` in float32): the sum's low bits are ``k``, and
+  the sum less the shift is ``k`` as a float. No rounding instruction, and
+  no conversion from float to integer and back;
+- the polynomial is evaluated in Estrin's scheme (``r**2`` and the pairs of
+  terms in parallel), not Horner's (one multiply-add after the other), and
+  summed so that only the last addition, of 1, rounds at the magnitude of 1
+  (adding ``1 + r`` first cost a bit: 3 ulp in float64 instead of 2).
 
 Inputs whose result would be subnormal (``x < -708.3`` in float64,
 ``x < -87.3`` in float32) give 0, an absolute error below 3e-308 (2e-38).
@@ -62,6 +69,13 @@ EXP_32 = tuple(
               0.16666415514653275427, 0.50000000471177576744, 1.0000000377162138425, 1.0)
 )  # fmt: skip
 MIN_64 = -708.3  # exp(MIN_64) is still a normal float64
+# Adding 1.5 * 2**52 (2**23 in float32) to y, |y| < 2**51 (2**22), rounds it to
+# the nearest integer k and leaves k in the sum's low bits (its binade has a
+# spacing of 1): k = bits(sum) - bits(shift), and k as a float is sum - shift
+SHIFT_64 = 1.5 * 2.0**52
+SHIFT_64_BITS = int(np.array(SHIFT_64).view(np.int64))
+SHIFT_32 = np.float32(1.5 * 2.0**23)
+SHIFT_32_BITS = int(np.array(SHIFT_32).view(np.int32))
 MIN_32 = np.float32(-87.3)
 
 
@@ -79,6 +93,8 @@ def _bitcast(source, target):
 
 _int64_as_float64 = _bitcast(types.int64, types.float64)
 _int32_as_float32 = _bitcast(types.int32, types.float32)
+_float64_as_int64 = _bitcast(types.float64, types.int64)
+_float32_as_int32 = _bitcast(types.float32, types.int32)
 
 
 def exp_nonpositive(x):
@@ -99,17 +115,15 @@ def _exp_nonpositive_impl(x):
         E0, E1, E2, E3, E4, E5, E6 = EXP_32
 
         def impl32(x):
-            xc = MIN_32 if not x >= MIN_32 else x  # NaN too: fptosi(NaN) is undefined
-            kf = np.floor(xc * INV_32 + np.float32(0.5))
+            xc = MIN_32 if not x >= MIN_32 else x  # NaN too (see impl64)
+            kd = xc * INV_32 + SHIFT_32  # k = round(xc / ln2) in kd's low bits
+            k = _float32_as_int32(kd) - SHIFT_32_BITS
+            kf = kd - SHIFT_32
             r = (xc - kf * HI_32) - kf * LO_32
-            p = E0
-            p = p * r + E1
-            p = p * r + E2
-            p = p * r + E3
-            p = p * r + E4
-            p = p * r + E5
-            p = p * r + E6
-            scale = _int32_as_float32((np.int32(kf) + np.int32(127)) << np.int32(23))
+            r2 = r * r
+            low, mid = E4 + E3 * r, E2 + E1 * r
+            p = E6 + (E5 * r + r2 * (low + r2 * (mid + r2 * E0)))
+            scale = _int32_as_float32(np.int32(k + 127) << np.int32(23))
             value = p * scale
             if x != x:
                 return x
@@ -118,16 +132,13 @@ def _exp_nonpositive_impl(x):
         return impl32
 
     def impl64(x):
-        xc = MIN_64 if not x >= MIN_64 else x  # NaN too: fptosi(NaN) is undefined
-        k = np.int64(np.floor(xc * INV_64 + 0.5))
-        kf = np.float64(k)
+        xc = MIN_64 if not x >= MIN_64 else x  # NaN too: kd must stay in SHIFT_64's binade
+        kd = xc * INV_64 + SHIFT_64  # k = round(xc * N / ln2) in kd's low bits
+        k = _float64_as_int64(kd) - SHIFT_64_BITS
+        kf = kd - SHIFT_64
         r = (xc - kf * HI_64) - kf * LO_64
-        p = 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        p = p * r + 1.0
+        r2 = r * r
+        p = 1.0 + (r + r2 * ((0.5 + r * (1.0 / 6.0)) + r2 * (1.0 / 24.0 + r * (1.0 / 120.0))))
         j = k & (_N64 - 1)
         m = k >> 6
         scale = _int64_as_float64((m + 1023) << 52)
