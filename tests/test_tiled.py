@@ -308,6 +308,39 @@ def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
         assert other[4] == runs[0][4] == 9
 
 
+@pytest.mark.parametrize("n_params", [1, 100, 7510, 16 * 1024, 16 * 1024 + 1, 76810, 307210, 1_632_010, 10**8])
+def test_parameter_chunks_give_up_to_16_tasks_in_whole_cache_lines(n_params):
+    chunk = tiled.chunk_size(n_params)
+    tasks = -(-n_params // chunk)
+    assert chunk % 64 == 0 and tiled.MIN_CHUNK <= chunk <= tiled.MAX_CHUNK
+    if n_params >= tiled.MIN_CHUNKS * tiled.MIN_CHUNK and chunk < tiled.MAX_CHUNK:
+        assert tasks == tiled.MIN_CHUNKS  # every share of the update has a task
+    elif chunk == tiled.MIN_CHUNK:
+        assert tasks <= tiled.MIN_CHUNKS  # chunks no smaller than MIN_CHUNK
+    else:
+        assert tasks > tiled.MIN_CHUNKS  # chunks no larger than MAX_CHUNK
+    sizes = [64, 100, 10]
+    assert tiled.make_plan(sizes, 200, 8)[tiled.P_CHUNK] == tiled.chunk_size(64 * 100 + 100 + 100 * 10 + 10)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-2])
+def test_the_parameters_do_not_depend_on_the_chunks(alpha):
+    # REDUCE and UPDATE work element by element: only the L2 term's sum of
+    # squares is summed chunk by chunk (in chunk order), so the losses may
+    # differ in their last bits, never the parameters
+    runs = []
+    for chunk in (7, 64, 1024, 1 << 15):  # 1705 parameters: 244 tasks to one
+        model, X, Y = _problem(np.random.default_rng(5), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64)
+        plan = dict(SMALL, chunk=chunk)
+        done, history = _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, alpha, 2, plan)
+        runs.append((done, history, model._params.copy(), model._state2.copy()))
+    for other in runs[1:]:
+        assert other[0] == runs[0][0] == 3
+        np.testing.assert_allclose(other[1], runs[0][1], rtol=1e-13)
+        np.testing.assert_array_equal(other[2], runs[0][2])
+        np.testing.assert_array_equal(other[3], runs[0][3])
+
+
 def _blocks(n_rows, n_cols, tile_rows, tile_cols, whole):
     # the blocks of a matrix as tile_at gives them, one by one (an inner
     # dimension of JOIN_MIN: a one-worker plan joins tiles of any size)
