@@ -63,10 +63,11 @@ def test_the_driver_takes_the_tiled_kernel_for_large_products():
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
-def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuffle):
+@pytest.mark.parametrize("alpha", [0.0, 1e-4])  # 0: REDUCE sums the output layer's span only
+def test_wide_estimators_run_on_the_tiled_kernel_like_sklearn(kind, solver, shuffle, alpha):
     ours_cls, theirs_cls = PAIRS[kind]
     y = Y_CLASS if kind == "classifier" else Y_REG
-    params = dict(WIDE, solver=solver, shuffle=shuffle, learning_rate_init=0.01)
+    params = dict(WIDE, solver=solver, shuffle=shuffle, learning_rate_init=0.01, alpha=alpha)
     ours = ours_cls(**params).fit(X, y)
     assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}  # the tiled kernel ran them
     theirs = theirs_cls(**params).fit(X, y)

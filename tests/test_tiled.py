@@ -26,7 +26,7 @@ from fastnn._kernels.few_rows import few_rows_call, few_rows_pays, few_rows_tn
 from fastnn._kernels.train import hyper_array
 from fastnn._runtime import TiledTrainer
 
-SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1)
+SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1, out_chunk=5)
 # ... and batches of more than 5 rows in blocks of 5 (the gradients accumulate over blocks)
 BLOCKS = dict(SMALL, block=5)
 
@@ -256,14 +256,15 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}-{c[3]}")
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
-def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
+@pytest.mark.parametrize("alpha", [0.0, 1e-2])  # (without an L2 term, REDUCE cuts the output layer only)
+def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, alpha, dtype, rng):
     sizes, n, batch, act, out, loss, optimizer, bias = case
     model, X, Y = _problem(rng, sizes, n, act, out, loss, bias, dtype)
     epochs = 4
     order = np.stack([rng.permutation(n) for _ in range(epochs)]) if shuffle else np.empty((0, 0), np.int64)
     lr = 0.05 if optimizer != "adam" else 0.01
-    expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2)
-    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, 1e-2, plan=plan)
+    expected, weights, biases = _numpy_loop(model, X, Y, epochs, batch, order, optimizer, lr, alpha)
+    done, history = _train(model, X, Y, epochs, batch, order, optimizer, lr, alpha, plan=plan)
     assert done == epochs
     assert_close(history, expected, dtype)
     for got, want in zip(model.weights + (model.biases or []), weights + (biases or [])):
@@ -319,19 +320,21 @@ def test_parameter_chunks_give_up_to_16_tasks_in_whole_cache_lines(n_params):
         assert tasks <= tiled.MIN_CHUNKS  # chunks no smaller than MIN_CHUNK
     else:
         assert tasks > tiled.MIN_CHUNKS  # chunks no larger than MAX_CHUNK
-    sizes = [64, 100, 10]
-    assert tiled.make_plan(sizes, 200, 8)[tiled.P_CHUNK] == tiled.chunk_size(64 * 100 + 100 + 100 * 10 + 10)
+    plan = tiled.make_plan([64, 100, 10], 200, 8)
+    assert plan[tiled.P_CHUNK] == tiled.chunk_size(64 * 100 + 100 + 100 * 10 + 10)
+    assert plan[tiled.P_OUT_CHUNK] == tiled.chunk_size(100 * 10 + 10)  # REDUCE without an L2 term
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1e-2])
 def test_the_parameters_do_not_depend_on_the_chunks(alpha):
     # REDUCE and UPDATE work element by element: only the L2 term's sum of
     # squares is summed chunk by chunk (in chunk order), so the losses may
-    # differ in their last bits, never the parameters
+    # differ in their last bits, never the parameters (REDUCE's chunks of the
+    # output layer, without an L2 term, vary with UPDATE's)
     runs = []
     for chunk in (7, 64, 1024, 1 << 15):  # 1705 parameters: 244 tasks to one
         model, X, Y = _problem(np.random.default_rng(5), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64)
-        plan = dict(SMALL, chunk=chunk)
+        plan = dict(SMALL, chunk=chunk, out_chunk=chunk)
         done, history = _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, alpha, 2, plan)
         runs.append((done, history, model._params.copy(), model._state2.copy()))
     for other in runs[1:]:

@@ -19,7 +19,8 @@ phase into tasks that write disjoint blocks:
 * ``REDUCE``: parameter chunks; the output layer's group accumulators are
   summed in group order, the L2 term added, the gradient checked finite
   (the hidden layers' blocks are checked by their GRADIENT tasks, so without
-  an L2 term REDUCE skips them: a pass over their gradients less).
+  an L2 term REDUCE's chunks cut the output layer's parameters only: a pass
+  over the others' gradients less, and every task has a share of the sums).
 * ``UPDATE``: parameter chunks; the optimizer step (skipped when anything
   was not finite: the step's loss and gradient are known before it).
 
@@ -91,7 +92,7 @@ P_ROWS = 0  # rows of a FORWARD / DELTA / GATHER tile
 P_COLS = 1  # units of a column tile
 P_OUT_ROWS = 2  # rows of an OUTPUT tile
 P_GROUPS = 3  # most OUTPUT groups (gradient accumulators of the output layer)
-P_CHUNK = 4  # parameters per REDUCE / UPDATE task
+P_CHUNK = 4  # parameters per UPDATE task (and REDUCE's, with an L2 term)
 P_MAX_TILES = 5  # OUTPUT tiles of a full batch (loss parts)
 P_MAX_CHUNKS = 6
 P_SCRATCH = 7  # elements of each worker's scratch
@@ -101,7 +102,8 @@ P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
 P_WHOLE = 11  # 1: FORWARD / GRADIENT tasks take all the whole tiles at once (see tile_at)
 P_GRAD_COLS = 12  # columns of a GRADIENT block of dW
 P_FEW_ROWS = 13  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
-PLAN_SIZE = 14
+P_OUT_CHUNK = 14  # parameters per REDUCE task without an L2 term (of the output layer only)
+PLAN_SIZE = 15
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
 
@@ -214,7 +216,7 @@ def chunk_size(n_params):
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=None, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
-              whole=False):  # fmt: skip
+              whole=False, out_chunk=None):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
@@ -222,7 +224,8 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     gradients (by default `gradient_tiles`); OUTPUT tiles of ``out_rows``
     rows (by default `output_rows`), in at most ``groups`` groups of at
     least ``group_tiles`` tiles; ``chunk`` parameters per
-    REDUCE / UPDATE task (by default `chunk_size`); blocks of ``block`` rows (by default as many as
+    UPDATE task (by default `chunk_size`) and ``out_chunk`` per REDUCE task
+    without an L2 term (by default `chunk_size` of the output layer); blocks of ``block`` rows (by default as many as
     keep the activations of a block within ``BLOCK_BYTES``). ``whole``: the
     FORWARD and GRADIENT products take all of their whole tiles in one
     call (`tile_at`), which is what one worker should do. The other
@@ -253,7 +256,12 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
         out_rows = output_rows(fan_in, plan[P_BLOCK], itemsize)
     plan[P_OUT_ROWS] = out_rows
     plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
-    plan[P_MAX_CHUNKS] = -(-n_params // chunk)
+    # without an L2 term, REDUCE has only the output layer's groups to sum: its
+    # tasks cut that layer's parameters (see reduce_range)
+    if out_chunk is None:
+        out_chunk = chunk_size(fan_in * layer_sizes[-1] + layer_sizes[-1])
+    plan[P_OUT_CHUNK] = out_chunk
+    plan[P_MAX_CHUNKS] = max(-(-n_params // chunk), -(-n_params // out_chunk))
     plan[P_SCRATCH] = max(out_rows * fan_in, rows * cols)
     return plan
 
@@ -425,7 +433,7 @@ def output_groups(plan, rows):
 
 
 @kernel(inline="always")
-def tile_count(net, work, kind, layer, rows):
+def tile_count(net, opt, work, kind, layer, rows):
     # tasks of a phase over `rows` rows
     plan = work.plan
     if kind == GATHER:
@@ -440,7 +448,9 @@ def tile_count(net, work, kind, layer, rows):
         return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], rows, whole)
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
-    return ceil_div(net.params.size, plan[P_CHUNK])  # REDUCE, UPDATE
+    if kind == REDUCE:
+        return reduce_tasks(net, opt, work)
+    return ceil_div(net.params.size, plan[P_CHUNK])  # UPDATE
 
 
 # ------------------------------------------------------------------ tasks
@@ -675,12 +685,42 @@ def sum_groups(work, dst, first, count, groups, stride):
             dst[i] += src[i]
 
 
+@kernel(inline="always")
+def output_span(layout):
+    # [lo, hi) of the parameters from the output layer's weights to its bias
+    # (with scikit-learn's packing, the hidden layers' biases lie between)
+    last = layout.shape[0] - 1
+    fan_in, o, w_off, b_off = layer_row(layout, last)
+    return w_off, (w_off + fan_in * o if b_off < 0 else b_off + o)
+
+
+@kernel(inline="always")
+def reduce_tasks(net, opt, work):
+    # REDUCE's tasks: chunks of all parameters with an L2 term; without, of
+    # the output layer's only (the others have nothing to add, and their
+    # GRADIENT tasks checked them), so that all of its tasks share the work
+    if opt.hyper[6] > 0:
+        return ceil_div(net.params.size, work.plan[P_CHUNK])
+    lo, hi = output_span(net.layout)
+    return ceil_div(hi - lo, work.plan[P_OUT_CHUNK])
+
+
+@kernel(inline="always")
+def reduce_range(net, opt, work, chunk):
+    # [lo, hi) of REDUCE task `chunk` (see reduce_tasks)
+    if opt.hyper[6] > 0:
+        lo = chunk * work.plan[P_CHUNK]
+        return lo, min(lo + work.plan[P_CHUNK], net.params.size)
+    first, end = output_span(net.layout)
+    lo = first + chunk * work.plan[P_OUT_CHUNK]
+    return lo, min(lo + work.plan[P_OUT_CHUNK], end)
+
+
 @kernel
 def reduce_task(net, opt, work, chunk, nb):
     # parameters [lo, hi): the output layer's gradient summed over the groups,
     # + alpha * W / nb, checked finite; parts get the sum of W**2 and the check
-    lo = chunk * work.plan[P_CHUNK]
-    hi = min(lo + work.plan[P_CHUNK], net.params.size)
+    lo, hi = reduce_range(net, opt, work, chunk)
     last = net.layout.shape[0] - 1
     o = net.layout[last, 1]
     stride = net.layout[last, 0] * o + o
@@ -794,7 +834,7 @@ def run_phase(net, data, opt, work, kind, layer, at):
     # nothing. (Without it, such a helper could take one task too many of the
     # last phase with the new fields: seen with 8 threads as Python.)
     sync = work.sync
-    tasks = tile_count(net, work, kind, layer, at[2])
+    tasks = tile_count(net, opt, work, kind, layer, at[2])
     seq = sync[S_SEQ] + 1
     exchange(sync, S_CLAIM, (seq << TASK_BITS) | TASK_MASK)
     sync[S_KIND] = kind
@@ -861,7 +901,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
     finite = atomic_load(work.sync, S_BAD) == 0
     base = work.plan[P_MAX_TILES]
     chunks = work.plan[P_MAX_CHUNKS]
-    for c in range(ceil_div(net.params.size, work.plan[P_CHUNK])):
+    for c in range(reduce_tasks(net, opt, work)):
         squares += work.parts[base + c]
         finite &= work.parts[base + chunks + c] != 0
     alpha = opt.hyper[6]
