@@ -196,20 +196,20 @@ def output_rows(fan_in, block_rows, itemsize):
     return min(cached, shared)
 
 
-# REDUCE and UPDATE tasks: MIN_CHUNKS of them where chunks of at least
-# MIN_CHUNK parameters allow it, so that up to MIN_CHUNKS workers share the
-# optimizer's step, in whole cache lines (multiples of 64 parameters), and at
-# most MAX_CHUNK parameters each. (A fixed 32768 gave workload A's 76810
-# parameters three tasks, and a 64-100-10 network one, which one worker did
-# while the others waited: with 16 chunks, batches of 200 through 64-100-10 took
-# 130 against 142 us a step on 2 threads, float64, Adam; no change on one
-# thread, nor for 64-1024-10 or 64-4096-10.)
+# UPDATE tasks (and REDUCE's, which cut the output layer's parameters only
+# when there is no L2 term: see reduce_tasks): MIN_CHUNKS of them where
+# chunks of at least MIN_CHUNK parameters allow it, so that up to MIN_CHUNKS
+# workers share the work, in whole cache lines (multiples of 64 parameters),
+# and at most MAX_CHUNK parameters each. A fixed 32768 gave workload A's 76810
+# parameters three tasks, a 64-100-10 network one (which one worker did while
+# the others waited), and B's output layer two REDUCE tasks. The CHANGELOG has
+# the measurements.
 MIN_CHUNKS = 16
 MIN_CHUNK, MAX_CHUNK = 1024, 1 << 15
 
 
 def chunk_size(n_params):
-    """Parameters of a REDUCE / UPDATE task of a network of ``n_params`` (see `MIN_CHUNKS`)."""
+    """Parameters of a task over ``n_params`` parameters (see `MIN_CHUNKS`)."""
     per_task = -(-n_params // MIN_CHUNKS)
     return min(MAX_CHUNK, max(MIN_CHUNK, -(-per_task // 64) * 64))
 
