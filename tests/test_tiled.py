@@ -333,7 +333,9 @@ def test_the_parameters_do_not_depend_on_the_chunks(alpha):
     # output layer, without an L2 term, vary with UPDATE's)
     runs = []
     for chunk in (7, 64, 1024, 1 << 15):  # 1705 parameters: 244 tasks to one
-        model, X, Y = _problem(np.random.default_rng(5), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64)
+        model, X, Y = _problem(
+            np.random.default_rng(5), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64
+        )
         plan = dict(SMALL, chunk=chunk, out_chunk=chunk)
         done, history = _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, alpha, 2, plan)
         runs.append((done, history, model._params.copy(), model._state2.copy()))

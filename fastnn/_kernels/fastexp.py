@@ -69,9 +69,10 @@ EXP_32 = tuple(
               0.16666415514653275427, 0.50000000471177576744, 1.0000000377162138425, 1.0)
 )  # fmt: skip
 MIN_64 = -708.3  # exp(MIN_64) is still a normal float64
-# Adding 1.5 * 2**52 (2**23 in float32) to y, |y| < 2**51 (2**22), rounds it to
-# the nearest integer k and leaves k in the sum's low bits (its binade has a
-# spacing of 1): k = bits(sum) - bits(shift), and k as a float is sum - shift
+# Adding 1.5 * 2**52 (1.5 * 2**23 in float32) to y, |y| < 2**51 (2**22),
+# rounds y to the nearest integer k and leaves k in the sum's low bits (the
+# sum's binade has a spacing of 1): k = bits(sum) - bits(shift), and k as a
+# float is sum - shift
 SHIFT_64 = 1.5 * 2.0**52
 SHIFT_64_BITS = int(np.array(SHIFT_64).view(np.int64))
 SHIFT_32 = np.float32(1.5 * 2.0**23)

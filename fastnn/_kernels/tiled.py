@@ -79,7 +79,7 @@ from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
-from fastnn._kernels.train import H_EPOCH, H_SEED, adam_rate, adam_step, batch_norm_of, momentum_step
+from fastnn._kernels.train import H_ALPHA, H_EPOCH, H_SEED, adam_rate, adam_step, batch_norm_of, momentum_step
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
@@ -223,10 +223,11 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     `tile_sizes`), ``grad_rows`` x ``grad_cols`` blocks of their weight
     gradients (by default `gradient_tiles`); OUTPUT tiles of ``out_rows``
     rows (by default `output_rows`), in at most ``groups`` groups of at
-    least ``group_tiles`` tiles; ``chunk`` parameters per
-    UPDATE task (by default `chunk_size`) and ``out_chunk`` per REDUCE task
-    without an L2 term (by default `chunk_size` of the output layer); blocks of ``block`` rows (by default as many as
-    keep the activations of a block within ``BLOCK_BYTES``). ``whole``: the
+    least ``group_tiles`` tiles; ``chunk`` parameters per UPDATE task (by
+    default `chunk_size`) and ``out_chunk`` per REDUCE task without an L2
+    term (by default `chunk_size` of the output layer); blocks of ``block``
+    rows (by default as many as keep the activations of a block within
+    ``BLOCK_BYTES``). ``whole``: the
     FORWARD and GRADIENT products take all of their whole tiles in one
     call (`tile_at`), which is what one worker should do. The other
     keywords are for tests, which use small tiles on small networks.
@@ -699,7 +700,7 @@ def reduce_tasks(net, opt, work):
     # REDUCE's tasks: chunks of all parameters with an L2 term; without, of
     # the output layer's only (the others have nothing to add, and their
     # GRADIENT tasks checked them), so that all of its tasks share the work
-    if opt.hyper[6] > 0:
+    if opt.hyper[H_ALPHA] > 0:
         return ceil_div(net.params.size, work.plan[P_CHUNK])
     lo, hi = output_span(net.layout)
     return ceil_div(hi - lo, work.plan[P_OUT_CHUNK])
@@ -708,7 +709,7 @@ def reduce_tasks(net, opt, work):
 @kernel(inline="always")
 def reduce_range(net, opt, work, chunk):
     # [lo, hi) of REDUCE task `chunk` (see reduce_tasks)
-    if opt.hyper[6] > 0:
+    if opt.hyper[H_ALPHA] > 0:
         lo = chunk * work.plan[P_CHUNK]
         return lo, min(lo + work.plan[P_CHUNK], net.params.size)
     first, end = output_span(net.layout)
@@ -726,7 +727,7 @@ def reduce_task(net, opt, work, chunk, nb):
     stride = net.layout[last, 0] * o + o
     # the first block of a batch has the most groups
     groups = output_groups(work.plan, min(nb, work.plan[P_BLOCK]))
-    alpha = opt.hyper[6]
+    alpha = opt.hyper[H_ALPHA]
     scale = net.params.dtype.type(alpha / batch_norm(work))
     squares = 0.0
     bad = False
@@ -904,7 +905,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
     for c in range(reduce_tasks(net, opt, work)):
         squares += work.parts[base + c]
         finite &= work.parts[base + chunks + c] != 0
-    alpha = opt.hyper[6]
+    alpha = opt.hyper[H_ALPHA]
     if alpha > 0:
         value += 0.5 * alpha * squares / batch_norm(work)
     return value, finite
