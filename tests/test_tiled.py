@@ -320,9 +320,14 @@ def test_parameter_chunks_give_up_to_16_tasks_in_whole_cache_lines(n_params):
         assert tasks <= tiled.MIN_CHUNKS  # chunks no smaller than MIN_CHUNK
     else:
         assert tasks > tiled.MIN_CHUNKS  # chunks no larger than MAX_CHUNK
+
+
+def test_a_plan_cuts_update_by_all_parameters_and_reduce_by_the_output_layers():
     plan = tiled.make_plan([64, 100, 10], 200, 8)
     assert plan[tiled.P_CHUNK] == tiled.chunk_size(64 * 100 + 100 + 100 * 10 + 10)
     assert plan[tiled.P_OUT_CHUNK] == tiled.chunk_size(100 * 10 + 10)  # REDUCE without an L2 term
+    plan = tiled.make_plan([64, 4096, 10], 1024, 8)  # B: 16 tasks each
+    assert -(-307210 // plan[tiled.P_CHUNK]) == -(-40970 // plan[tiled.P_OUT_CHUNK]) == 16
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1e-2])
