@@ -197,7 +197,7 @@ def output_rows(fan_in, block_rows, itemsize):
 
 
 # UPDATE tasks (and REDUCE's, which cut the output layer's parameters only
-# when there is no L2 term: see reduce_tasks): MIN_CHUNKS of them where
+# when there is no L2 term: see reduce_cut): MIN_CHUNKS of them where
 # chunks of at least MIN_CHUNK parameters allow it, so that up to MIN_CHUNKS
 # workers share the work, in whole cache lines (multiples of 64 parameters),
 # and at most MAX_CHUNK parameters each. A fixed 32768 gave workload A's 76810
@@ -258,7 +258,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     plan[P_OUT_ROWS] = out_rows
     plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
     # without an L2 term, REDUCE has only the output layer's groups to sum: its
-    # tasks cut that layer's parameters (see reduce_range)
+    # tasks cut that layer's parameters (see reduce_cut)
     if out_chunk is None:
         out_chunk = chunk_size(fan_in * layer_sizes[-1] + layer_sizes[-1])
     plan[P_OUT_CHUNK] = out_chunk
@@ -696,32 +696,31 @@ def output_span(layout):
 
 
 @kernel(inline="always")
-def reduce_tasks(net, opt, work):
-    # REDUCE's tasks: chunks of all parameters with an L2 term; without, of
-    # the output layer's only (the others have nothing to add, and their
-    # GRADIENT tasks checked them), so that all of its tasks share the work
+def reduce_cut(net, opt, work):
+    # (first, end, size) of REDUCE's tasks, chunks of `size` parameters in
+    # [first, end): all parameters with an L2 term; without, the output
+    # layer's only (the others have nothing to add, and their GRADIENT tasks
+    # checked them), so that all of its tasks share the work
     if opt.hyper[H_ALPHA] > 0:
-        return ceil_div(net.params.size, work.plan[P_CHUNK])
-    lo, hi = output_span(net.layout)
-    return ceil_div(hi - lo, work.plan[P_OUT_CHUNK])
+        return np.int64(0), np.int64(net.params.size), work.plan[P_CHUNK]
+    first, end = output_span(net.layout)
+    return first, end, work.plan[P_OUT_CHUNK]
 
 
 @kernel(inline="always")
-def reduce_range(net, opt, work, chunk):
-    # [lo, hi) of REDUCE task `chunk` (see reduce_tasks)
-    if opt.hyper[H_ALPHA] > 0:
-        lo = chunk * work.plan[P_CHUNK]
-        return lo, min(lo + work.plan[P_CHUNK], net.params.size)
-    first, end = output_span(net.layout)
-    lo = first + chunk * work.plan[P_OUT_CHUNK]
-    return lo, min(lo + work.plan[P_OUT_CHUNK], end)
+def reduce_tasks(net, opt, work):
+    # the number of REDUCE's tasks (see reduce_cut)
+    first, end, size = reduce_cut(net, opt, work)
+    return ceil_div(end - first, size)
 
 
 @kernel
 def reduce_task(net, opt, work, chunk, nb):
     # parameters [lo, hi): the output layer's gradient summed over the groups,
     # + alpha * W / nb, checked finite; parts get the sum of W**2 and the check
-    lo, hi = reduce_range(net, opt, work, chunk)
+    first, end, size = reduce_cut(net, opt, work)
+    lo = first + chunk * size
+    hi = min(lo + size, end)
     last = net.layout.shape[0] - 1
     o = net.layout[last, 1]
     stride = net.layout[last, 0] * o + o
