@@ -139,9 +139,13 @@ class TiledTrainer:
         Threads (default: `worker_count`).
     plan : ndarray or None
         The tiling (default: ``tiled.make_plan`` of the shapes; tests pass small tiles).
+    shards : int
+        With the default plan: > 0 for a plan of that many shards a batch
+        (layers too small to share by tiles, see ``fastnn._driver``), 0 for
+        layer phases.
     """
 
-    def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None):
+    def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None, shards=0):
         from fastnn._kernels import few_rows, tiled
 
         self._tiled = tiled
@@ -157,13 +161,13 @@ class TiledTrainer:
         workspace = {} if workspace is None else workspace
         weighted = self.W.size > 0
         tiling = None if plan is None else plan.tobytes()
-        key = (self.batch_size, self.use_order, self.workers, weighted, tiling)
+        key = (self.batch_size, self.use_order, self.workers, weighted, tiling, shards)
         cached = workspace.get("tiled")
         if cached is None or cached[0] != key:
             dtype = model.params.dtype
             work = tiled.workspace(
                 model.layer_sizes, self.batch_size, model.params.size, dtype, self.workers,
-                self.use_order, plan, keep, weighted,
+                self.use_order, plan, keep, weighted, shards,
             )  # fmt: skip
             cached = (key, work)
             workspace["tiled"] = cached
@@ -182,7 +186,8 @@ class TiledTrainer:
         tiled = self._tiled
         work = self.work._replace(sync=np.zeros(tiled.SYNC_SIZE, dtype=np.int64))
         data = Data(self.X, self.Y, self.W, order, self.use_order, np.int64(self.batch_size))
-        args = (self.net, data, self.optim, work, np.int64(epochs), history)
+        args = (self.net, data, self.optim, work, np.int64(epochs), history, work.shard_grads,
+                None if work.plan[tiled.P_SHARDS] > 0 else np.int64(1))
         with blas_single_thread():
             helpers = self.workers - 1
             if helpers > 0 and epochs > 0:

@@ -29,6 +29,8 @@ from fastnn._runtime import TiledTrainer
 SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1, out_chunk=5)
 # ... and batches of more than 5 rows in blocks of 5 (the gradients accumulate over blocks)
 BLOCKS = dict(SMALL, block=5)
+# ... and whole passes of shards of rows (the two-shard kernel's split), chunks of 7 parameters
+SHARDS = dict(chunk=7, shards=2)
 
 
 @kernel
@@ -281,7 +283,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}-{c[3]}")
 @pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS, SHARDS], ids=["one-block", "blocks", "shards"])
 @pytest.mark.parametrize("alpha", [0.0, 1e-2])  # (without an L2 term, REDUCE cuts the output layer only)
 def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, alpha, dtype, rng):
     sizes, n, batch, act, out, loss, optimizer, bias = case
@@ -320,7 +322,7 @@ def test_tiled_training_with_sample_weights_matches_a_numpy_loop(case, shuffle, 
         assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("plan", [SMALL, BLOCKS, None], ids=["small-tiles", "blocks", "default-tiles"])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS, SHARDS, None], ids=["small-tiles", "blocks", "shards", "default-tiles"])
 def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
     runs = []
     for workers in (1, 2, 3, 4, 8):
@@ -478,19 +480,23 @@ def test_a_few_rows_through_wide_layers_train_like_the_reference_with_the_same_b
         np.testing.assert_array_equal(params, runs[0][1])
 
 
-def test_a_non_finite_loss_stops_before_that_update(rng):
+@pytest.mark.parametrize("plan", [SMALL, SHARDS], ids=["layers", "shards"])
+def test_a_non_finite_loss_stops_before_that_update(plan, rng):
+    # (a shard plan stops with its live set of parameters in the spare arrays
+    # when an odd number of steps came before: those are copied back)
     model, X, Y = _problem(rng, [4, 12, 3], 16, "relu", "identity", "mse", True, np.float64)
     start = model._params.copy()
-    done, history = _train(model, X, Y, 50, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 2)
+    done, history = _train(model, X, Y, 50, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 2, plan)
     assert done < 50 and not np.isfinite(history[done])
     assert np.all(np.isfinite(model._params))
     # the parameters are those of `done` complete epochs, run again
     again = MLP([4, 12, 3], activation="relu", output_activation="identity", loss="mse", random_state=7)
     again._params[...] = start
-    _train(again, X, Y, done, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 1)
+    _train(again, X, Y, done, 16, np.empty((0, 0), np.int64), "gd", 1e3, 0.0, 1, plan)
     np.testing.assert_array_equal(model._params, again._params)
 
 
+@pytest.mark.parametrize("plan", [None, SHARDS], ids=["layers", "shards"])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
@@ -500,7 +506,7 @@ def test_a_non_finite_loss_stops_before_that_update(rng):
      (1, 4, 1e4, 1e-151, 1)],  # dW2, the output layer's: REDUCE's check
     ids=["hidden-read", "hidden-bounded", "output"],
 )  # fmt: skip
-def test_a_gradient_that_is_not_finite_stops_before_that_update(units, rows, w1, w2, overflows, alpha, workers):
+def test_a_gradient_that_is_not_finite_stops_before_that_update(units, rows, w1, w2, overflows, alpha, workers, plan):
     # x = 1e300, identity layers: the output (1e153 / 1e150) and the loss are
     # finite, and so is one of dW1 = 2 x z W2 and dW2 = 2 (W1 x) z; the other
     # overflows. The GRADIENT tasks catch dW1 (without an L2 term REDUCE skips
@@ -513,14 +519,14 @@ def test_a_gradient_that_is_not_finite_stops_before_that_update(units, rows, w1,
     assert np.isfinite(value) and np.isfinite(grads[1 - overflows]).all()
     assert not np.isfinite(grads[overflows]).all()
     start = model._params.copy()
-    done, history = _train(model, X, Y, 3, rows, np.empty((0, 0), np.int64), "gd", 1e-320, alpha, workers)
+    done, history = _train(model, X, Y, 3, rows, np.empty((0, 0), np.int64), "gd", 1e-320, alpha, workers, plan)
     assert done == 0 and np.isfinite(history[0])
     np.testing.assert_array_equal(model._params, start)
     # the flag is the batch's, and a bounded finite gradient passes: a finite batch after it trains
     model.weights[0][...] = 0.5
     model.weights[1][...] = 0.5
     X = np.ones((rows, units))
-    done, history = _train(model, X, Y, 3, rows, np.empty((0, 0), np.int64), "gd", 0.01, alpha, workers)
+    done, history = _train(model, X, Y, 3, rows, np.empty((0, 0), np.int64), "gd", 0.01, alpha, workers, plan)
     assert done == 3 and np.isfinite(history).all() and np.isfinite(model._params).all()
 
 
@@ -640,3 +646,26 @@ def test_threads_interleaved_as_python_still_give_identical_results():
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_shard_plan_gives_the_bits_of_the_two_shard_kernel(dtype, optimizer, shuffle, monkeypatch):
+    # (prototype of one runtime) the tiled kernel with SHARD tasks trains as
+    # the two-shard twins do: same shards, same sums in the same order
+    import fastnn._driver as driver
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((537, 64)).astype(dtype), rng.random((537, 10)).astype(dtype)
+    results = []
+    for tiled_shards in (False, True):
+        if tiled_shards:
+            monkeypatch.setattr(driver, "takes_tiled", lambda sizes, batches: True)
+            make_plan = tiled.make_plan
+            monkeypatch.setattr(tiled, "make_plan", lambda *a, **k: make_plan(*a, **dict(k, shards=2)))
+        net = MLP([64, 100, 10], activation="tanh", output_activation="softmax", loss="log_loss", dtype=dtype, random_state=0)
+        history = net.fit(X, Y, epochs=3, batch_size=200, learning_rate=1e-2, optimizer=optimizer, shuffle=shuffle)
+        results.append((np.asarray(history), net._params.copy()))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])

@@ -24,6 +24,23 @@ phase into tasks that write disjoint blocks:
 * ``UPDATE``: parameter chunks; the optimizer step (skipped when anything
   was not finite: the step's loss and gradient are known before it).
 
+A plan of shards (``make_plan``'s ``shards``), for layers too small to share
+by tiles, has two phases a step instead:
+
+* ``SHARD``: a task is a whole forward, loss and backward pass over a shard
+  of the batch's rows (``dense.partial_loss_and_gradients``), into the
+  shard's own gradient accumulator; it gathers its rows itself when batches
+  follow an order.
+* ``STEP``: parameter chunks, one per worker; the shards' gradients summed
+  in shard order, the L2 term added, the sum checked finite and the
+  optimizer's step taken, in one pass (``train.update_range``), from the
+  live set of parameters and optimizer state into a spare set (`param_set`).
+  The driver makes the spare set the live one only when the step's loss
+  and gradient were finite, so a failed step needs no undoing; at the end of
+  a call the live set is copied back into the model's arrays if it is the
+  spare one (`settle`). Shards, their sums and the step are those of the
+  two-shard kernel (``fastnn._kernels.train``): the same bits.
+
 Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
 fixed order: results are bit-identical for any number of threads. (One
@@ -75,18 +92,23 @@ from fastnn._kernels.activations import activate_row, activate_row_keep, derivat
 from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import loss_delta_rows, sum_of_squares
+from fastnn._kernels.dense import deltas_units, loss_delta_rows, partial_loss_and_gradients, sum_of_squares
 from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
-from fastnn._kernels.train import H_ALPHA, H_EPOCH, H_SEED, adam_rate, adam_step, batch_norm_of, momentum_step
+from fastnn._kernels.train import (
+    H_ALPHA, H_BETA_1, H_BETA_2, H_EPOCH, H_EPSILON, H_LR, H_MOMENTUM, H_NESTEROV, H_SEED, adam_rate, adam_step,
+    MAX_SHARDS, batch_norm_of, momentum_step, shard_data, update_range,
+)  # fmt: skip
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
 # the two-shard kernel's too; Optim.control is not read here), and this
 # kernel's workspace:
-Work = namedtuple("Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync")
+Work = namedtuple(
+    "Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync deltas shard_grads spare"
+)
 
 # plan[...]: the tiling, from the shapes only (see make_plan)
 P_ROWS = 0  # rows of a FORWARD / DELTA / GATHER tile
@@ -104,9 +126,10 @@ P_WHOLE = 11  # 1: FORWARD / GRADIENT tasks take all the whole tiles at once (se
 P_GRAD_COLS = 12  # columns of a GRADIENT block of dW
 P_FEW_ROWS = 13  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
 P_OUT_CHUNK = 14  # parameters per REDUCE task without an L2 term (of the output layer only)
-PLAN_SIZE = 15
+P_SHARDS = 15  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
+PLAN_SIZE = 16
 
-GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE = 1, 2, 3, 4, 5, 6, 7
+GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE, SHARD, STEP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 # sync[...] (int64): the published phase; the counters on their own cache lines
 S_SEQ = 0  # phases published so far
@@ -123,6 +146,7 @@ S_NORM = 38  # rows of the batch (its loss's normaliser: batch_norm)
 S_EPOCH = 39
 S_T = 40  # Adam's step number of this update
 S_BAD = 41  # 1: a GRADIENT task found a value that is not finite (this batch)
+S_LIVE = 42  # a shard plan's live set of parameters (see param_set)
 SYNC_SIZE = 48
 TASK_BITS = 32
 TASK_MASK = (1 << TASK_BITS) - 1
@@ -215,9 +239,21 @@ def chunk_size(n_params):
     return min(MAX_CHUNK, max(MIN_CHUNK, -(-per_task // 64) * 64))
 
 
+def shard_chunk(n_params, workers):
+    """Parameters of a STEP task of a plan of shards: one task per worker.
+
+    A step of small layers updates its parameters in a few microseconds, and
+    each task costs its own claim and slices: 64-100-10 in batches of 200
+    (Adam, 2 threads) took 93 us a step with 2 STEP tasks, 94 with 4 and 97
+    with 8 (the two-shard kernel: 90).
+    """
+    per_task = -(-n_params // max(1, workers))
+    return max(64, -(-per_task // 64) * 64)
+
+
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=None, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
-              whole=False, out_chunk=None):  # fmt: skip
+              whole=False, out_chunk=None, shards=0, workers=1):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
@@ -232,6 +268,10 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     FORWARD and GRADIENT products take all of their whole tiles in one
     call (`tile_at`), which is what one worker should do. The other
     keywords are for tests, which use small tiles on small networks.
+
+    ``shards`` > 0 makes a plan of shards (`shard_task`): a batch is that
+    many whole passes over its rows, for layers too small to share by
+    tiles, and its STEP has one task per worker (of ``workers``).
     """
     fan_in = layer_sizes[-2]
     default_rows, default_cols = tile_sizes(layer_sizes, batch_size)
@@ -239,7 +279,8 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     cols = default_cols if cols is None else cols
     default_grad_rows, default_grad_cols = gradient_tiles(layer_sizes, cols)
     n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
-    chunk = chunk_size(n_params) if chunk is None else chunk
+    if chunk is None:
+        chunk = shard_chunk(n_params, workers) if shards > 0 else chunk_size(n_params)
     plan = np.zeros(PLAN_SIZE, dtype=np.int64)
     plan[P_ROWS] = rows
     plan[P_COLS] = cols
@@ -249,6 +290,11 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     plan[P_GRAD_COLS] = default_grad_cols if grad_cols is None else grad_cols
     plan[P_CHUNK] = chunk
     plan[P_WHOLE] = 1 if whole else 0
+    if shards > MAX_SHARDS:
+        raise ValueError(f"shards must be at most {MAX_SHARDS} (update_range sums two), got {shards}")
+    plan[P_SHARDS] = shards
+    if shards > 0:
+        block = batch_size  # a shard is a pass over all layers: the batch is one block
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
     width = int(sum(layer_sizes[1:])) * itemsize
     if block is None:
@@ -257,7 +303,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     if out_rows is None:
         out_rows = output_rows(fan_in, plan[P_BLOCK], itemsize)
     plan[P_OUT_ROWS] = out_rows
-    plan[P_MAX_TILES] = -(-plan[P_BLOCK] // out_rows)
+    plan[P_MAX_TILES] = max(-(-plan[P_BLOCK] // out_rows), shards)
     # without an L2 term, REDUCE has only the output layer's groups to sum: its
     # tasks cut that layer's parameters (see reduce_cut)
     if out_chunk is None:
@@ -291,15 +337,19 @@ def few_rows_needed(layer_sizes, batch_size, n_rows, plan):
 
 
 def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False,
-              weighted=False):  # fmt: skip
+              weighted=False, shards=0):  # fmt: skip
     """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads.
+
+    ``plan``: by default `make_plan`'s, of ``shards`` shards (0: a plan of
+    layer phases).
 
     ``keep``: some layer keeps its slopes (``layout.keeps_slopes``), in a
     buffer laid out as the activations; ``weighted``: the rows have sample
     weights (``Data.W``), gathered with the rows when batches follow an order.
     """
     if plan is None:
-        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, whole=workers <= 1)
+        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, whole=workers <= 1, shards=shards,
+                         workers=workers)  # fmt: skip
     plan = plan.copy()  # (its P_FEW_ROWS is the fit's: see few_rows_needed)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
@@ -316,6 +366,11 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
         np.empty((rows, layer_sizes[-1]), dtype=dtype),
         np.empty(rows if weighted else 0, dtype=dtype),
         np.zeros(SYNC_SIZE, dtype=np.int64),
+        # None for a plan of layer phases: its kernels are compiled without the
+        # SHARD tasks (see run_worker's `shards`)
+        np.empty(plan[P_BLOCK] * deltas_units(layer_sizes), dtype=dtype) if plan[P_SHARDS] > 0 else None,
+        np.empty((plan[P_SHARDS], n_params), dtype=dtype) if plan[P_SHARDS] > 0 else None,
+        np.empty((3, n_params), dtype=dtype) if plan[P_SHARDS] > 0 else None,
     )
 
 
@@ -440,6 +495,8 @@ def tile_count(net, opt, work, kind, layer, rows):
     plan = work.plan
     if kind == GATHER:
         return ceil_div(rows, plan[P_ROWS])
+    if kind == SHARD:
+        return shards_for(plan, rows)
     fan_in, fan_out = net.layout[layer, 0], net.layout[layer, 1]
     whole = plan[P_WHOLE] != 0
     if kind == FORWARD:
@@ -512,16 +569,10 @@ def scratch_of(work, worker):
 @kernel
 def gather_task(data, work, task, at):
     # rows of the batch, in the epoch's order, into X_batch / Y_batch
-    start, _, nb, _, epoch, _ = at
-    rows_t = work.plan[P_ROWS]
-    for r in range(task * rows_t, min((task + 1) * rows_t, nb)):
-        src = data.order[epoch, start + r]
-        for c in range(data.X.shape[1]):
-            work.X_batch[r, c] = data.X[src, c]
-        for c in range(data.Y.shape[1]):
-            work.Y_batch[r, c] = data.Y[src, c]
-        if work.W_batch.size > 0:
-            work.W_batch[r] = data.W[src]
+    # (/ W_batch): P_ROWS rows a task
+    nb, epoch = at[2], at[4]
+    lo = task * work.plan[P_ROWS]
+    shard_data(data, work, epoch, at[0], lo, min(lo + work.plan[P_ROWS], nb))
 
 
 @kernel
@@ -676,6 +727,111 @@ def delta_task(net, work, layer, task, at, worker):
     derivative_rows(scratch, work.acts, a_off, fan_in, rows, pc, code, work.slopes, keep, net.extras)
 
 
+MIN_SHARD_ROWS = 32
+
+
+@kernel(inline="always")
+def shards_for(plan, nb):
+    # shards of a batch of nb rows: P_SHARDS, fewer for batches of fewer
+    # than MIN_SHARD_ROWS rows a shard
+    return max(1, min(plan[P_SHARDS], nb // MIN_SHARD_ROWS))
+
+
+@kernel
+def shard_task(net, data, opt, work, s, at, extras):
+    # shard s of the batch: forward, loss and backward of its rows, the
+    # gradient into its own accumulator, its loss share into parts[s]
+    start, nb = at[0], at[2]
+    shards = shards_for(work.plan, nb)
+    lo, hi = (s * nb) // shards, ((s + 1) * nb) // shards
+    # (rows in the epoch's order are gathered here, by the task that reads
+    # them, not in a GATHER phase of their own)
+    xs, ys, ws = shard_data(data, work, at[4], start, lo, hi)
+    width = work.acts.size // work.plan[P_BLOCK]
+    dwidth = work.deltas.size // work.plan[P_BLOCK]
+    acts = work.acts[lo * width : hi * width]
+    deltas = work.deltas[lo * dwidth : hi * dwidth]
+    grads = work.shard_grads[s]
+    params = param_set(net, opt, work, work.sync[S_LIVE])[0]
+    if extras is None:  # (the other branch is pruned before compiling)
+        share = partial_loss_and_gradients(
+            xs, ys, ws, params, net.layout, net.output, net.loss, batch_norm(work), acts, deltas, grads, None
+        )
+    else:
+        drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4], np.int64(start + lo))
+        share = partial_loss_and_gradients(
+            xs, ys, ws, params, net.layout, net.output, net.loss, batch_norm(work), acts, deltas, grads, drop
+        )
+    work.parts[s] = share
+
+
+@kernel(inline="always")
+def param_set(net, opt, work, k):
+    # (parameters, state1, state2) of a shard plan's set k: 0 the model's own
+    # arrays, 1 the spare ones. A STEP writes the other set, and the driver
+    # makes it the live one only when the step was finite: a failed step
+    # leaves the live set as it was, with no pass to copy or undo it
+    if k == 0:
+        return net.params, opt.state1, opt.state2
+    return work.spare[0], work.spare[1, : opt.state1.size], work.spare[2, : opt.state2.size]
+
+
+@kernel
+def step_task(net, opt, work, chunk, at):
+    # parameters [lo, hi) of a shard plan: the shards' gradients summed in
+    # shard order (+ alpha * W / nb on the weights), checked finite, and the
+    # optimizer's step from the live set into the other one, in one pass
+    # (fastnn._kernels.train.update_range, the two-shard kernel's); parts get
+    # the sum of W**2 of the live weights and the check. One phase a step
+    # less than a REDUCE phase then an UPDATE phase; on one thread the two
+    # were within the noise (64-100-10 in batches of 200, Adam: 169 against
+    # 166 us a step)
+    n = net.params.size
+    lo = chunk * work.plan[P_CHUNK]
+    hi = min(lo + work.plan[P_CHUNK], n)
+    live = work.sync[S_LIVE]
+    src, dst = param_set(net, opt, work, live), param_set(net, opt, work, 1 - live)
+    hyper, dt = opt.hyper, net.params.dtype.type
+    if opt.code == OPT_ADAM:
+        rate = adam_rate(net.params, hyper[H_LR], hyper[H_BETA_1], hyper[H_BETA_2], hyper[H_EPSILON], at[5])
+    else:
+        zero = dt(0.0)
+        rate = (dt(hyper[H_LR]), dt(hyper[H_MOMENTUM]), dt(hyper[H_NESTEROV]), zero, zero, zero)
+    alpha = hyper[H_ALPHA]
+    scale = dt(alpha / batch_norm(work))
+    shards = shards_for(work.plan, at[2])
+    squares = 0.0
+    finite = True
+    for layer in range(net.layout.shape[0]):
+        for part in range(2):  # the weights (with the L2 term), then the bias
+            off = net.layout[layer, 2 + part]
+            size = net.layout[layer, 0] * net.layout[layer, 1] if part == 0 else net.layout[layer, 1]
+            a, b = max(lo, off), min(hi, off + size)
+            if off < 0 or a >= b:
+                continue
+            l2 = alpha > 0 and part == 0
+            if l2:
+                squares += sum_of_squares(src[0][a:b])
+            # (one call site: update_range's three loops are inlined once)
+            finite &= update_range(work.shard_grads, shards, a, b, scale, l2, opt.code, rate, src, dst)
+    work.parts[work.plan[P_MAX_TILES] + chunk] = squares
+    work.parts[work.plan[P_MAX_TILES] + work.plan[P_MAX_CHUNKS] + chunk] = 1.0 if finite else 0.0
+
+
+@kernel(inline="always")
+def settle(net, opt, work, shards):
+    # a shard plan whose live set is the spare one copies it into the model's
+    # arrays (at the end of a call)
+    if shards is not None and work.sync[S_LIVE] == 1:
+        spare = param_set(net, opt, work, np.int64(1))
+        own = param_set(net, opt, work, np.int64(0))
+        for k in range(3):
+            src, dst = spare[k], own[k]
+            for i in range(dst.size):
+                dst[i] = src[i]
+        work.sync[S_LIVE] = 0
+
+
 @kernel(inline="always")
 def sum_groups(work, dst, first, count, groups, stride):
     # dst[i] = the groups' accumulators [first + i] summed in group order
@@ -701,8 +857,9 @@ def reduce_cut(net, opt, work):
     # (first, end, size) of REDUCE's tasks, chunks of `size` parameters in
     # [first, end): all parameters with an L2 term; without, the output
     # layer's only (the others have nothing to add, and their GRADIENT tasks
-    # checked them), so that all of its tasks share the work
-    if opt.hyper[H_ALPHA] > 0:
+    # checked them), so that all of its tasks share the work; a shard plan
+    # sums every parameter's shards: all of them
+    if opt.hyper[H_ALPHA] > 0 or work.plan[P_SHARDS] > 0:
         return np.int64(0), np.int64(net.params.size), work.plan[P_CHUNK]
     first, end = output_span(net.layout)
     return first, end, work.plan[P_OUT_CHUNK]
@@ -781,24 +938,34 @@ def update_task(net, opt, work, chunk, t):
 
 
 @kernel(inline="always")
-def run_task(net, data, opt, work, kind, layer, task, worker):
+def run_task(net, data, opt, work, kind, layer, task, worker, shards, layers):
     # task `task` of the phase published in work.sync
     sync = work.sync
     at = (sync[S_START], sync[S_BLOCK], sync[S_ROWS], sync[S_NORM], sync[S_EPOCH], sync[S_T])
-    if kind == GATHER:
-        gather_task(data, work, task, at)
-    elif kind == FORWARD:
-        forward_task(net, data, opt, work, layer, task, at, net.extras)
-    elif kind == OUTPUT:
-        output_task(net, data, work, task, at, worker)
-    elif kind == GRADIENT:
-        gradient_task(net, data, work, layer, task, at)
-    elif kind == DELTA:
-        delta_task(net, work, layer, task, at, worker)
-    elif kind == REDUCE:
-        reduce_task(net, opt, work, task, at[3])
-    else:
-        update_task(net, opt, work, task, at[5])
+    # `shards` (work.shard_grads) is None for a plan of layer phases, and
+    # `layers` for a plan of shards: Numba prunes the branches of the other
+    # kind before compiling (it prunes on arguments that are None), so that
+    # each kind of plan compiles only its own tasks
+    if layers is not None:
+        if kind == GATHER:
+            gather_task(data, work, task, at)
+        elif kind == UPDATE:
+            update_task(net, opt, work, task, at[5])
+        elif kind == FORWARD:
+            forward_task(net, data, opt, work, layer, task, at, net.extras)
+        elif kind == OUTPUT:
+            output_task(net, data, work, task, at, worker)
+        elif kind == GRADIENT:
+            gradient_task(net, data, work, layer, task, at)
+        elif kind == DELTA:
+            delta_task(net, work, layer, task, at, worker)
+        else:
+            reduce_task(net, opt, work, task, at[3])
+    elif shards is not None:
+        if kind == SHARD:
+            shard_task(net, data, opt, work, task, at, net.extras)
+        else:
+            step_task(net, opt, work, task, at)
 
 
 # ----------------------------------------------------------------- phases
@@ -811,7 +978,7 @@ def exchange(sync, index, value):
 
 
 @kernel(inline="always")
-def take_tasks(net, data, opt, work, seq, worker):
+def take_tasks(net, data, opt, work, seq, worker, shards, layers):
     # runs tasks of phase `seq` until none is left to take
     sync = work.sync
     kind, layer, tasks = sync[S_KIND], sync[S_LAYER], sync[S_TASKS]
@@ -821,12 +988,12 @@ def take_tasks(net, data, opt, work, seq, worker):
         if (claim >> TASK_BITS) != seq or task >= tasks:
             return
         if atomic_cas(sync, S_CLAIM, claim, claim + 1) == claim:
-            run_task(net, data, opt, work, kind, layer, task, worker)
+            run_task(net, data, opt, work, kind, layer, task, worker, shards, layers)
             atomic_add(sync, S_DONE, 1)
 
 
 @kernel
-def run_phase(net, data, opt, work, kind, layer, at):
+def run_phase(net, data, opt, work, kind, layer, at, shards, layers):
     # the driver publishes a phase, takes tasks with the helpers, and waits
     # until every task of it is finished
     # The claim counter is closed (this phase's number, no task left) before
@@ -846,7 +1013,7 @@ def run_phase(net, data, opt, work, kind, layer, at):
     sync[S_DONE] = 0
     exchange(sync, S_CLAIM, seq << TASK_BITS)  # opens the tasks
     atomic_add(sync, S_SEQ, 1)  # publishes the fields above
-    take_tasks(net, data, opt, work, seq, np.int64(0))  # (a literal 0 would compile run_task twice)
+    take_tasks(net, data, opt, work, seq, np.int64(0), shards, layers)  # (a literal 0 would compile run_task twice)
     wait_at_least(sync, S_DONE, tasks, YIELD_AFTER)
 
 
@@ -863,41 +1030,48 @@ def set_batch_norm(data, work, start, nb, epoch):
 
 
 @kernel(inline="always")
-def block_pass(net, data, opt, work, at):
+def block_pass(net, data, opt, work, at, shards, layers):
     # forward, loss and backward of one block of rows; returns its loss
     last = net.layout.shape[0] - 1
     for layer in range(last):
-        run_phase(net, data, opt, work, np.int64(FORWARD), layer, at)
-    run_phase(net, data, opt, work, np.int64(OUTPUT), last, at)
+        run_phase(net, data, opt, work, np.int64(FORWARD), layer, at, shards, layers)
+    run_phase(net, data, opt, work, np.int64(OUTPUT), last, at, shards, layers)
     value = 0.0
     for i in range(ceil_div(at[2], work.plan[P_OUT_ROWS])):
         value += work.parts[i]
     for layer in range(last - 1, -1, -1):
-        run_phase(net, data, opt, work, np.int64(GRADIENT), layer, at)
+        run_phase(net, data, opt, work, np.int64(GRADIENT), layer, at, shards, layers)
         if layer > 0:
-            run_phase(net, data, opt, work, np.int64(DELTA), layer - 1, at)
+            run_phase(net, data, opt, work, np.int64(DELTA), layer - 1, at, shards, layers)
     return value
 
 
 @kernel(inline="always")
-def batch_step(net, data, opt, work, start, nb, epoch, t):
-    # the batch's loss and gradient, block by block, then their reduction;
-    # returns (loss, finite)
+def batch_step(net, data, opt, work, start, nb, epoch, t, shards, layers):
+    # the batch's loss and gradient, block by block, then their reduction
+    # (a shard plan: its shards, then the STEP of Adam's step number t into
+    # the spare set); returns (loss, finite)
     # run_phase is compiled once, for int64 arguments: a literal (the first
     # batch's start, the first block's row) would compile it once more
     zero = np.int64(0)
     start = np.int64(start)
     set_batch_norm(data, work, start, nb, epoch)
     exchange(work.sync, S_BAD, 0)
-    if data.use_order:
-        run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t))
     value = 0.0
-    b0 = 0
-    while b0 < nb:
-        rows = min(work.plan[P_BLOCK], nb - b0)
-        value += block_pass(net, data, opt, work, (start, np.int64(b0), rows, nb, epoch, t))
-        b0 += rows
-    run_phase(net, data, opt, work, np.int64(REDUCE), zero, (start, zero, nb, nb, epoch, t))
+    if layers is not None:  # layer phases, block by block
+        if data.use_order:
+            run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t), shards, layers)
+        b0 = 0
+        while b0 < nb:
+            rows = min(work.plan[P_BLOCK], nb - b0)
+            value += block_pass(net, data, opt, work, (start, np.int64(b0), rows, nb, epoch, t), shards, layers)
+            b0 += rows
+        run_phase(net, data, opt, work, np.int64(REDUCE), zero, (start, zero, nb, nb, epoch, t), shards, layers)
+    if shards is not None:  # one SHARD phase, then one STEP phase
+        run_phase(net, data, opt, work, np.int64(SHARD), zero, (start, zero, nb, nb, epoch, t), shards, layers)
+        for s in range(shards_for(work.plan, nb)):
+            value += work.parts[s]
+        run_phase(net, data, opt, work, np.int64(STEP), zero, (start, zero, nb, nb, epoch, t), shards, layers)
     squares = 0.0
     finite = atomic_load(work.sync, S_BAD) == 0
     base = work.plan[P_MAX_TILES]
@@ -912,7 +1086,7 @@ def batch_step(net, data, opt, work, start, nb, epoch, t):
 
 
 @kernel(inline="always")
-def drive(net, data, opt, work, epochs, history):
+def drive(net, data, opt, work, epochs, history, shards, layers):
     # the training loop (worker 0); returns the epochs completed: on a loss or
     # gradient that is not finite it stops before that step's update, with the
     # step's loss in history[epoch] (see fastnn._kernels.train.run_slot)
@@ -923,25 +1097,30 @@ def drive(net, data, opt, work, epochs, history):
         start = 0
         while start < n:
             nb = min(start + data.batch_size, n) - start
-            value, finite = batch_step(net, data, opt, work, start, nb, epoch, t)
+            t_next = t + 1 if opt.code == OPT_ADAM else t
+            value, finite = batch_step(net, data, opt, work, start, nb, epoch, t_next, shards, layers)
             if not (finite and np.isfinite(value)):
                 history[epoch] = value
                 opt.step_count[0] = t
+                settle(net, opt, work, shards)
                 return epoch
-            t_next = t + 1 if opt.code == OPT_ADAM else t
-            zero = np.int64(0)
-            at = (np.int64(start), zero, nb, nb, epoch, t_next)
-            run_phase(net, data, opt, work, np.int64(UPDATE), zero, at)
+            if layers is not None:
+                zero = np.int64(0)
+                at = (np.int64(start), zero, nb, nb, epoch, t_next)
+                run_phase(net, data, opt, work, np.int64(UPDATE), zero, at, shards, layers)
+            if shards is not None:  # the STEP's set becomes the live one
+                work.sync[S_LIVE] = 1 - work.sync[S_LIVE]
             t = t_next
             total += value if net.loss == SSE else value * nb
             start += nb
         history[epoch] = total if net.loss == SSE else total / n
     opt.step_count[0] = t
+    settle(net, opt, work, shards)
     return epochs
 
 
 @kernel(inline="always")
-def serve(net, data, opt, work, worker):
+def serve(net, data, opt, work, worker, shards, layers):
     # a helper: takes tasks of every phase published until told to quit
     sync = work.sync
     seen = 0
@@ -950,7 +1129,7 @@ def serve(net, data, opt, work, worker):
         seq = atomic_load(sync, S_SEQ)
         if seq != seen:
             seen = seq
-            take_tasks(net, data, opt, work, seq, worker)
+            take_tasks(net, data, opt, work, seq, worker, shards, layers)
             spins = 0
         else:
             spins += 1
@@ -959,12 +1138,12 @@ def serve(net, data, opt, work, worker):
 
 
 @kernel(nogil=True)
-def run_worker(worker, net, data, opt, work, epochs, history):
+def run_worker(worker, net, data, opt, work, epochs, history, shards, layers):
     """Worker `worker` of a call: 0 drives `epochs` epochs and returns the
     epochs completed (then tells the helpers to quit); the others serve."""
     if worker != 0:
-        serve(net, data, opt, work, worker)
+        serve(net, data, opt, work, worker, shards, layers)
         return 0
-    done = drive(net, data, opt, work, epochs, history)
+    done = drive(net, data, opt, work, epochs, history, shards, layers)
     atomic_add(work.sync, S_QUIT, 1)
     return done
