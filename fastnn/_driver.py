@@ -18,8 +18,8 @@ same way:
   passes for its next fit of the same kind;
 - **chunks**: `next_chunk` sizes the next compiled call (the twins' runner
   probes its two twins in short chunks), `run` runs it and says how it
-  ended: all epochs done, stopped by scikit-learn's rule (the twins run it
-  in the kernel when ``Optimizer.control`` asks), or diverged: a loss or a
+  ended: all epochs done, stopped by scikit-learn's rule (both kernels run
+  it between epochs when ``Optimizer.control`` asks), or diverged: a loss or a
   gradient was not finite, and the kernel stopped before that step's update,
   with the failing loss in ``history[done]``.
 

@@ -6,7 +6,7 @@ A fit describes itself to the kernels as three bundles:
   the output activation's and the loss's codes;
 - `Optimizer`: its code, hyper-parameters (``train.hyper_array``), state,
   step counter, and ``control`` (scikit-learn's stopping rule and
-  learning-rate schedule, run by the two-shard kernel only);
+  learning-rate schedule, which both kernels run between epochs);
 - `Batches`: the training arrays, the sample weights (empty: every sample
   weighs 1), the batch size, and whether batches follow a given order.
 
@@ -130,8 +130,9 @@ class TiledTrainer:
     ----------
     model : Model
     optimizer : Optimizer
-        Its ``control`` is ignored: the estimators run scikit-learn's rule
-        in Python after each one-epoch call.
+        Its ``control`` (None: none) switches on scikit-learn's stopping
+        rule and learning-rate schedule, which the kernel runs after each
+        epoch, as the two-shard kernel does.
     batches : Batches
     workspace : dict
         Keeps the buffers for the next fit of the same kind (a model's).

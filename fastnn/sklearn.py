@@ -79,7 +79,7 @@ from sklearn.utils.class_weight import compute_class_weight, compute_sample_weig
 from fastnn import _sklearn_compat as compat
 from fastnn.activation import Activation
 from fastnn._kernels import codes
-from fastnn._driver import Driver, takes_tiled
+from fastnn._driver import Driver
 from fastnn._runtime import Batches, Model, Optimizer
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
@@ -595,11 +595,8 @@ class _FastnnMLPMixin:
         # scikit-learn's stopping rule and learning-rate schedule run inside
         # the kernel, many epochs per call, unless something must happen
         # between epochs in Python (a validation score, a printed line, a
-        # callback), or the tiled kernel, which has no rule, runs the fit
-        in_kernel = not (
-            self.early_stopping or incremental or self.verbose or self.callbacks
-            or takes_tiled(model.layer_sizes, batches)
-        )  # fmt: skip
+        # callback)
+        in_kernel = not (self.early_stopping or incremental or self.verbose or self.callbacks)
         kernel_optimizer = self._fastnn_kernel_state(optimizer, layout, dtype, in_kernel)
         driver = Driver(model, kernel_optimizer, batches)
         bar = None if incremental else _progress(self.max_iter, self.verbose)

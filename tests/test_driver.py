@@ -97,9 +97,12 @@ def test_wide_estimators_give_the_twins_results_on_the_tiled_kernel(monkeypatch)
     _assert_same_fit(tiled, twins, 1e-12)
 
 
-def test_scikit_learns_stopping_rule_runs_between_tiled_epochs():
-    # a tolerance no epoch can meet: both stop after n_iter_no_change + 1 epochs
-    params = dict(WIDE, solver="sgd", tol=1e3, n_iter_no_change=2, max_iter=50, learning_rate="adaptive")
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive"])
+def test_scikit_learns_stopping_rule_runs_between_tiled_epochs(schedule):
+    # a tolerance no epoch can meet: both stop after n_iter_no_change + 1
+    # epochs (the adaptive schedule divides the rate by 5 first, until it is
+    # below 1e-6); the tiled kernel runs the rule between its epochs
+    params = dict(WIDE, solver="sgd", tol=1e3, n_iter_no_change=2, max_iter=50, learning_rate=schedule)
     ours = fsk.MLPRegressor(**params).fit(X, Y_REG)
     theirs = sknn.MLPRegressor(**params).fit(X, Y_REG)
     assert ours._fastnn_epochs_by_twin == {"parallel": 0, "serial": 0}

@@ -98,14 +98,14 @@ from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
-    H_ALPHA, H_BETA_1, H_BETA_2, H_EPOCH, H_EPSILON, H_LR, H_MOMENTUM, H_NESTEROV, H_SEED, adam_rate, adam_step,
-    MAX_SHARDS, batch_norm_of, momentum_step, shard_data, update_range,
+    C_RULE, H_ALPHA, H_BETA_1, H_BETA_2, H_EPOCH, H_EPSILON, H_LR, H_MOMENTUM, H_NESTEROV, H_SEED, adam_rate, adam_step,
+    MAX_SHARDS, batch_norm_of, end_of_epoch, momentum_step, shard_data, update_range,
 )  # fmt: skip
 from fastnn._kernels.views import as_matrix, flat
 
 # The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
-# the two-shard kernel's too; Optim.control is not read here), and this
-# kernel's workspace:
+# the two-shard kernel's too; `drive` runs Optim.control's stopping rule),
+# and this kernel's workspace:
 Work = namedtuple(
     "Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync deltas shard_grads spare"
 )
@@ -1089,7 +1089,8 @@ def batch_step(net, data, opt, work, start, nb, epoch, t, shards, layers):
 def drive(net, data, opt, work, epochs, history, shards, layers):
     # the training loop (worker 0); returns the epochs completed: on a loss or
     # gradient that is not finite it stops before that step's update, with the
-    # step's loss in history[epoch] (see fastnn._kernels.train.run_slot)
+    # step's loss in history[epoch]; with control[C_RULE] set, after an epoch
+    # where scikit-learn's rule says so (see fastnn._kernels.train.run_slot)
     n = data.X.shape[0]
     t = opt.step_count[0]
     for epoch in range(epochs):
@@ -1113,7 +1114,12 @@ def drive(net, data, opt, work, epochs, history, shards, layers):
             t = t_next
             total += value if net.loss == SSE else value * nb
             start += nb
-        history[epoch] = total if net.loss == SSE else total / n
+        loss = total if net.loss == SSE else total / n
+        history[epoch] = loss
+        if opt.control[C_RULE] != 0 and end_of_epoch(loss, n, opt.code, opt.hyper, opt.control):
+            opt.step_count[0] = t
+            settle(net, opt, work, shards)
+            return epoch + 1
     opt.step_count[0] = t
     settle(net, opt, work, shards)
     return epochs
