@@ -14,7 +14,9 @@ from fastnn._kernels import activations as ka
 from fastnn._kernels import codes
 from fastnn._kernels import dense as kd
 from fastnn._kernels import train as kt
+from fastnn._kernels._jit import kernel
 from fastnn._kernels.bundles import Data, Net, Optim
+from fastnn._kernels.fastexp import mul_add
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
 # the activations of the value/slope tables (gelu and silu keep their slopes)
@@ -487,6 +489,26 @@ def test_nan_is_never_hidden(dtype):
     z = np.array([np.nan, 1.0], dtype=dtype)
     out = ka.sigmoid(z, np.empty_like(z))
     assert np.isnan(out[0]) and np.isfinite(out[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mul_add_rounds_once_where_the_target_has_fma(dtype):
+    # (1 + e)(1 - e) - 1 = -e**2: rounded once (FMA) that is -e**2; rounded
+    # twice the product is 1 and the sum 0. Python (NUMBA_DISABLE_JIT) rounds twice.
+    import numba
+
+    from fastnn._kernels import fastexp
+
+    e = dtype(2.0**-20 if dtype == np.float32 else 2.0**-30)
+    a, b, c = dtype(1) + e, dtype(1) - e, dtype(-1)
+    fused = fastexp.FMA and not numba.config.DISABLE_JIT
+    assert _mul_add(a, b, c) == (-(e * e) if fused else 0.0)
+    assert _mul_add(dtype(2), dtype(3), dtype(1)) == 7
+
+
+@kernel
+def _mul_add(a, b, c):
+    return mul_add(a, b, c)
 
 
 # ------------------------------------------- sharded batches, parallel twin

@@ -27,7 +27,14 @@ and leave the vectorised loop over a wide layer fewer instructions:
 - the polynomial is evaluated in Estrin's scheme (``r**2`` and the pairs of
   terms in parallel), not Horner's (one multiply-add after the other), and
   summed so that only the last addition, of 1, rounds at the magnitude of 1
-  (adding ``1 + r`` first cost a bit: 3 ulp in float64 instead of 2).
+  (adding ``1 + r`` first cost a bit: 3 ulp in float64 instead of 2);
+- where Numba's target has fused multiply-adds (`FMA`), each ``a * b + c``
+  of the reduction and the polynomial is one (`mul_add`): one instruction
+  and one rounding instead of two on the chain. On the development machine
+  (Zen 4): the tutorial 91 against 96 ns an iteration, sigmoid 0.92-0.99
+  against 1.06-1.15 ns a value in float64 and 0.33-0.35 against 0.41-0.43 in
+  float32. Without FMA, LLVM's ``fma`` would be a call into the C library,
+  so `mul_add` is then a multiply and an add, the bits of the code before.
 
 Inputs whose result would be subnormal (``x < -708.3`` in float64,
 ``x < -87.3`` in float32) give 0, an absolute error below 3e-308 (2e-38).
@@ -37,7 +44,7 @@ against ``np.exp``.
 
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.bits import float32_as_int32, float64_as_int64, int32_as_float32, int64_as_float64
@@ -81,6 +88,48 @@ SHIFT_32_BITS = int(np.array(SHIFT_32).view(np.int32))
 MIN_32 = np.float32(-87.3)
 
 
+def _target_has_fma():
+    # whether the code Numba generates here may use fused multiply-adds: the
+    # features of its target machine (NUMBA_CPU_FEATURES, else the host's)
+    import numba
+    from llvmlite import binding as ll
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        try:
+            features = ll.get_host_cpu_features().flatten()
+        except Exception:  # pragma: no cover - a host LLVM cannot describe
+            return False
+    return "+fma" in features.split(",")
+
+
+# With FMA, a * b + c is one instruction rounded once; without, LLVM's fma
+# becomes a call into the C library, so mul_add is then a * b + c, with the
+# same bits as before it existed. Numba's kernel cache is kept per CPU and
+# feature set, so a cache compiled with one never serves the other.
+FMA = _target_has_fma()
+
+
+@intrinsic
+def _fused_multiply_add(typingctx, a, b, c):
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, a, a), codegen
+
+
+def mul_add(a, b, c):
+    """``a * b + c`` (Python stand-in; compiled code uses the overload: one rounding with `FMA`)."""
+    return a * b + c
+
+
+@overload(mul_add)
+def _mul_add_impl(a, b, c):
+    if FMA:
+        return lambda a, b, c: _fused_multiply_add(a, b, c)
+    return lambda a, b, c: a * b + c
+
+
 def exp_nonpositive(x):
     """``exp(x)`` for ``x <= 0`` (Python stand-in; compiled code uses the overload).
 
@@ -100,13 +149,13 @@ def _exp_nonpositive_impl(x):
 
         def impl32(x):
             xc = MIN_32 if not x >= MIN_32 else x  # NaN too (see impl64)
-            kd = xc * INV_32 + SHIFT_32  # k = round(xc / ln2) in kd's low bits
+            kd = mul_add(xc, INV_32, SHIFT_32)  # k = round(xc / ln2) in kd's low bits
             k = float32_as_int32(kd) - SHIFT_32_BITS
             kf = kd - SHIFT_32
-            r = (xc - kf * HI_32) - kf * LO_32
+            r = mul_add(-kf, LO_32, mul_add(-kf, HI_32, xc))
             r2 = r * r
-            low, mid = E4 + E3 * r, E2 + E1 * r
-            p = E6 + (E5 * r + r2 * (low + r2 * (mid + r2 * E0)))
+            low, mid = mul_add(E3, r, E4), mul_add(E1, r, E2)
+            p = E6 + mul_add(E5, r, r2 * mul_add(r2, mul_add(r2, E0, mid), low))
             scale = int32_as_float32(np.int32(k + 127) << np.int32(23))
             value = p * scale
             if x != x:
@@ -117,12 +166,13 @@ def _exp_nonpositive_impl(x):
 
     def impl64(x):
         xc = MIN_64 if not x >= MIN_64 else x  # NaN too: kd must stay in SHIFT_64's binade
-        kd = xc * INV_64 + SHIFT_64  # k = round(xc * N / ln2) in kd's low bits
+        kd = mul_add(xc, INV_64, SHIFT_64)  # k = round(xc * N / ln2) in kd's low bits
         k = float64_as_int64(kd) - SHIFT_64_BITS
         kf = kd - SHIFT_64
-        r = (xc - kf * HI_64) - kf * LO_64
+        r = mul_add(-kf, LO_64, mul_add(-kf, HI_64, xc))
         r2 = r * r
-        p = 1.0 + (r + r2 * ((0.5 + r * (1.0 / 6.0)) + r2 * (1.0 / 24.0 + r * (1.0 / 120.0))))
+        q = mul_add(r2, mul_add(r2, mul_add(r, 1.0 / 120.0, 1.0 / 24.0), mul_add(r, 1.0 / 6.0, 0.5)), r)
+        p = 1.0 + q
         j = k & (_N64 - 1)
         m = k >> 6
         scale = int64_as_float64((m + 1023) << 52)
