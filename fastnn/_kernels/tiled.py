@@ -254,7 +254,8 @@ def shard_chunk(n_params, workers):
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=None, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
               whole=False, out_chunk=None, shards=0, workers=1):  # fmt: skip
-    """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only.
+    """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only
+    (but for ``whole`` and a plan of shards' STEP chunks, which change no sum).
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
     `tile_sizes`), ``grad_rows`` x ``grad_cols`` blocks of their weight
@@ -509,7 +510,7 @@ def tile_count(net, opt, work, kind, layer, rows):
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == REDUCE:
         return reduce_tasks(net, opt, work)
-    return ceil_div(net.params.size, plan[P_CHUNK])  # UPDATE
+    return ceil_div(net.params.size, plan[P_CHUNK])  # UPDATE, STEP
 
 
 # ------------------------------------------------------------------ tasks
@@ -857,8 +858,9 @@ def reduce_cut(net, opt, work):
     # (first, end, size) of REDUCE's tasks, chunks of `size` parameters in
     # [first, end): all parameters with an L2 term; without, the output
     # layer's only (the others have nothing to add, and their GRADIENT tasks
-    # checked them), so that all of its tasks share the work; a shard plan
-    # sums every parameter's shards: all of them
+    # checked them), so that all of its tasks share the work. (A plan of
+    # shards has no REDUCE, but its STEP tasks cut all parameters by P_CHUNK
+    # and leave their parts where REDUCE's do: batch_step reads both alike)
     if opt.hyper[H_ALPHA] > 0 or work.plan[P_SHARDS] > 0:
         return np.int64(0), np.int64(net.params.size), work.plan[P_CHUNK]
     first, end = output_span(net.layout)
