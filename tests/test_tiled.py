@@ -651,9 +651,12 @@ def test_threads_interleaved_as_python_still_give_identical_results():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_a_shard_plan_gives_the_bits_of_the_two_shard_kernel(dtype, optimizer, shuffle, monkeypatch):
-    # (prototype of one runtime) the tiled kernel with SHARD tasks trains as
-    # the two-shard twins do: same shards, same sums in the same order
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_a_shard_plan_gives_the_bits_of_the_two_shard_kernel(dtype, optimizer, shuffle, alpha, monkeypatch):
+    # the tiled kernel with SHARD and STEP tasks (not yet what the driver
+    # gives small layers) trains as the two-shard twins do: same shards, same
+    # sums in the same order, the same L2 term; 9 steps, an odd number, end
+    # with the spare set live
     import fastnn._driver as driver
 
     rng = np.random.default_rng(0)
@@ -665,7 +668,9 @@ def test_a_shard_plan_gives_the_bits_of_the_two_shard_kernel(dtype, optimizer, s
             make_plan = tiled.make_plan
             monkeypatch.setattr(tiled, "make_plan", lambda *a, **k: make_plan(*a, **dict(k, shards=2)))
         net = MLP([64, 100, 10], activation="tanh", output_activation="softmax", loss="log_loss", dtype=dtype, random_state=0)
-        history = net.fit(X, Y, epochs=3, batch_size=200, learning_rate=1e-2, optimizer=optimizer, shuffle=shuffle)
+        history = net.fit(
+            X, Y, epochs=3, batch_size=200, learning_rate=1e-2, optimizer=optimizer, shuffle=shuffle, alpha=alpha
+        )
         results.append((np.asarray(history), net._params.copy()))
     np.testing.assert_array_equal(results[1][0], results[0][0])
     np.testing.assert_array_equal(results[1][1], results[0][1])
