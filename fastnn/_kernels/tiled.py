@@ -98,8 +98,8 @@ from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
-    C_RULE, H_ALPHA, H_BETA_1, H_BETA_2, H_EPOCH, H_EPSILON, H_LR, H_MOMENTUM, H_NESTEROV, H_SEED, adam_rate, adam_step,
-    MAX_SHARDS, batch_norm_of, end_of_epoch, momentum_step, shard_data, update_range,
+    C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_rate, adam_step, batch_norm_of, end_of_epoch, momentum_step,
+    shard_data, step_between,
 )  # fmt: skip
 from fastnn._kernels.views import as_matrix, flat
 
@@ -782,39 +782,17 @@ def step_task(net, opt, work, chunk, at):
     # parameters [lo, hi) of a shard plan: the shards' gradients summed in
     # shard order (+ alpha * W / nb on the weights), checked finite, and the
     # optimizer's step from the live set into the other one, in one pass
-    # (fastnn._kernels.train.update_range, the two-shard kernel's); parts get
+    # (fastnn._kernels.train.step_between, the two-shard kernel's); parts get
     # the sum of W**2 of the live weights and the check. One phase a step
     # less than a REDUCE phase then an UPDATE phase; on one thread the two
     # were within the noise (64-100-10 in batches of 200, Adam: 169 against
     # 166 us a step)
-    n = net.params.size
     lo = chunk * work.plan[P_CHUNK]
-    hi = min(lo + work.plan[P_CHUNK], n)
+    hi = min(lo + work.plan[P_CHUNK], net.params.size)
     live = work.sync[S_LIVE]
     src, dst = param_set(net, opt, work, live), param_set(net, opt, work, 1 - live)
-    hyper, dt = opt.hyper, net.params.dtype.type
-    if opt.code == OPT_ADAM:
-        rate = adam_rate(net.params, hyper[H_LR], hyper[H_BETA_1], hyper[H_BETA_2], hyper[H_EPSILON], at[5])
-    else:
-        zero = dt(0.0)
-        rate = (dt(hyper[H_LR]), dt(hyper[H_MOMENTUM]), dt(hyper[H_NESTEROV]), zero, zero, zero)
-    alpha = hyper[H_ALPHA]
-    scale = dt(alpha / batch_norm(work))
     shards = shards_for(work.plan, at[2])
-    squares = 0.0
-    finite = True
-    for layer in range(net.layout.shape[0]):
-        for part in range(2):  # the weights (with the L2 term), then the bias
-            off = net.layout[layer, 2 + part]
-            size = net.layout[layer, 0] * net.layout[layer, 1] if part == 0 else net.layout[layer, 1]
-            a, b = max(lo, off), min(hi, off + size)
-            if off < 0 or a >= b:
-                continue
-            l2 = alpha > 0 and part == 0
-            if l2:
-                squares += sum_of_squares(src[0][a:b])
-            # (one call site: update_range's three loops are inlined once)
-            finite &= update_range(work.shard_grads, shards, a, b, scale, l2, opt.code, rate, src, dst)
+    squares, finite = step_between(net, opt, work.shard_grads, shards, batch_norm(work), at[5], lo, hi, src, dst)
     work.parts[work.plan[P_MAX_TILES] + chunk] = squares
     work.parts[work.plan[P_MAX_TILES] + work.plan[P_MAX_CHUNKS] + chunk] = 1.0 if finite else 0.0
 

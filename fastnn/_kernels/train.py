@@ -359,25 +359,15 @@ def part_bound(size, part, parts):
     return (part * size // parts) // 8 * 8
 
 
-# An optimizer step of one part of the parameters, compiled on its own and
-# called once per step and slot.
-@kernel
-def step_part(net, opt, grads, copies, step, at, lo, hi):
-    # One optimizer step of elements [lo, hi) of copy c, from its set `live`
-    # to its other set, with the sum of the shards' gradients + the L2 term
-    # (grads: the step's half of Shards.grads; copies: Shards.copies; at =
-    # (c, live, n_copies); step = (shards, normaliser, Adam's step number));
-    # the new parameters [lo, hi) are also written to the other set of the
-    # other copies below n_copies (each slot updates one part and hands it
-    # to the others). Returns (sum of W**2 of the live weights in [lo, hi),
-    # whether every gradient there was finite). The live sets are left as
-    # they were, so that the caller can keep them when a gradient or the
-    # loss turns out not finite.
-    c, live, n_copies = at
-    shards, nb, t = step
+@kernel(inline="always")
+def step_between(net, opt, grads, shards, nb, t, lo, hi, src, dst):
+    # One optimizer step of elements [lo, hi), from the (parameters, state1,
+    # state2) of `src` into those of `dst`, with the sum of the shards'
+    # gradients (rows of grads) + alpha / nb * W on the weights; t: Adam's
+    # step number. Returns (sum of W**2 of src's weights in [lo, hi), whether
+    # every gradient there was finite). The two-shard kernel's step_part and
+    # the tiled kernel's STEP tasks take their steps here.
     params, layout, hyper = net.params, net.layout, opt.hyper
-    src = copy_set(c, live, params, opt, copies)
-    dst = copy_set(c, 1 - live, params, opt, copies)
     dt = params.dtype.type
     alpha = hyper[H_ALPHA]
     with_l2 = alpha > 0
@@ -401,10 +391,32 @@ def step_part(net, opt, grads, copies, step, at, lo, hi):
                 squares += sum_of_squares(src[0][a:b])
             # (one call site: update_range's three loops are inlined once, not twice)
             finite &= update_range(grads, shards, a, b, scale, l2, opt.code, rate, src, dst)
+    return squares, finite
+
+
+# An optimizer step of one part of the parameters, compiled on its own and
+# called once per step and slot.
+@kernel
+def step_part(net, opt, grads, copies, step, at, lo, hi):
+    # One optimizer step of elements [lo, hi) of copy c, from its set `live`
+    # to its other set, with the sum of the shards' gradients + the L2 term
+    # (grads: the step's half of Shards.grads; copies: Shards.copies; at =
+    # (c, live, n_copies); step = (shards, normaliser, Adam's step number));
+    # the new parameters [lo, hi) are also written to the other set of the
+    # other copies below n_copies (each slot updates one part and hands it
+    # to the others). Returns (sum of W**2 of the live weights in [lo, hi),
+    # whether every gradient there was finite). The live sets are left as
+    # they were, so that the caller can keep them when a gradient or the
+    # loss turns out not finite.
+    c, live, n_copies = at
+    shards, nb, t = step
+    src = copy_set(c, live, net.params, opt, copies)
+    dst = copy_set(c, 1 - live, net.params, opt, copies)
+    squares, finite = step_between(net, opt, grads, shards, nb, t, lo, hi, src, dst)
     new = dst[0][lo:hi]
     for d in range(n_copies):
         if d != c:
-            out = copy_set(d, 1 - live, params, opt, copies)[0][lo:hi]
+            out = copy_set(d, 1 - live, net.params, opt, copies)[0][lo:hi]
             for i in range(hi - lo):
                 out[i] = new[i]
     return squares, finite
