@@ -1196,6 +1196,40 @@ def sklearn_comparison(
     """
     from sklearn.model_selection import train_test_split as split
 
+    repeats, workloads = _comparison_args(quick, repeats, solvers, dtypes, workloads)
+    rows = []
+    extra = {"max_iter": 50} if quick else {}
+    for name, kind, X, y in _workloads(quick):
+        if name not in workloads:
+            continue
+        if kind == "classifier":
+            classes = (_SkMLPClassifier, MLPClassifier)
+        else:
+            classes = (_SkMLPRegressor, MLPRegressor)
+        for dtype in dtypes:
+            Xt, Xv, yt, yv = split(X.astype(dtype), y, random_state=0)
+            for solver in solvers:
+                params = dict(solver=solver, random_state=0, **extra)
+                times, scores, n_iter = _time_in_turns(classes, params, (Xt, yt, Xv, yv), repeats)
+                rows.append(
+                    {
+                        "workload": name,
+                        "solver": solver,
+                        "dtype": dtype,
+                        "n_samples": int(Xt.shape[0]),
+                        "sklearn_s": times["sklearn"],
+                        "fastnn_s": times["fastnn"],
+                        "speedup": times["sklearn"] / times["fastnn"],
+                        "sklearn_score": scores["sklearn"],
+                        "fastnn_score": scores["fastnn"],
+                        "n_iter": n_iter,
+                    }
+                )
+    return rows
+
+
+def _comparison_args(quick, repeats, solvers, dtypes, workloads):
+    """`sklearn_comparison`'s arguments checked: (repeats, workloads) with their defaults."""
     if repeats is None:
         repeats = 2 if quick else 5
     repeats = int(repeats)
@@ -1213,52 +1247,33 @@ def sklearn_comparison(
     for dtype in dtypes:
         if np.dtype(dtype) not in _FLOATS:
             raise ValueError(f"dtypes must be float64 or float32, got {dtype!r}")
-    rows = []
-    extra = {"max_iter": 50} if quick else {}
-    for name, kind, X, y in _workloads(quick):
-        if name not in workloads:
-            continue
-        if kind == "classifier":
-            sk_cls, fn_cls = _SkMLPClassifier, MLPClassifier
-        else:
-            sk_cls, fn_cls = _SkMLPRegressor, MLPRegressor
-        for dtype in dtypes:
-            Xt, Xv, yt, yv = split(X.astype(dtype), y, random_state=0)
-            for solver in solvers:
-                params = dict(solver=solver, random_state=0, **extra)
-                scores = {}
-                n_iter = None
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    fn_cls(**params).fit(Xt, yt)  # compile / load the kernels
-                    spent = {"sklearn": [], "fastnn": []}
-                    # interleaved, so that a change of machine load hits both alike
-                    for _ in range(repeats):
-                        for label, cls in (("sklearn", sk_cls), ("fastnn", fn_cls)):
-                            est = cls(**params)
-                            time.sleep(SETTLE_S)
-                            start = time.perf_counter()
-                            est.fit(Xt, yt)
-                            spent[label].append(time.perf_counter() - start)
-                            scores[label] = float(est.score(Xv, yv))
-                            if label == "fastnn":
-                                n_iter = int(est.n_iter_)
-                    times = {label: float(np.median(t)) for label, t in spent.items()}
-                rows.append(
-                    {
-                        "workload": name,
-                        "solver": solver,
-                        "dtype": dtype,
-                        "n_samples": int(Xt.shape[0]),
-                        "sklearn_s": times["sklearn"],
-                        "fastnn_s": times["fastnn"],
-                        "speedup": times["sklearn"] / times["fastnn"],
-                        "sklearn_score": scores["sklearn"],
-                        "fastnn_score": scores["fastnn"],
-                        "n_iter": n_iter,
-                    }
-                )
-    return rows
+    return repeats, workloads
+
+
+def _time_in_turns(classes, params, data, repeats):
+    """Median fit times, held-out scores and fastnn's ``n_iter_`` of scikit-learn's
+    and fastnn's estimator (``classes``), fitting in turns (see `sklearn_comparison`)."""
+    sk_cls, fn_cls = classes
+    Xt, yt, Xv, yv = data
+    scores = {}
+    n_iter = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fn_cls(**params).fit(Xt, yt)  # compile / load the kernels
+        spent = {"sklearn": [], "fastnn": []}
+        # interleaved, so that a change of machine load hits both alike
+        for _ in range(repeats):
+            for label, cls in (("sklearn", sk_cls), ("fastnn", fn_cls)):
+                est = cls(**params)
+                time.sleep(SETTLE_S)
+                start = time.perf_counter()
+                est.fit(Xt, yt)
+                spent[label].append(time.perf_counter() - start)
+                scores[label] = float(est.score(Xv, yv))
+                if label == "fastnn":
+                    n_iter = int(est.n_iter_)
+    times = {label: float(np.median(t)) for label, t in spent.items()}
+    return times, scores, n_iter
 
 
 def format_sklearn_comparison(rows):
