@@ -98,8 +98,8 @@ from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
-    C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_rate, adam_step, batch_norm_of, end_of_epoch, momentum_step,
-    shard_data, step_between,
+    C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_step, batch_norm_of, end_of_epoch, momentum_step,
+    shard_data, step_between, step_rate,
 )  # fmt: skip
 from fastnn._kernels.views import as_matrix, flat
 
@@ -898,21 +898,19 @@ def update_task(net, opt, work, chunk, t):
     hi = min(lo + work.plan[P_CHUNK], net.params.size)
     p = net.params[lo:hi]
     g = work.grads[lo:hi]
-    hyper = opt.hyper
-    dt = net.params.dtype.type
+    rate = step_rate(net.params, opt, t)
     if opt.code == OPT_ADAM:
-        rate = adam_rate(net.params, hyper[0], hyper[3], hyper[4], hyper[5], t)
         m = opt.state1[lo:hi]
         v = opt.state2[lo:hi]
         for i in range(hi - lo):
             p[i], m[i], v[i] = adam_step(p[i], g[i], m[i], v[i], rate)
     elif opt.code == OPT_MOMENTUM:
         velocity = opt.state1[lo:hi]
-        lr, mu, nesterov = dt(hyper[0]), dt(hyper[1]), hyper[2] != 0
+        lr, mu, nesterov = rate[0], rate[1], rate[2] != 0
         for i in range(hi - lo):
             p[i], velocity[i] = momentum_step(p[i], g[i], velocity[i], lr, mu, nesterov)
     else:
-        lr = dt(hyper[0])
+        lr = rate[0]
         for i in range(hi - lo):
             p[i] -= lr * g[i]
 

@@ -360,6 +360,18 @@ def part_bound(size, part, parts):
 
 
 @kernel(inline="always")
+def step_rate(params, opt, t):
+    # the scalars of an optimizer step, in the parameters' dtype: adam_rate's
+    # at Adam's step number t, else (lr, mu, nesterov, 0, 0, 0) for momentum
+    # and plain descent (update_range's `rate`)
+    hyper, dt = opt.hyper, params.dtype.type
+    if opt.code == OPT_ADAM:
+        return adam_rate(params, hyper[H_LR], hyper[H_BETA_1], hyper[H_BETA_2], hyper[H_EPSILON], t)
+    zero = dt(0.0)
+    return dt(hyper[H_LR]), dt(hyper[H_MOMENTUM]), dt(hyper[H_NESTEROV]), zero, zero, zero
+
+
+@kernel(inline="always")
 def step_between(net, opt, grads, shards, nb, t, lo, hi, src, dst):
     # One optimizer step of elements [lo, hi), from the (parameters, state1,
     # state2) of `src` into those of `dst`, with the sum of the shards'
@@ -367,16 +379,11 @@ def step_between(net, opt, grads, shards, nb, t, lo, hi, src, dst):
     # step number. Returns (sum of W**2 of src's weights in [lo, hi), whether
     # every gradient there was finite). The two-shard kernel's step_part and
     # the tiled kernel's STEP tasks take their steps here.
-    params, layout, hyper = net.params, net.layout, opt.hyper
-    dt = params.dtype.type
-    alpha = hyper[H_ALPHA]
+    params, layout = net.params, net.layout
+    alpha = opt.hyper[H_ALPHA]
     with_l2 = alpha > 0
-    scale = dt(alpha / nb)
-    if opt.code == OPT_ADAM:
-        rate = adam_rate(params, hyper[H_LR], hyper[H_BETA_1], hyper[H_BETA_2], hyper[H_EPSILON], t)
-    else:
-        zero = dt(0.0)
-        rate = (dt(hyper[H_LR]), dt(hyper[H_MOMENTUM]), dt(hyper[H_NESTEROV]), zero, zero, zero)
+    scale = params.dtype.type(alpha / nb)
+    rate = step_rate(params, opt, t)
     squares = 0.0
     finite = True
     for layer in range(layout.shape[0]):
