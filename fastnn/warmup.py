@@ -14,6 +14,10 @@ slopes, gelu and the like, and dropout, which compile a specialisation of
 their own, about 70 s more per dtype, which ``--classic-only`` skips) and, when
 scikit-learn is installed, the estimators (every solver, both losses of the
 regressor).
+
+``--compile-times`` (`compile_times`) also reports what each kernel took to
+compile: Numba's compile events, per function, inclusive of the kernels it
+calls and on its own.
 """
 
 from __future__ import annotations
@@ -109,6 +113,53 @@ def _sklearn(dtype, X, labels):
         MLPRegressor(solver="lbfgs", hidden_layer_sizes=(16,), max_iter=2, random_state=0).fit(X, target)
 
 
+@contextlib.contextmanager
+def compile_times():
+    """Numba's compile time of each function compiled while the block runs.
+
+    Yields a dict, filled as the block runs: ``{name: [inclusive_s, own_s,
+    compiles]}``. Only compiling counts: a kernel loaded from the on-disk
+    cache emits no compile event. Inclusive time holds the functions
+    compiled while this one was typed (the kernels it calls), own time
+    leaves them out. A function inlined by Numba (``inline="always"``) has
+    no entry of its own: its cost is its caller's.
+    """
+    from numba.core import event
+
+    times = {}
+    open_ = []  # [name, start, seconds of the compiles nested in it]
+
+    class _Listener(event.Listener):
+        # Numba compiles under one global lock, so events nest and do not interleave
+        def on_start(self, ev):
+            func = ev.data["dispatcher"].py_func
+            open_.append([f"{func.__module__}.{func.__qualname__}", time.perf_counter(), 0.0])
+
+        def on_end(self, ev):
+            name, start, nested = open_.pop()
+            took = time.perf_counter() - start
+            entry = times.setdefault(name, [0.0, 0.0, 0])
+            entry[0] += took
+            entry[1] += took - nested
+            entry[2] += 1
+            if open_:
+                open_[-1][2] += took
+
+    with event.install_listener("numba:compile", _Listener()):
+        yield times
+
+
+def format_compile_times(times, top=15):
+    """The ``top`` entries of `compile_times`' dict, longest first, as text."""
+    if not times:
+        return "nothing compiled: every kernel was loaded from the cache"
+    lines = [f"compiled now (not loaded from the cache), {len(times)} functions; the {min(top, len(times))} "
+             f"longest:", f"{'inclusive s':>11} {'own s':>7} {'compiles':>8}  function"]  # fmt: skip
+    ranked = sorted(times.items(), key=lambda item: -item[1][0])
+    lines += [f"{total:11.2f} {own:7.2f} {count:8d}  {name}" for name, (total, own, count) in ranked[:top]]
+    return "\n".join(lines)
+
+
 def warmup(dtypes=DTYPES, sklearn=None, kept_slopes=True):
     """Compile (or load) the kernels of every training path, for each dtype.
 
@@ -168,12 +219,18 @@ def configure_parser(parser):
                         help="only the classic activations (sigmoid, tanh, relu, identity, softmax): skip "
                              "the kernels of leaky_relu, elu, softplus, gelu, silu, custom activations and "
                              "dropout (about 70 s per dtype in an empty cache)")
+    parser.add_argument("--compile-times", action="store_true",
+                        help="also print what each kernel took to compile (kernels loaded from the cache "
+                             "take no compile time: use an empty cache, e.g. a fresh NUMBA_CACHE_DIR)")
 
 
 def run_cli(args):
     dtypes = DTYPES if args.dtype == "both" else (args.dtype,)
-    spent = warmup(dtypes, sklearn=False if args.no_sklearn else None, kept_slopes=not args.classic_only)
+    with compile_times() if args.compile_times else contextlib.nullcontext() as times:
+        spent = warmup(dtypes, sklearn=False if args.no_sklearn else None, kept_slopes=not args.classic_only)
     for part, seconds in spent.items():
         print(f"{part:<22} {seconds:7.2f} s")
     print(f"kernels ready in the cache ({sum(spent.values()):.2f} s)")
+    if args.compile_times:
+        print(format_compile_times(times))
     return 0

@@ -77,6 +77,46 @@ def test_warmup_classic_only_leaves_out_the_layers_that_keep_their_slopes(monkey
     assert seen == [False, True]
 
 
+@pytest.mark.requires_jit
+def test_compile_times_counts_compiles_inclusive_and_own_and_not_cache_loads():
+    import numba
+
+    from fastnn.warmup import compile_times, format_compile_times
+
+    @numba.njit
+    def inner(x):
+        return x + 1.0
+
+    @numba.njit
+    def outer(x):
+        return inner(x) * 2.0
+
+    with compile_times() as times:
+        assert outer(1.0) == 4.0
+    by_name = {name.rsplit(".", 1)[-1]: entry for name, entry in times.items()}
+    total, own, count = by_name["outer"]
+    assert count == 1 and by_name["inner"][2] == 1
+    # inner is compiled while outer is typed: outer's own time leaves it out
+    assert 0 < by_name["inner"][0] < total
+    assert own == pytest.approx(total - by_name["inner"][0], abs=1e-6)
+    assert by_name["inner"][1] == pytest.approx(by_name["inner"][0], abs=1e-6)
+    text = format_compile_times(times, top=1)
+    assert "outer" in text and "inner" not in text
+    with compile_times() as again:  # compiled already: nothing to count
+        outer(2.0)
+    assert again == {}
+    assert "nothing compiled" in format_compile_times(again)
+
+
+@pytest.mark.requires_jit
+def test_warmup_prints_compile_times_when_asked(capsys):
+    assert main(["warmup", "--dtype", "float64", "--no-sklearn", "--classic-only", "--compile-times"]) == 0
+    out = capsys.readouterr().out
+    # kernels this run compiled are listed; with a full cache there are none
+    assert "kernels ready" in out
+    assert "compiled now (not loaded from the cache)" in out or "nothing compiled" in out
+
+
 def test_warmup_rejects_other_dtypes():
     from fastnn.warmup import warmup
 
