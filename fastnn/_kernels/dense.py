@@ -449,9 +449,11 @@ def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, 
 @kernel
 def loss_and_gradients(X, Y, params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop):
     # forward, loss (+ L2 penalty), backward; returns the loss, fills grads;
-    # drop: extras_of(layout) (never dropout: its seed is -1)
+    # drop: extras_of(layout) (never dropout: its seed is -1). No weights:
+    # params[:0], a contiguous empty array, so that the kernels below are the
+    # training's signature (X[:0, 0], a strided one, compiled them once more)
     return weighted_loss_and_gradients(
-        X, Y, X[:0, 0], params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop
+        X, Y, params[:0], params, layout, output_code, loss_code, alpha, acts, deltas, grads, drop
     )
 
 
