@@ -92,14 +92,14 @@ from fastnn._kernels.activations import activate_row, activate_row_keep, derivat
 from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
-from fastnn._kernels.dense import deltas_units, loss_delta_rows, partial_loss_and_gradients, sum_of_squares
+from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
 from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
     C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_step, batch_norm_of, end_of_epoch, momentum_step,
-    shard_data, step_between, step_rate,
+    shard_data, shard_pass, step_between, step_rate,
 )  # fmt: skip
 from fastnn._kernels.views import as_matrix, flat
 
@@ -569,8 +569,8 @@ def scratch_of(work, worker):
 
 @kernel
 def gather_task(data, work, task, at):
-    # rows of the batch, in the epoch's order, into X_batch / Y_batch
-    # (/ W_batch): P_ROWS rows a task
+    # P_ROWS rows of the batch, in the epoch's order, into X_batch, Y_batch
+    # (and W_batch)
     nb, epoch = at[2], at[4]
     lo = task * work.plan[P_ROWS]
     shard_data(data, work, epoch, at[0], lo, min(lo + work.plan[P_ROWS], nb))
@@ -747,23 +747,12 @@ def shard_task(net, data, opt, work, s, at, extras):
     lo, hi = (s * nb) // shards, ((s + 1) * nb) // shards
     # (rows in the epoch's order are gathered here, by the task that reads
     # them, not in a GATHER phase of their own)
-    xs, ys, ws = shard_data(data, work, at[4], start, lo, hi)
+    rows = shard_data(data, work, at[4], start, lo, hi)
     width = work.acts.size // work.plan[P_BLOCK]
     dwidth = work.deltas.size // work.plan[P_BLOCK]
-    acts = work.acts[lo * width : hi * width]
-    deltas = work.deltas[lo * dwidth : hi * dwidth]
-    grads = work.shard_grads[s]
+    buffers = (work.acts[lo * width : hi * width], work.deltas[lo * dwidth : hi * dwidth], work.shard_grads[s])
     params = param_set(net, opt, work, work.sync[S_LIVE])[0]
-    if extras is None:  # (the other branch is pruned before compiling)
-        share = partial_loss_and_gradients(
-            xs, ys, ws, params, net.layout, net.output, net.loss, batch_norm(work), acts, deltas, grads, None
-        )
-    else:
-        drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4], np.int64(start + lo))
-        share = partial_loss_and_gradients(
-            xs, ys, ws, params, net.layout, net.output, net.loss, batch_norm(work), acts, deltas, grads, drop
-        )
-    work.parts[s] = share
+    work.parts[s] = shard_pass(net, opt, rows, params, batch_norm(work), buffers, at[4], start + lo, extras)
 
 
 @kernel(inline="always")

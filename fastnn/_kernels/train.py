@@ -664,30 +664,37 @@ def run_shards(slot, alone, net, data, opt, work, batch, step, tally, extras):
     epoch, start, nb = batch
     shards, half, norm = step
     live = tally[T_LIVE]
-    layout, output, loss, sync = net.layout, net.output, net.loss, slot.sync
+    sync = slot.sync
     first, last = (0, MAX_SHARDS - 1) if alone else (slot.index, slot.index)
     for s in range(first, min(last, shards - 1) + 1):
         lo = (s * nb) // shards
         hi = ((s + 1) * nb) // shards
-        xs, ys, ws = shard_data(data, work, epoch, start, lo, hi)
+        rows = shard_data(data, work, epoch, start, lo, hi)
         params = copy_set(0 if alone else s, live, net.params, opt, work.copies)[0]
-        acts, deltas, grads = work.acts[s], work.deltas[s], work.grads[half + s]
-        if extras is None:  # (pruned before compiling: see dense.extras_of)
-            share = partial_loss_and_gradients(
-                xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, None
-            )
-        else:
-            # dropout's counters: the seed, the epoch of the fit, the shard's first row
-            drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(start + lo))
-            share = partial_loss_and_gradients(
-                xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, drop
-            )
-        work.shard_loss[half + s] = share
+        buffers = (work.acts[s], work.deltas[s], work.grads[half + s])
+        work.shard_loss[half + s] = shard_pass(net, opt, rows, params, norm, buffers, epoch, start + lo, extras)
         if not alone:
             atomic_add(sync, SYNC_SHARDS, 1)
     tally[T_SHARDS] += shards
     if not alone:
         wait_until(sync, SYNC_SHARDS, tally[T_SHARDS])
+
+
+@kernel(inline="always")
+def shard_pass(net, opt, rows, params, norm, buffers, epoch, first_row, extras):
+    # forward, loss and backward of a shard's rows = (X, Y, sample weights)
+    # into buffers = (acts, deltas, grads); returns the shard's loss share.
+    # extras: net.extras, as an argument (Numba prunes the branch of a None
+    # argument before compiling: see dense.extras_of); with it, dropout's
+    # counters: the seed, the epoch of the fit, the shard's first row. The
+    # two-shard kernel's shards and the tiled kernel's SHARD tasks run here.
+    xs, ys, ws = rows
+    acts, deltas, grads = buffers
+    layout, output, loss = net.layout, net.output, net.loss
+    if extras is None:
+        return partial_loss_and_gradients(xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, None)
+    drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(first_row))
+    return partial_loss_and_gradients(xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, drop)
 
 
 @kernel(inline="always")
