@@ -437,6 +437,19 @@ def test_bands_larger_than_their_limit_are_not_joined():
     assert _blocks(1024, 2048, 256, 1024, 1, 1) == [(0, 0, 1024, 2048)]
 
 
+def test_bands_over_a_short_inner_dimension_are_not_joined():
+    # B's forward product (1024 x 64 @ 64 x 4096 in tiles of 256 x 1024): an
+    # inner dimension shorter than a tile's rows keeps the tiles of two
+    # workers, while one worker still takes the full tiles whole
+    def blocks(inner, bands):
+        args = (1024, 4096, 256, 1024, inner, (bands, 1 << 40))
+        return [tuple(tiled.tile_at(t, *args)) for t in range(tiled.tile_total(*args))]
+
+    assert blocks(64, 2) == blocks(64, 0) and len(blocks(64, 0)) == 16
+    assert blocks(256, 2) == [(0, 0, 512, 4096), (512, 0, 512, 4096)]
+    assert blocks(64, 1) == [(0, 0, 1024, 4096)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "sizes, n, batch",

@@ -415,14 +415,18 @@ def input_block(net, data, work, layer, start, b0):
 # 784-2048-10, float32: 77.5 ms a step on one worker with 256 x 1024 tiles,
 # 71.0 in one call, against 68.4 for the products alone). One worker has no
 # one to share a phase with, so its plan joins the full tiles of a FORWARD or
-# GRADIENT phase into one block; a plan of W workers joins them into W bands
-# of tile rows, each across every full column, where each band still has two
-# tile rows or more and at most JOIN_BYTES of output, so that its activation
-# pass still finds it in cache (on 2 threads, medians of fits in turns, the
-# same bits: C 3.9% and 5.7% faster in float32 and float64, B 0.5-6% faster
-# in float32; B in float64, whose bands would be 16 MB, 1.0-2.7% slower, and
-# joining rows only, a band for each column tile, gained less on C). More
-# workers than half the tile rows keep every tile as it is. The tiles at the
+# GRADIENT phase into one block. A plan of W workers joins them into W bands
+# of tile rows, each across every full column, where that saves more than it
+# costs: each band has two tile rows or more, at most JOIN_BYTES of output,
+# and an inner dimension at least as long as a tile's rows (the panel BLAS
+# packs again for every tile is then at least as large as the tile's output;
+# one task a worker leaves no room to even out a late or slow worker). On 2
+# threads, medians of fits in turns, the same bits: C (inner 784) 3-5%
+# faster, A (64, tiles of 64 rows) 2-8%; B (inner 64, tiles of 256 rows) went
+# from 6% faster to 3% slower from run to run (its 16 MB bands in float64),
+# and 4096 rows through 64-256-10 in float64 8% slower; joining rows only, a
+# band for each column tile, gained less on C. More workers than half the
+# tile rows keep every tile as it is. The tiles at the
 # edges (the last rows and the last columns, when the tiles do not divide the
 # matrix) are computed as the tiled plan does. That changes only which rows
 # and columns share a BLAS call, never the sum behind an element (the inner
@@ -447,14 +451,17 @@ def joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, join):
     # band), makes its full tiles that many bands of whole tile rows, each
     # across every full column, when every tile is a product of at least
     # JOIN_MIN multiply-adds and, for more than one band, each band has two
-    # tile rows or more and at most that many elements; bands 0: none joined
+    # tile rows or more and at most that many elements, and the inner
+    # dimension is at least a tile's rows; bands 0: none joined
     bands, most = join
     tile_rows, tile_cols = min(tile_rows, max(n_rows, 1)), min(tile_cols, max(n_cols, 1))
     if bands < 1 or tile_rows * tile_cols * inner < JOIN_MIN:
         return tile_rows, tile_cols, 0
     down, across = n_rows // tile_rows, n_cols // tile_cols
-    if bands > 1 and (down < 2 * bands or ceil_div(down, bands) * tile_rows * across * tile_cols > most):
-        return tile_rows, tile_cols, 0
+    if bands > 1:
+        band = ceil_div(down, bands) * tile_rows * across * tile_cols
+        if down < 2 * bands or band > most or inner < tile_rows:
+            return tile_rows, tile_cols, 0
     return tile_rows, tile_cols, min(bands, max(down, 1))
 
 
