@@ -149,3 +149,84 @@ def test_a_file_holding_something_else_is_damage(tmp_path, monkeypatch):
         f.write(b"\x80\x05garbage that is no pickle")
     with pytest.warns(RuntimeWarning, match="k-1.py3.nbi"):
         assert cache_file.load("key") is None
+
+
+# ------------------------------------ kernels compiled apart (called by symbol)
+# Fits the small-layer kernel (train.run_slot, which calls
+# dense.partial_loss_and_gradients and train.step_part by symbol) and reports
+# its parameters and where run_slot and partial_loss_and_gradients came from.
+_APART_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from fastnn import MLP
+    from fastnn._kernels import dense, train
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((150, 6)), rng.random((150, 3))
+    net = MLP([6, 9, 3], random_state=0)
+    net.fit(X, Y, epochs=3, batch_size=50)
+    def stats(kernel):
+        return [sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values())]
+    print(json.dumps({"params": [float(v) for v in net._params], "run_slot": stats(train.run_slot),
+                      "pass": stats(dense.partial_loss_and_gradients)}))
+    """
+)
+
+
+def _run_apart(cache_dir):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONPATH")}
+    env.update(NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", _APART_SCRIPT], cwd=str(cache_dir), env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.requires_jit
+def test_callers_of_kernels_compiled_apart_load_from_the_cache_with_them(tmp_path):
+    # a caller's machine code refers to its callees' symbols: loaded from the
+    # cache, it must find them loaded (else it would call address 0), also
+    # when a callee's cache entry is gone and the callee compiles again
+    # under another symbol (the caller then compiles again too)
+    first = _run_apart(tmp_path)
+    assert first["run_slot"][1] >= 1 and first["pass"][1] >= 1  # compiled
+    second = _run_apart(tmp_path)
+    assert second["run_slot"] == [1, 0] and second["pass"] == [1, 0]  # both from the cache
+    assert second["params"] == first["params"]
+    callee = glob.glob(os.path.join(str(tmp_path), "**", "dense.partial_loss_and_gradients-*"), recursive=True)
+    assert callee
+    for path in callee:
+        os.remove(path)
+    third = _run_apart(tmp_path)
+    assert third["pass"][1] >= 1  # compiled again
+    assert third["params"] == first["params"]
+    fourth = _run_apart(tmp_path)
+    assert fourth["run_slot"] == [1, 0] and fourth["pass"] == [1, 0]
+    assert fourth["params"] == first["params"]
+
+
+@pytest.mark.requires_jit
+def test_a_caller_records_the_kernels_it_calls_by_symbol_and_checks_their_symbols():
+    import numpy as np
+
+    from fastnn import MLP
+    from fastnn._kernels import _apart, dense, train
+
+    rng = np.random.default_rng(1)
+    MLP([4, 5, 2], random_state=0).fit(rng.random((40, 4)), rng.random((40, 2)), epochs=1, batch_size=20)
+    cres = next(iter(train.run_slot.overloads.values()))
+    calls = _apart.calls_of(cres.library)
+    names = {qualname for _, qualname, _, _ in calls}
+    assert {"partial_loss_and_gradients", "step_part"} <= names
+    # declared in the caller's code, not defined there (not linked in)
+    module = cres.library._get_module_for_linking()
+    defined = {fn.name for fn in module.functions if not fn.is_declaration}
+    assert not defined & {symbol for *_, symbol in calls}
+    assert _apart.load_calls(calls)
+    # a callee under another symbol than the caller was built against: a miss
+    module_name, qualname, argtypes, symbol = next(c for c in calls if c[1] == "partial_loss_and_gradients")
+    assert dense.partial_loss_and_gradients.overloads[tuple(argtypes)].fndesc.mangled_name == symbol
+    assert not _apart.load_calls([(module_name, qualname, argtypes, symbol + "x")])
+    assert not _apart.load_calls([(module_name, "no_such_kernel", argtypes, symbol)])

@@ -31,6 +31,8 @@ import zlib
 
 from numba import njit
 
+from fastnn._kernels import _apart
+
 OPTIONS = {"cache": True, "error_model": "numpy"}
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -227,16 +229,49 @@ def _install_damage_check():
             cache_file.kernel_name = getattr(py_func, "__module__", "").rpartition(".")[2] + "." + py_func.__qualname__
             cache_file.kernel_file = py_func.__code__.co_filename
             cache_file.kernel_line = py_func.__code__.co_firstlineno
+            _record_calls(self)
 
     __init__._fastnn = True
     cache_class.__init__ = __init__
 
 
+def _record_calls(cache):
+    # A cache entry records the kernels its code calls by symbol (see
+    # fastnn._kernels._apart), and loading it loads them first; when one
+    # comes back under another symbol, the entry is a miss (None)
+    impl = getattr(cache, "_impl", None)
+    if not _apart.INSTALLED or impl is None or not hasattr(impl, "reduce") or not hasattr(impl, "rebuild"):
+        return  # pragma: no cover - reorganised Numba: kernels are linked as before
+    reduce, rebuild = impl.reduce, impl.rebuild
+
+    def reduce_with_calls(cres):
+        calls = _apart.calls_of(cres.library)
+        return (_apart.TAG, calls, reduce(cres)) if calls else reduce(cres)
+
+    def rebuild_after_calls(target_context, payload):
+        if len(payload) == 3 and payload[0] == _apart.TAG:
+            _, calls, payload = payload
+            if not _apart.load_calls(calls):
+                return None
+        return rebuild(target_context, payload)
+
+    impl.reduce, impl.rebuild = reduce_with_calls, rebuild_after_calls
+
+
 _install_damage_check()
 
 
-def kernel(func=None, **extra):
-    """``numba.njit`` with fastnn's options; ``@kernel`` or ``@kernel(inline="always")``."""
-    if func is None:
-        return lambda f: njit(**OPTIONS, **extra)(f)
-    return njit(**OPTIONS)(func)
+def kernel(func=None, linked=True, **extra):
+    """``numba.njit`` with fastnn's options; ``@kernel`` or ``@kernel(inline="always")``.
+
+    ``linked=False``: callers call the kernel by symbol rather than link its
+    code in (``fastnn._kernels._apart``), for large kernels called a few
+    times a step.
+    """
+
+    def compile_kernel(f):
+        if not linked:
+            _apart.compile_apart(f)
+        return njit(**OPTIONS, **extra)(f)
+
+    return compile_kernel if func is None else compile_kernel(func)

@@ -415,7 +415,7 @@ def deltas_units(layer_sizes):
 # compiled on its own (not inlined): the training loop calls it once per
 # shard, and inlining it into the parallel loop of the training kernel of the
 # time (compiled with parallel=True) made that kernel's cold compile about 15 s
-@kernel
+@kernel(linked=False)
 def partial_loss_and_gradients(X, Y, w, params, layout, output_code, loss_code, n, acts, deltas, grads, drop):
     # forward, loss and backward for rows (X, Y) with sample weights w (empty:
     # all 1) that are part of a batch with normaliser n (rows, or the sum of

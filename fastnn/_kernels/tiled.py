@@ -70,17 +70,22 @@ it (tests/test_tiled.py runs 8 workers on 2 cores, beside a busy thread).
 
 Cold compile: Numba's ``inline="always"`` copies the callee's IR at every
 call site (and a nested inline copies the callee's already expanded IR
-again), and a separately compiled callee is linked into, and optimised again
-with, every caller above it. So the phase driver `run_phase` is compiled
-once, on its own, with int64 arguments at every call site (a literal phase
-kind or a literal 0 gave it one specialisation per literal), and `run_task`
-is inlined into its two callers (`run_phase` and the helpers' loop), so that
-the tasks are linked one level below `run_worker`: import plus a first fit
-took 12.5 s on the 2-core development machine (13.7 s once the kernel took
-sample weights), against 22.7 s when `run_phase` was inlined at its seven
-call sites and `run_task` compiled on its own, and 37.6 s when `run_phase`
-was compiled once per literal kind. docs/startup.md has the compile time of
-each kernel.
+again), and a callee compiled on its own is by default linked into, and
+optimised again with, every caller above it. So the phase driver
+`run_phase` is compiled once, on its own, with int64 arguments at every call
+site (a literal phase kind or a literal 0 gave it one specialisation per
+literal), and `run_task` is inlined into its two callers (`run_phase` and
+the helpers' loop): import plus a first fit took 12.5 s on the 2-core
+development machine (13.7 s once the kernel took sample weights), against
+22.7 s when `run_phase` was inlined at its seven call sites and `run_task`
+compiled on its own, and 37.6 s when `run_phase` was compiled once per
+literal kind. `run_phase`, the tasks and the passes they share
+(`output_tile`, `activate_rows`) are compiled apart
+(``@kernel(linked=False)``, see ``fastnn._kernels._apart``): their callers
+call them by symbol, so each is optimised and emitted once rather than once
+more in every caller above it (a first fit of 64-4096-10 in an empty cache
+took 16.6-17.0 s against 19.6-23.9 s, in turns). docs/startup.md has the
+compile time of each kernel.
 """
 
 from collections import namedtuple
@@ -549,7 +554,7 @@ def tile_count(net, opt, work, kind, layer, rows):
 
 
 # ------------------------------------------------------------------ tasks
-@kernel
+@kernel(linked=False)
 def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns, drop):
     # the block (buf, off, ld) of rows x cols = act(block + b), in place;
     # with `keep`, the same block of slopes = act'(block + b) (a custom
@@ -602,7 +607,7 @@ def scratch_of(work, worker):
     return work.scratch[worker * size : (worker + 1) * size]
 
 
-@kernel
+@kernel(linked=False)
 def gather_task(data, work, task, at):
     # P_ROWS rows of the batch, in the epoch's order, into X_batch, Y_batch
     # (and W_batch)
@@ -611,7 +616,7 @@ def gather_task(data, work, task, at):
     shard_data(data, work, epoch, at[0], lo, min(lo + work.plan[P_ROWS], nb))
 
 
-@kernel
+@kernel(linked=False)
 def forward_task(net, data, opt, work, layer, task, at, extras):
     # A[R, J] = act(A_prev[R, :] @ W[:, J] + b[J]) for one block of a hidden layer
     start, b0 = at[0], at[1]
@@ -634,7 +639,7 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
         activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
 
 
-@kernel
+@kernel(linked=False)
 def output_tile(net, data, work, t, at, x, first, acc, scratch):
     # output tile t: rows, loss part and delta (in place), the group's
     # gradient at `acc`, and the delta of the last hidden layer (in place)
@@ -672,7 +677,7 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
         derivative_rows(scratch, src, src_off, ld, rows, fan_in, code, work.slopes, keep, net.extras)
 
 
-@kernel
+@kernel(linked=False)
 def output_task(net, data, work, group, at, worker):
     # the row tiles of one group, in order (see output_tile); the group's
     # accumulators start at the first tile of the batch's first block
@@ -688,7 +693,7 @@ def output_task(net, data, work, group, at, worker):
         output_tile(net, data, work, t, at, x, t == first_tile and at[1] == 0, acc, scratch)
 
 
-@kernel
+@kernel(linked=False)
 def gradient_task(net, data, work, layer, task, at):
     # a block dW[P, J] (+)= A_prev[:, P].T @ D[:, J] of a hidden layer (the
     # block's rows in one product), and db[J] (+)= column sums of D[:, J];
@@ -747,7 +752,7 @@ def largest(values, off, ld, rows, cols):
     return magnitude_of_bits(top, like)
 
 
-@kernel
+@kernel(linked=False)
 def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
@@ -774,7 +779,7 @@ def shards_for(plan, nb):
     return max(1, min(plan[P_SHARDS], nb // MIN_SHARD_ROWS))
 
 
-@kernel
+@kernel(linked=False)
 def shard_task(net, data, opt, work, s, at, extras):
     # shard s of the batch: forward, loss and backward of its rows, the
     # gradient into its own accumulator, its loss share into parts[s]
@@ -802,7 +807,7 @@ def param_set(net, opt, work, k):
     return work.spare[0], work.spare[1, : opt.state1.size], work.spare[2, : opt.state2.size]
 
 
-@kernel
+@kernel(linked=False)
 def step_task(net, opt, work, chunk, at):
     # parameters [lo, hi) of a shard plan: the shards' gradients summed in
     # shard order (+ alpha * W / nb on the weights), checked finite, and the
@@ -877,7 +882,7 @@ def reduce_tasks(net, opt, work):
     return ceil_div(end - first, size)
 
 
-@kernel
+@kernel(linked=False)
 def reduce_task(net, opt, work, chunk, nb):
     # parameters [lo, hi): the output layer's gradient summed over the groups,
     # + alpha * W / nb, checked finite; parts get the sum of W**2 and the check
@@ -916,7 +921,7 @@ def reduce_task(net, opt, work, chunk, nb):
     work.parts[work.plan[P_MAX_TILES] + work.plan[P_MAX_CHUNKS] + chunk] = 0.0 if bad else 1.0
 
 
-@kernel
+@kernel(linked=False)
 def update_task(net, opt, work, chunk, t):
     # the optimizer's step of parameters [lo, hi) from grads
     lo = chunk * work.plan[P_CHUNK]
@@ -995,7 +1000,7 @@ def take_tasks(net, data, opt, work, seq, worker, shards, layers):
             atomic_add(sync, S_DONE, 1)
 
 
-@kernel
+@kernel(linked=False)
 def run_phase(net, data, opt, work, kind, layer, at, shards, layers):
     # the driver publishes a phase, takes tasks with the helpers, and waits
     # until every task of it is finished

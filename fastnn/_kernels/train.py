@@ -26,8 +26,10 @@ done, and once all parts are. The results are bit-identical to ``train``'s
 (``fastnn._threads`` chooses between the two). `run_slot` holds the loops (a
 helper's jobs, the epochs, the batches) and calls small inlined pieces of one
 idea each (`meet`, `own_optim`, `run_shards`, `update_parts`, `finish`); it
-links the two kernels that do the work, `partial_loss_and_gradients` (a
-shard's forward and backward passes) and `step_part` (a part of the update).
+calls the two kernels that do the work, `partial_loss_and_gradients` (a
+shard's forward and backward passes) and `step_part` (a part of the update),
+by symbol: they are compiled apart (``fastnn._kernels._apart``), not linked
+into it and optimised again with it.
 
 Why slots and not Numba's parallel loops: ``train_parallel`` was the loop
 compiled with ``parallel=True``, which opened two parallel loops per step
@@ -403,7 +405,7 @@ def step_between(net, opt, grads, shards, nb, t, lo, hi, src, dst):
 
 # An optimizer step of one part of the parameters, compiled on its own and
 # called once per step and slot.
-@kernel
+@kernel(linked=False)
 def step_part(net, opt, grads, copies, step, at, lo, hi):
     # One optimizer step of elements [lo, hi) of copy c, from its set `live`
     # to its other set, with the sum of the shards' gradients + the L2 term
