@@ -230,3 +230,4 @@ def test_a_caller_records_the_kernels_it_calls_by_symbol_and_checks_their_symbol
     assert dense.partial_loss_and_gradients.overloads[tuple(argtypes)].fndesc.mangled_name == symbol
     assert not _apart.load_calls([(module_name, qualname, argtypes, symbol + "x")])
     assert not _apart.load_calls([(module_name, "no_such_kernel", argtypes, symbol)])
+    assert not _apart.load_calls([_apart.UNKNOWN])

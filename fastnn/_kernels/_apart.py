@@ -33,6 +33,7 @@ _apart = set()  # (module, qualified name) of the kernels declared linked=False
 _symbols = {}  # symbol -> (module, qualified name, argument types) of their compiled overloads
 
 TAG = "fastnn-calls"  # a cache entry with the kernels it calls: (TAG, calls, Numba's data)
+UNKNOWN = ("", "", (), "")  # a call no load satisfies (the calls of a library could not be read)
 
 
 def compile_apart(func):

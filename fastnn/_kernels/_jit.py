@@ -245,7 +245,10 @@ def _record_calls(cache):
     reduce, rebuild = impl.reduce, impl.rebuild
 
     def reduce_with_calls(cres):
-        calls = _apart.calls_of(cres.library)
+        try:
+            calls = _apart.calls_of(cres.library)
+        except Exception:  # pragma: no cover - calls unknown: an entry that never loads
+            calls = [_apart.UNKNOWN]
         return (_apart.TAG, calls, reduce(cres)) if calls else reduce(cres)
 
     def rebuild_after_calls(target_context, payload):
