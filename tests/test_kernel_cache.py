@@ -211,9 +211,14 @@ def test_callers_of_kernels_compiled_apart_load_from_the_cache_with_them(tmp_pat
 def test_a_caller_records_the_kernels_it_calls_by_symbol_and_checks_their_symbols():
     import numpy as np
 
+    from numba.core import caching
+
     from fastnn import MLP
     from fastnn._kernels import _apart, dense, train
 
+    # both patches in place (every cache entry records its calls), or none
+    assert _apart.INSTALLED
+    assert caching.CompileResultCacheImpl.reduce.__name__ == "reduce_with_calls"
     rng = np.random.default_rng(1)
     MLP([4, 5, 2], random_state=0).fit(rng.random((40, 4)), rng.random((40, 2)), epochs=1, batch_size=20)
     cres = next(iter(train.run_slot.overloads.values()))

@@ -24,7 +24,8 @@ damaged), the caller's entry is treated as a cache miss and the caller is
 compiled again against the callee as it is now.
 
 Where Numba's internals are not as expected (another version), nothing is
-installed and every kernel is linked as before.
+installed and every kernel is linked as before. `compile_apart` without the
+two patches in place (``INSTALLED`` false) changes nothing.
 """
 
 import importlib
@@ -42,15 +43,20 @@ def compile_apart(func):
 
 
 def _install():
+    # Both patches or neither: a kernel called by symbol is safe only if
+    # every cache entry records its calls (else a caller loaded before its
+    # callees would call address 0)
     try:
-        from numba.core import base
+        from numba.core import base, caching
     except ImportError:  # pragma: no cover
         return False
+    impl = getattr(caching, "CompileResultCacheImpl", None)
     original = getattr(base.BaseContext, "insert_user_function", None)
-    if original is None:  # pragma: no cover - reorganised Numba
-        return False
+    if impl is None or original is None or not all(hasattr(impl, name) for name in ("reduce", "rebuild")):
+        return False  # pragma: no cover - reorganised Numba: every kernel is linked
     if getattr(original, "_fastnn", False):
         return True
+    reduce, rebuild = impl.reduce, impl.rebuild
 
     def insert_user_function(self, func, fndesc, libs=()):
         # Numba registers every compiled function (and every one loaded from
@@ -60,12 +66,26 @@ def _install():
             libs = ()
         return original(self, func, fndesc, libs)
 
+    def reduce_with_calls(self, cres):
+        # the cache entry of any compiled function (fastnn's or not: a
+        # function that calls a fastnn kernel apart needs it as well)
+        try:
+            calls = calls_of(cres.library)
+        except Exception:  # pragma: no cover - calls unknown: an entry that never loads
+            calls = [UNKNOWN]
+        return (TAG, calls, reduce(self, cres)) if calls else reduce(self, cres)
+
+    def rebuild_after_calls(self, target_context, payload):
+        if len(payload) == 3 and payload[0] == TAG:
+            _, calls, payload = payload
+            if not load_calls(calls):
+                return None  # a cache miss: compiled again
+        return rebuild(self, target_context, payload)
+
     insert_user_function._fastnn = True
+    impl.reduce, impl.rebuild = reduce_with_calls, rebuild_after_calls
     base.BaseContext.insert_user_function = insert_user_function
     return True
-
-
-INSTALLED = _install()
 
 
 def calls_of(library):
@@ -92,3 +112,6 @@ def load_calls(calls):
         if cres is None or cres.fndesc.mangled_name != symbol:
             return False
     return True
+
+
+INSTALLED = _install()

@@ -229,36 +229,9 @@ def _install_damage_check():
             cache_file.kernel_name = getattr(py_func, "__module__", "").rpartition(".")[2] + "." + py_func.__qualname__
             cache_file.kernel_file = py_func.__code__.co_filename
             cache_file.kernel_line = py_func.__code__.co_firstlineno
-            _record_calls(self)
 
     __init__._fastnn = True
     cache_class.__init__ = __init__
-
-
-def _record_calls(cache):
-    # A cache entry records the kernels its code calls by symbol (see
-    # fastnn._kernels._apart), and loading it loads them first; when one
-    # comes back under another symbol, the entry is a miss (None)
-    impl = getattr(cache, "_impl", None)
-    if not _apart.INSTALLED or impl is None or not hasattr(impl, "reduce") or not hasattr(impl, "rebuild"):
-        return  # pragma: no cover - reorganised Numba: kernels are linked as before
-    reduce, rebuild = impl.reduce, impl.rebuild
-
-    def reduce_with_calls(cres):
-        try:
-            calls = _apart.calls_of(cres.library)
-        except Exception:  # pragma: no cover - calls unknown: an entry that never loads
-            calls = [_apart.UNKNOWN]
-        return (_apart.TAG, calls, reduce(cres)) if calls else reduce(cres)
-
-    def rebuild_after_calls(target_context, payload):
-        if len(payload) == 3 and payload[0] == _apart.TAG:
-            _, calls, payload = payload
-            if not _apart.load_calls(calls):
-                return None
-        return rebuild(target_context, payload)
-
-    impl.reduce, impl.rebuild = reduce_with_calls, rebuild_after_calls
 
 
 _install_damage_check()
