@@ -44,8 +44,8 @@ by tiles, has two phases a step instead:
 Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
 fixed order: results are bit-identical for any number of threads. (One
-worker joins large whole tiles into one BLAS call, and two workers into two
-bands of rows, which changes no sum: see `joined_tiles`.)
+worker joins large whole tiles into one BLAS call, and W workers into W
+bands of rows where that pays, which changes no sum: see `joined_tiles`.)
 
 Threads: worker 0 (the caller) drives the loop and publishes each phase in
 the ``sync`` array; the others (helper threads, each a call of `run_worker`
