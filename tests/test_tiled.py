@@ -379,11 +379,11 @@ def test_the_parameters_do_not_depend_on_the_chunks(alpha):
         np.testing.assert_array_equal(other[3], runs[0][3])
 
 
-def _blocks(n_rows, n_cols, tile_rows, tile_cols, bands, most=1 << 40):
-    # the blocks of a matrix as tile_at gives them, one by one (an inner
-    # dimension of JOIN_MIN: a joining plan joins tiles of any size), for a
-    # plan of `bands` bands of at most `most` elements
-    args = (n_rows, n_cols, tile_rows, tile_cols, tiled.JOIN_MIN, (bands, most))
+def _blocks(n_rows, n_cols, tile_rows, tile_cols, bands, most=1 << 40, inner=tiled.JOIN_MIN):
+    # the blocks of a matrix as tile_at gives them, one by one, for a plan of
+    # `bands` bands of at most `most` elements (by default an inner dimension
+    # of JOIN_MIN: a joining plan joins tiles of any size)
+    args = (n_rows, n_cols, tile_rows, tile_cols, inner, (bands, most))
     return [tuple(tiled.tile_at(t, *args)) for t in range(tiled.tile_total(*args))]
 
 
@@ -442,8 +442,7 @@ def test_bands_over_a_short_inner_dimension_are_not_joined():
     # inner dimension shorter than a tile's rows keeps the tiles of two
     # workers, while one worker still takes the full tiles whole
     def blocks(inner, bands):
-        args = (1024, 4096, 256, 1024, inner, (bands, 1 << 40))
-        return [tuple(tiled.tile_at(t, *args)) for t in range(tiled.tile_total(*args))]
+        return _blocks(1024, 4096, 256, 1024, bands, inner=inner)
 
     assert blocks(64, 2) == blocks(64, 0) and len(blocks(64, 0)) == 16
     assert blocks(256, 2) == [(0, 0, 512, 4096), (512, 0, 512, 4096)]
