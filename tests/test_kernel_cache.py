@@ -45,13 +45,14 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _run(cache_dir):
+def _run(cache_dir, script=_SCRIPT, timeout=600):
+    # `script` in a child process whose Numba cache is cache_dir; its last line, parsed
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONPATH")}
     env.update(NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
     proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], cwd=str(cache_dir), env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script], cwd=str(cache_dir), env=env, capture_output=True, text=True, timeout=timeout
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -174,14 +175,7 @@ _APART_SCRIPT = textwrap.dedent(
 
 
 def _run_apart(cache_dir):
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONPATH")}
-    env.update(NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", _APART_SCRIPT], cwd=str(cache_dir), env=env, capture_output=True, text=True,
-        timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run(cache_dir, _APART_SCRIPT, timeout=900)
 
 
 @pytest.mark.requires_jit
