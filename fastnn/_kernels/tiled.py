@@ -43,9 +43,10 @@ by tiles, has two phases a step instead:
 
 Tile sizes and the number of groups depend only on the layer sizes and the
 batch (`make_plan`), never on the number of threads, and every sum runs in a
-fixed order: results are bit-identical for any number of threads. (One
-worker joins large whole tiles into one BLAS call, and W workers into W
-bands of rows where that pays, which changes no sum: see `joined_tiles`.)
+fixed order: results are bit-identical for any number of threads. That
+includes which products BLAS is called on: every worker count makes the same
+calls, since BLAS may round a product differently when it is cut otherwise
+(see `tile_at`).
 
 Threads: worker 0 (the caller) drives the loop and publishes each phase in
 the ``sync`` array; the others (helper threads, each a call of `run_worker`
@@ -127,13 +128,11 @@ P_SCRATCH = 7  # elements of each worker's scratch
 P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
 P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
 P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
-P_BANDS = 11  # > 0: FORWARD / GRADIENT tasks join their full tiles into that many bands (see joined_tiles)
-P_GRAD_COLS = 12  # columns of a GRADIENT block of dW
-P_FEW_ROWS = 13  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
-P_OUT_CHUNK = 14  # parameters per REDUCE task without an L2 term (of the output layer only)
-P_SHARDS = 15  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
-P_BAND_SIZE = 16  # most elements of a joined band's product (JOIN_BYTES)
-PLAN_SIZE = 17
+P_GRAD_COLS = 11  # columns of a GRADIENT block of dW
+P_FEW_ROWS = 12  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
+P_OUT_CHUNK = 13  # parameters per REDUCE task without an L2 term (of the output layer only)
+P_SHARDS = 14  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
+PLAN_SIZE = 15
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE, SHARD, STEP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -259,9 +258,9 @@ def shard_chunk(n_params, workers):
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=None, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
-              bands=0, out_chunk=None, shards=0, workers=1):  # fmt: skip
+              out_chunk=None, shards=0, workers=1):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only
-    (but for ``bands`` and a plan of shards' STEP chunks, which change no sum).
+    (but for a plan of shards' STEP chunks, which change no sum).
 
     ``rows`` x ``cols`` blocks for the hidden layers (by default
     `tile_sizes`), ``grad_rows`` x ``grad_cols`` blocks of their weight
@@ -271,11 +270,8 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     default `chunk_size`) and ``out_chunk`` per REDUCE task without an L2
     term (by default `chunk_size` of the output layer); blocks of ``block``
     rows (by default as many as keep the activations of a block within
-    ``BLOCK_BYTES``). ``bands`` > 0: the FORWARD and GRADIENT products
-    join their full tiles into that many bands of rows (`joined_tiles`):
-    one band for one worker, one a worker for more (`workspace` passes
-    the number of workers). The other keywords are for tests, which use
-    small tiles on small networks.
+    ``BLOCK_BYTES``). The other keywords are for tests, which use small
+    tiles on small networks.
 
     ``shards`` > 0 makes a plan of shards (`shard_task`): a batch is that
     many whole passes over its rows, for layers too small to share by
@@ -297,8 +293,6 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     plan[P_GRAD_ROWS] = default_grad_rows if grad_rows is None else grad_rows
     plan[P_GRAD_COLS] = default_grad_cols if grad_cols is None else grad_cols
     plan[P_CHUNK] = chunk
-    plan[P_BANDS] = bands
-    plan[P_BAND_SIZE] = JOIN_BYTES // itemsize
     if shards > MAX_SHARDS:
         raise ValueError(f"shards must be at most {MAX_SHARDS} (update_range sums two), got {shards}")
     plan[P_SHARDS] = shards
@@ -357,8 +351,7 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
     weights (``Data.W``), gathered with the rows when batches follow an order.
     """
     if plan is None:
-        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, bands=max(workers, 1), shards=shards,
-                         workers=workers)  # fmt: skip
+        plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, shards=shards, workers=workers)
     plan = plan.copy()  # (its P_FEW_ROWS is the fit's: see few_rows_needed)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
@@ -415,111 +408,30 @@ def input_block(net, data, work, layer, start, b0):
     return flat(data.X), (start + b0) * d, d
 
 
-# A product cut into tiles costs more than the same product in fewer calls:
-# BLAS packs the shared panel again for every tile (workload C, 1024 x
-# 784-2048-10, float32: 77.5 ms a step on one worker with 256 x 1024 tiles,
-# 71.0 in one call, against 68.4 for the products alone). One worker has no
-# one to share a phase with, so its plan joins the full tiles of a FORWARD or
-# GRADIENT phase into one block. A plan of W workers joins them into W bands
-# of tile rows, each across every full column, where that saves more than it
-# costs: each band has two tile rows or more, at most JOIN_BYTES of output,
-# and an inner dimension at least as long as a tile's rows (the panel BLAS
-# packs again for every tile is then at least as large as the tile's output;
-# one task a worker leaves no room to even out a late or slow worker). On 2
-# threads, medians of fits in turns, the same bits: C (inner 784) 3-5%
-# faster, A (64, tiles of 64 rows) 2-8%; B (inner 64, tiles of 256 rows) went
-# from 6% faster to 3% slower from run to run (its 16 MB bands in float64),
-# and 4096 rows through 64-256-10 in float64 8% slower; joining rows only, a
-# band for each column tile, gained less on C. More workers than half the
-# tile rows keep every tile as it is. The tiles at the
-# edges (the last rows and the last columns, when the tiles do not divide the
-# matrix) are computed as the tiled plan does. That changes only which rows
-# and columns share a BLAS call, never the sum behind an element (the inner
-# dimension is the same): results stay bit-identical to the tiled plan's
-# (tests/test_tiled.py checks it). But BLAS may compute a small product by
-# another kernel, in another order over the inner dimension: OpenBLAS
-# (SkylakeX kernels) does below about 10^6 multiply-adds, and 7 x 512 @ 512 x
-# 520 in one call and in tiles of 128 columns differ in 90% of the elements.
-# So full tiles whose product is smaller than JOIN_MIN are not joined (see
-# joined_tiles), and edge tiles, which can be as small as one row, are never
-# joined (joining the 8 last columns of 784-1032-10 over 256 rows changed the
-# bits of 45% of the weights).
-JOIN_MIN = 1 << 21
-JOIN_BYTES = 8 << 20
+@kernel(inline="always")
+def tile_total(n_rows, n_cols, tile_rows, tile_cols):
+    # blocks of an n_rows x n_cols product cut into tile_rows x tile_cols tiles
+    return ceil_div(n_rows, tile_rows) * ceil_div(n_cols, tile_cols)
 
 
 @kernel(inline="always")
-def joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, join):
-    # (tile_rows, tile_cols, bands) of an n_rows x n_cols product with an
-    # inner dimension of `inner`: a dimension shorter than its tile is one
-    # full tile, and a plan that joins, join = (bands, most elements of a
-    # band), makes its full tiles that many bands of whole tile rows, each
-    # across every full column, when every tile is a product of at least
-    # JOIN_MIN multiply-adds and, for more than one band, each band has two
-    # tile rows or more and at most that many elements, and the inner
-    # dimension is at least a tile's rows; bands 0: none joined
-    bands, most = join
-    tile_rows, tile_cols = min(tile_rows, max(n_rows, 1)), min(tile_cols, max(n_cols, 1))
-    if bands < 1 or tile_rows * tile_cols * inner < JOIN_MIN:
-        return tile_rows, tile_cols, 0
-    down, across = n_rows // tile_rows, n_cols // tile_cols
-    if bands > 1:
-        band = ceil_div(down, bands) * tile_rows * across * tile_cols
-        if down < 2 * bands or band > most or inner < tile_rows:
-            return tile_rows, tile_cols, 0
-    return tile_rows, tile_cols, min(bands, max(down, 1))
-
-
-@kernel(inline="always")
-def tile_total(n_rows, n_cols, tile_rows, tile_cols, inner, join):
-    # blocks of an n_rows x n_cols product cut into tile_rows x tile_cols
-    # tiles (see tile_at)
-    tile_rows, tile_cols, bands = joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, join)
-    if bands == 0:
-        return ceil_div(n_rows, tile_rows) * ceil_div(n_cols, tile_cols)
-    across, down = n_cols // tile_cols, n_rows // tile_rows  # full tiles
-    edge_rows, edge_cols = n_rows - down * tile_rows, n_cols - across * tile_cols
-    total = bands if down > 0 and across > 0 else 0
-    if edge_cols > 0:
-        total += down + (1 if edge_rows > 0 else 0)
-    if edge_rows > 0:
-        total += across
-    return total
-
-
-@kernel(inline="always")
-def tile_at(task, n_rows, n_cols, tile_rows, tile_cols, inner, join):
-    # (first row, first column, rows, columns) of block `task` of an
-    # n_rows x n_cols product cut into tile_rows x tile_cols tiles, row-major;
-    # joined (see joined_tiles): the bands of full tiles, then the tiles of
-    # the last columns, of the last rows, and the corner, each as in the
-    # tiled plan
-    tile_rows, tile_cols, bands = joined_tiles(n_rows, n_cols, tile_rows, tile_cols, inner, join)
-    if bands == 0:
-        across = ceil_div(n_cols, tile_cols)
-        r0, c0 = task // across * tile_rows, task % across * tile_cols
-        return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
-    across, down = n_cols // tile_cols, n_rows // tile_rows
-    full_rows, full_cols = down * tile_rows, across * tile_cols
-    edge_rows, edge_cols = n_rows - full_rows, n_cols - full_cols
-    if down > 0 and across > 0:
-        if task < bands:
-            first, end = task * down // bands, (task + 1) * down // bands
-            return first * tile_rows, 0, (end - first) * tile_rows, full_cols
-        task -= bands
-    if edge_cols > 0:
-        if task < down:
-            return task * tile_rows, full_cols, tile_rows, edge_cols
-        task -= down
-    if edge_rows > 0 and task < across:
-        return full_rows, task * tile_cols, edge_rows, tile_cols
-    return full_rows, full_cols, edge_rows, edge_cols
-
-
-@kernel(inline="always")
-def join_of(plan):
-    # tile_at's `join` for this plan
-    return plan[P_BANDS], plan[P_BAND_SIZE]
+def tile_at(task, n_rows, n_cols, tile_rows, tile_cols):
+    # (first row, first column, rows, columns) of block `task` of an n_rows x
+    # n_cols product cut into tile_rows x tile_cols tiles, row-major.
+    # Every number of workers makes these same BLAS calls. A plan that joined
+    # the full tiles into one call for one worker, and into a band of tile
+    # rows a worker for more, was 5% faster on one thread (A, B and C, float64)
+    # and up to 2-18% on two (A; C 1%, B none): BLAS packs the shared operand
+    # once a call. But BLAS may round a product differently when it is cut
+    # otherwise. OpenBLAS 0.3.30's Haswell kernels (which it takes on a Zen 5
+    # CPU) gave other float32 bits for 4-10% of the elements of a product in
+    # tiles than in one call or in two bands (1024 x 784 @ 784 x 2048 in
+    # tiles of 256 x 1024: 5%); its SkylakeX kernels gave the same bits, but
+    # not below about 10^6 multiply-adds. Bits that must not depend on the
+    # number of threads cannot depend on such a property of a BLAS build.
+    across = ceil_div(n_cols, tile_cols)
+    r0, c0 = task // across * tile_rows, task % across * tile_cols
+    return r0, c0, min(tile_rows, n_rows - r0), min(tile_cols, n_cols - c0)
 
 
 @kernel(inline="always")
@@ -539,13 +451,12 @@ def tile_count(net, opt, work, kind, layer, rows):
     if kind == SHARD:
         return shards_for(plan, rows)
     fan_in, fan_out = net.layout[layer, 0], net.layout[layer, 1]
-    join = join_of(plan)
     if kind == FORWARD:
-        return tile_total(rows, fan_out, plan[P_ROWS], plan[P_COLS], fan_in, join)
+        return tile_total(rows, fan_out, plan[P_ROWS], plan[P_COLS])
     if kind == OUTPUT:
         return output_groups(plan, rows)
     if kind == GRADIENT:
-        return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], rows, join)
+        return tile_total(fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS])
     if kind == DELTA:  # into layer `layer` from layer + 1
         return ceil_div(rows, plan[P_ROWS]) * ceil_div(net.layout[layer, 1], plan[P_COLS])
     if kind == REDUCE:
@@ -622,7 +533,7 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     start, b0 = at[0], at[1]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     plan = work.plan
-    r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS], fan_in, join_of(plan))
+    r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, plan[P_BLOCK]) + r0 * fan_out + c0
     gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
@@ -701,7 +612,7 @@ def gradient_task(net, data, work, layer, task, at):
     start, b0, nr = at[0], at[1], at[2]
     fan_in, fan_out, w_off, b_off = layer_row(net.layout, layer)
     plan = work.plan
-    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS], nr, join_of(plan))
+    p0, c0, pc, cc = tile_at(task, fan_in, fan_out, plan[P_GRAD_ROWS], plan[P_GRAD_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, plan[P_BLOCK]) + c0
     a, d, g = (src, src_off + p0, ld), (work.acts, d_off, fan_out), (work.grads, w_off + p0 * fan_out + c0, fan_out)
@@ -757,9 +668,8 @@ def delta_task(net, work, layer, task, at, worker):
     # a block D[R, P] = (D_next[R, :] @ W_next[P, :].T) * act'(A[R, P]) of
     # hidden layer `layer`, written over A[R, P]
     fan_in, fan_out, w_off, _ = layer_row(net.layout, layer + 1)
-    # (always tiles: a block of the product is a worker's scratch, P_SCRATCH)
-    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS], fan_out,
-                                 (np.int64(0), np.int64(0)))  # fmt: skip
+    # (a block of the product is a worker's scratch, P_SCRATCH)
+    r0, p0, rows, pc = tile_at(task, at[2], fan_in, work.plan[P_ROWS], work.plan[P_COLS])
     d_off = act_offset(net.layout, layer + 1, work.plan[P_BLOCK]) + r0 * fan_out
     a_off = act_offset(net.layout, layer, work.plan[P_BLOCK]) + r0 * fan_in + p0
     scratch = scratch_of(work, worker)
