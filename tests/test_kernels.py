@@ -66,6 +66,30 @@ def test_bias_activate(dtype, name, with_bias, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTS)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("shape", [(300, 10), (17, 63), (9, 64), (5, 1), (1, 16)])
+def test_narrow_rows_activated_as_one_run_give_the_row_loops_bits(dtype, name, with_bias, shape, rng):
+    # bias_activate takes the rows of a C-contiguous Z narrower than
+    # NARROW_ROW as one flat run (activate_block); each row through
+    # activate_row, and a Z of another layout (the row loop), give the same bits
+    Z = (rng.standard_normal(shape) * 4).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    bias = b if with_bias else b[:0]
+    code = codes.ACTIVATION_CODES[name]
+    run = Z.copy()
+    ka.bias_activate(run, bias, with_bias, code)
+    rows = Z.copy()
+    for i in range(shape[0]):
+        ka.activate_row(rows[i], bias, with_bias, code)
+    fortran = np.asfortranarray(Z.copy())  # (of one row or column: Z itself, without the copy)
+    ka.bias_activate(fortran, bias, with_bias, code)
+    np.testing.assert_array_equal(run, rows)
+    np.testing.assert_array_equal(fortran, rows)
+    assert_close(run, ref.activate(Z + b if with_bias else Z, name), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (3, 1), (9, 7), (100, 10), (33, 2)])
 def test_softmax_columns_is_the_row_loop_bit_for_bit(dtype, shape, rng):
     # the column-major softmax the training kernels use must give exactly the

@@ -379,6 +379,38 @@ def test_the_parameters_do_not_depend_on_the_chunks(alpha):
         np.testing.assert_array_equal(other[3], runs[0][3])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "softmax"])
+@pytest.mark.parametrize("cols", [10, 64, 100])
+def test_contiguous_blocks_give_the_bits_of_strided_ones(dtype, name, cols, rng):
+    # activate_rows and derivative_rows take a contiguous block (ld == cols)
+    # as one run; the same block at a row stride of cols + 3 goes row by row
+    rows, pad, off = 37, 3, 5
+    Z = (rng.standard_normal((rows, cols)) * 4).astype(dtype)
+    b = rng.standard_normal(cols).astype(dtype)
+    code = codes.ACTIVATION_CODES[name]
+    wide = np.full((rows, cols + pad), 0.25, dtype)
+    wide[:, :cols] = Z
+    dense_buf = np.concatenate([np.zeros(off, dtype), Z.ravel()])
+    strided_buf = np.concatenate([np.zeros(off, dtype), wide.ravel()])
+    for buf, ld in ((dense_buf, cols), (strided_buf, cols + pad)):
+        tiled.activate_rows(buf, off, ld, rows, cols, b, True, code, buf[:0], False, (0, 0), None)
+    dense = dense_buf[off:].reshape(rows, cols)
+    strided = strided_buf[off:].reshape(rows, cols + pad)
+    np.testing.assert_array_equal(dense, strided[:, :cols])
+    assert (strided[:, cols:] == 0.25).all() and (dense_buf[:off] == 0).all()
+    assert_close(dense, ref.activate(Z + b, name), dtype)
+    if name == "softmax":
+        return
+    A = dense.copy()
+    delta = rng.standard_normal(rows * cols).astype(dtype)
+    for buf, ld in ((dense_buf, cols), (strided_buf, cols + pad)):
+        tiled.derivative_rows(delta, buf, off, ld, rows, cols, code, buf[:0], False, None)
+    np.testing.assert_array_equal(dense, strided[:, :cols])
+    assert (strided[:, cols:] == 0.25).all()
+    assert_close(dense, delta.reshape(rows, cols) * ref.activation_derivative(A, name), dtype)
+
+
 def _blocks(n_rows, n_cols, tile_rows, tile_cols):
     # the blocks of a matrix as tile_at gives them, one by one
     args = (n_rows, n_cols, tile_rows, tile_cols)

@@ -48,7 +48,7 @@ from fastnn._kernels.codes import (
 from fastnn._kernels.custom import call_slope, call_value
 from fastnn._kernels.fastexp import exp_nonpositive
 from fastnn._kernels.fastmath import as_type_of, expm1_nonpositive, log1p_unit, normal_cdf, tanh_fast
-from fastnn._kernels.views import flat
+from fastnn._kernels.views import c_layout, flat
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (PyTorch's default)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -187,12 +187,41 @@ def sigmoid_derivative(s, out):
     return out
 
 
+# Rows narrower than this are activated as one flat run (`activate_block`):
+# a loop over a row of 10 or 16 values never reaches its vector body (16
+# float32 lanes, unrolled), so the sigmoid's exp ran one value at a time.
+# Sigmoid over 4096 rows of 10, development machine: 1.10 against 0.18 ns a
+# value in float32, 0.98 against 0.56 in float64; rows of 16: 0.24 against
+# 0.18 (float32); from 32 up, within 10%.
+NARROW_ROW = 64
+
+
 @kernel(inline="always")
 def bias_activate(Z, b, has_bias, code):
-    # Z = act(Z + b), in place, row by row; softmax is taken over each row
-    for i in range(Z.shape[0]):
+    # Z = act(Z + b), in place, row by row; softmax is taken over each row.
+    # Narrow rows of a contiguous Z: one flat run (activate_block)
+    n, m = Z.shape
+    if m < NARROW_ROW and code != SOFTMAX and c_layout(Z):
+        activate_block(flat(Z), n, m, b, has_bias, code)
+        return Z
+    for i in range(n):
         activate_row(Z[i], b, has_bias, code)
     return Z
+
+
+@kernel(inline="always")
+def activate_block(values, rows, cols, b, has_bias, code):
+    # values (rows x cols, row-major, contiguous) = act(values + b) for an
+    # elementwise activation (not softmax): the bias row by row, then the
+    # activation in one loop over every value, which vectorises however
+    # narrow the rows are. The same operations as activate_row's, in the
+    # same order: the same bits
+    if has_bias:
+        for i in range(rows):
+            row = values[i * cols : (i + 1) * cols]
+            for j in range(cols):
+                row[j] += b[j]
+    activate_row(values[: rows * cols], b, False, code)
 
 
 @kernel(inline="always")

@@ -94,10 +94,17 @@ from collections import namedtuple
 import numpy as np
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import activate_row, activate_row_keep, derivative_row, times_kept
+from fastnn._kernels.activations import (
+    NARROW_ROW,
+    activate_block,
+    activate_row,
+    activate_row_keep,
+    derivative_row,
+    times_kept,
+)
 from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
-from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
+from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SOFTMAX, SSE
 from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
 from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
@@ -107,7 +114,7 @@ from fastnn._kernels.train import (
     C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_step, batch_norm_of, end_of_epoch, momentum_step,
     shard_data, shard_pass, step_between, step_rate,
 )  # fmt: skip
-from fastnn._kernels.views import as_matrix, flat
+from fastnn._kernels.views import as_matrix, flat, span, unowned
 
 # The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
 # the two-shard kernel's too; `drive` runs Optim.control's stopping rule),
@@ -472,17 +479,25 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
     # activation, at the addresses fns, is always kept). drop = (seed,
     # epoch, the first row's position in the epoch, layer, first unit,
     # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py);
-    # None: a model without kept slopes (the rest is pruned before compiling)
+    # None: a model without kept slopes (the rest is pruned before compiling).
+    # Narrow rows of a contiguous block are one flat run (activate_block):
+    # besides the vector loop, that saves the row slices, each of which
+    # costs an atomic increment and decrement of the buffer's reference count
+    # (Numba's NRT): in a one-thread fit of 4096 x 64-16-10, a quarter of
+    # the time went to them
     if drop is None:
+        if ld == cols and cols < NARROW_ROW and code != SOFTMAX:
+            activate_block(buf[off : off + rows * cols], rows, cols, b, has_bias, code)
+            return
         for i in range(rows):
-            activate_row(buf[off + i * ld : off + i * ld + cols], b, has_bias, code)
+            activate_row(span(buf, off + i * ld, cols), b, has_bias, code)
         return
     seed, epoch, first_row, layer, first_unit, threshold = drop
     dropping = keep and threshold > 0 and seed >= 0
     scale = buf.dtype.type(keep_scale(threshold) if dropping else 1.0)
     for i in range(rows):
-        row = buf[off + i * ld : off + i * ld + cols]
-        s = slopes[off + i * ld : off + i * ld + cols] if keep else slopes[0:0]
+        row = span(buf, off + i * ld, cols)
+        s = span(slopes, off + i * ld, cols) if keep else slopes[0:0]
         if dropping:
             key = row_key(seed, epoch, first_row + i, layer)
             activate_row_drop(row, b, has_bias, code, s, fns, key, first_unit, threshold, scale)
@@ -495,14 +510,19 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
 @kernel
 def derivative_rows(delta, buf, off, ld, rows, cols, code, slopes, keep, extras):
     # the block (buf, off, ld) = delta (rows x cols, contiguous) * act'(block),
-    # in place; with `keep`, act' is the same block of slopes (extras: Net's)
+    # in place; with `keep`, act' is the same block of slopes (extras: Net's).
+    # A contiguous block (ld == cols) is one row of rows * cols values: each
+    # row's slices cost an atomic reference count (see activate_rows), and
+    # narrow rows never reach the vector loop
+    if ld == cols:
+        rows, cols, ld = 1, rows * cols, rows * cols
     for i in range(rows):
-        a = buf[off + i * ld : off + i * ld + cols]
-        d = delta[i * cols : (i + 1) * cols]
+        a = span(buf, off + i * ld, cols)
+        d = span(delta, i * cols, cols)
         if extras is None:
             derivative_row(d, a, a, code)
         elif keep:
-            s = slopes[off + i * ld : off + i * ld + cols]
+            s = span(slopes, off + i * ld, cols)
             times_kept(as_matrix(d, 1, cols), as_matrix(s, 1, cols), as_matrix(a, 1, cols), s[:0], False)
         else:
             derivative_row(d, a, a, code)
@@ -625,7 +645,7 @@ def gradient_task(net, data, work, layer, task, at):
     if b_off >= 0 and p0 == 0:
         gb = work.grads[b_off + c0 : b_off + c0 + cc]
         for i in range(nr):
-            row = work.acts[d_off + i * fan_out : d_off + i * fan_out + cc]
+            row = span(work.acts, d_off + i * fan_out, cc)
             for j in range(cc):
                 gb[j] = row[j] if i == 0 and b0 == 0 else gb[j] + row[j]
     # the batch's last block finishes the block of dW (and of db): checked
@@ -657,7 +677,7 @@ def largest(values, off, ld, rows, cols):
     like = values.dtype.type(0.0)
     top = magnitude_bits(like)
     for i in range(rows):
-        row = values[off + i * ld : off + i * ld + cols]
+        row = span(values, off + i * ld, cols)
         for j in range(cols):
             top = max(top, magnitude_bits(row[j]))
     return magnitude_of_bits(top, like)
@@ -1065,6 +1085,8 @@ def serve(net, data, opt, work, worker, shards, layers):
 def run_worker(worker, net, data, opt, work, epochs, history, shards, layers):
     """Worker `worker` of a call: 0 drives `epochs` epochs and returns the
     epochs completed (then tells the helpers to quit); the others serve."""
+    # (the caller holds the arrays for the whole call: see views.unowned)
+    net, data, opt, work = unowned((net, data, opt, work))
     if worker != 0:
         serve(net, data, opt, work, worker, shards, layers)
         return 0

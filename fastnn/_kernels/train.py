@@ -81,6 +81,7 @@ from fastnn._kernels.bundles import Optim
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, wait_at_least
+from fastnn._kernels.views import unowned
 
 
 @kernel(inline="always")
@@ -566,6 +567,8 @@ def run_slot(slot, net, data, opt, work, epochs, history, extras):
     # took about 5 s longer to compile, and a kernel compiled on its own
     # between this one and the two that do the work optimises their code
     # once more: about 4 s longer with the step compiled on its own.)
+    # (the caller holds the arrays for the whole call: see views.unowned)
+    net, data, opt, work = unowned((net, data, opt, work))
     n_epochs = epochs
     job = slot.job
     if job.size > 0:

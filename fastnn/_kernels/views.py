@@ -82,6 +82,57 @@ def _as_matrix_impl(a, rows, cols):
     return lambda a, rows, cols: a.reshape((rows, cols))
 
 
+@intrinsic
+def _span_view(typingctx, a, start, length):
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        return None
+    out_type = types.Array(a.dtype, 1, "C")
+    sig = out_type(a, start, length)
+
+    def codegen(context, builder, signature, args):
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        out = context.make_array(out_type)(context, builder)
+        first = context.cast(builder, args[1], signature.args[1], types.intp)
+        size = context.cast(builder, args[2], signature.args[2], types.intp)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
+        populate_array(
+            out,
+            data=builder.gep(src.data, [first]),
+            shape=cgutils.pack_array(builder, [size]),
+            strides=cgutils.pack_array(builder, [itemsize]),
+            itemsize=src.itemsize,
+            meminfo=cgutils.get_null_value(out.meminfo.type),
+            parent=cgutils.get_null_value(out.parent.type),
+        )
+        return out._getvalue()
+
+    return sig, codegen
+
+
+def span(a, start, length):
+    """``a[start : start + length]`` of a contiguous 1-D ``a``, as a view that
+    holds no reference to ``a``'s memory (Python stand-in; compiled code uses
+    the overload).
+
+    A slice made in compiled code increments and decrements its buffer's
+    reference count (Numba's NRT), an atomic operation each, which Numba
+    could not prune in the kernels' row loops: a quarter of a one-thread
+    step of 4096 x 64-16-10 went to them, and with several workers every
+    slice of a shared buffer bounces one cache line between the cores. A
+    span is for a loop over the rows of a buffer that its caller holds for
+    the whole loop; it must not outlive the call, nor be returned. The
+    callers guarantee the bounds.
+    """
+    return a[start : start + length]
+
+
+@overload(span)
+def _span_impl(a, start, length):
+    if isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C":
+        return lambda a, start, length: _span_view(a, start, length)
+    return lambda a, start, length: a[start : start + length]
+
+
 def flat(a):
     """``a.ravel()`` (Python stand-in; compiled code uses the overload)."""
     return a.ravel()
@@ -92,3 +143,63 @@ def _flat_impl(a):
     if isinstance(a, types.Array) and a.layout == "C":
         return lambda a: _flat_view(a)
     return lambda a: a.ravel()  # not contiguous: a copy, as ravel makes
+
+
+def c_layout(a):
+    """Whether ``a`` is C-contiguous by its compiled type, so that `flat` is a view of it, not a copy
+    (Python stand-in: its flags)."""
+    return a.flags.c_contiguous
+
+
+@overload(c_layout)
+def _c_layout_impl(a):
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a: True
+    return lambda a: False
+
+
+def _without_owner(context, builder, ty, value):
+    # `value` of type `ty` with every array in it (at any depth of tuples)
+    # holding no reference: null meminfo and parent
+    if isinstance(ty, types.Array):
+        ary = context.make_array(ty)(context, builder, value)
+        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+        ary.parent = cgutils.get_null_value(ary.parent.type)
+        return ary._getvalue()
+    if isinstance(ty, types.BaseTuple):
+        for i, member in enumerate(ty):
+            inner = _without_owner(context, builder, member, builder.extract_value(value, i))
+            value = builder.insert_value(value, inner, i)
+        return value
+    return value
+
+
+@intrinsic
+def _unowned(typingctx, value):
+    sig = value(value)
+
+    def codegen(context, builder, signature, args):
+        return _without_owner(context, builder, signature.args[0], args[0])
+
+    return sig, codegen
+
+
+def unowned(value):
+    """``value`` (an array or a tuple of them, at any depth), its arrays
+    holding no reference to their memory (Python stand-in: ``value``).
+
+    Every compiled function increments the reference count of each array it
+    is passed, and decrements it on return (Numba's NRT: an atomic operation
+    each). A task that takes a bundle of twenty arrays pays forty of them per
+    call, and workers that share the bundles bounce their counts' cache
+    lines between the cores. A kernel whose caller holds its arguments for
+    the whole call (a call from Python does) makes them unowned once at the
+    top: below it, a reference count is a test of a null pointer. Nothing
+    unowned may be returned or kept beyond the call.
+    """
+    return value
+
+
+@overload(unowned)
+def _unowned_impl(value):
+    return lambda value: _unowned(value)
