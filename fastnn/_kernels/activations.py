@@ -48,7 +48,7 @@ from fastnn._kernels.codes import (
 from fastnn._kernels.custom import call_slope, call_value
 from fastnn._kernels.fastexp import exp_nonpositive
 from fastnn._kernels.fastmath import as_type_of, expm1_nonpositive, log1p_unit, normal_cdf, tanh_fast
-from fastnn._kernels.views import c_layout, flat
+from fastnn._kernels.views import c_layout, flat, span
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (PyTorch's default)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -218,10 +218,10 @@ def activate_block(values, rows, cols, b, has_bias, code):
     # same order: the same bits
     if has_bias:
         for i in range(rows):
-            row = values[i * cols : (i + 1) * cols]
+            row = span(values, i * cols, cols)
             for j in range(cols):
                 row[j] += b[j]
-    activate_row(values[: rows * cols], b, False, code)
+    activate_row(span(values, 0, rows * cols), b, False, code)
 
 
 @kernel(inline="always")

@@ -480,11 +480,9 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
     # epoch, the first row's position in the epoch, layer, first unit,
     # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py);
     # None: a model without kept slopes (the rest is pruned before compiling).
-    # Narrow rows of a contiguous block are one flat run (activate_block):
-    # besides the vector loop, that saves the row slices, each of which
-    # costs an atomic increment and decrement of the buffer's reference count
-    # (Numba's NRT): in a one-thread fit of 4096 x 64-16-10, a quarter of
-    # the time went to them
+    # Narrow rows of a contiguous block are one flat run (activate_block),
+    # which vectorises however narrow they are; the row loops take spans,
+    # which cost no reference count (views.span)
     if drop is None:
         if ld == cols and cols < NARROW_ROW and code != SOFTMAX:
             activate_block(buf[off : off + rows * cols], rows, cols, b, has_bias, code)
