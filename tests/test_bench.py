@@ -432,3 +432,21 @@ def test_cli_bad_scaling_arguments_exit_1_with_one_line(argv, capsys):
     assert main(["bench", "--no-progress"] + argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("fastnn bench: error:") and err.count("\n") == 1
+
+
+def test_the_report_notes_openblas_kernels_without_avx512_on_a_cpu_with_it():
+    def machine(arch, flags=bench.AVX512_FLAGS, coretype=None, api="openblas"):
+        pool = {"user_api": "blas", "internal_api": api, "version": "0.3.30", "architecture": arch,
+                "num_threads": 2, "filename": "libopenblas.so"}  # fmt: skip
+        return {"cpu_model": "Test CPU", "cpu_count": 2, "thread_pools": [pool], "cpu_flags": sorted(flags),
+                "openblas_coretype": coretype}  # fmt: skip
+
+    note = bench.blas_note(machine("Haswell", coretype="Haswell"))
+    assert "Haswell kernels" in note and "OPENBLAS_CORETYPE=Haswell in the environment" in note
+    assert note in bench._machine_lines(machine("Haswell", coretype="Haswell"))
+    assert "does not know this CPU model" in bench.blas_note(machine("Zen"))
+    for quiet in (machine("SkylakeX"), machine("SapphireRapids"), machine("Haswell", flags={"avx2", "avx512f"}),
+                  machine("Haswell", api="mkl"), machine(None)):  # fmt: skip
+        assert bench.blas_note(quiet) is None
+        assert not any(line.startswith("note:") for line in bench._machine_lines(quiet))
+    assert set(bench.machine_info()["cpu_flags"]) <= bench.AVX512_FLAGS
