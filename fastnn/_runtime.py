@@ -177,6 +177,7 @@ class TiledTrainer:
         n_rows = self.X.shape[0]
         needed = tiled.few_rows_needed(model.layer_sizes, self.batch_size, n_rows, self.work.plan)
         self.work.plan[tiled.P_FEW_ROWS] = few_rows.address(model.params.dtype) if needed else 0
+        self.work.plan[tiled.P_FEW_ROWS_NN] = few_rows.address(model.params.dtype, "nn") if needed else 0
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run`: all of them."""

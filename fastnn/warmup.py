@@ -90,8 +90,9 @@ def _tiled(model, X, Y):
     model._use_optimizer("adam")
     trainer = TiledTrainer(*model._bundles(X, Y, 64, True, codes.OPT_ADAM, hyper))
     trainer.run(2, order, np.empty(2))
-    # the weight gradients of a few rows through wide layers: a callback of their own
+    # a few rows through wide layers (weight gradients, forward products): callbacks of their own
     few_rows.address(model.dtype)
+    few_rows.address(model.dtype, "nn")
 
 
 def _sklearn(dtype, X, labels):

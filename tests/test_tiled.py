@@ -22,7 +22,7 @@ from fastnn._kernels import codes, tiled
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.blas import _block, gemm
 from fastnn._kernels import few_rows
-from fastnn._kernels.few_rows import few_rows_call, few_rows_pays, few_rows_tn
+from fastnn._kernels.few_rows import few_rows_call, few_rows_nn, few_rows_nn_call, few_rows_pays, few_rows_tn
 from fastnn._kernels.train import hyper_array
 from fastnn._runtime import TiledTrainer
 
@@ -119,8 +119,69 @@ def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, ac
 
 
 @kernel
+def _few_rows_nn(m, n, k, A, B, C, accumulate):
+    few_rows_nn(m, n, k, A, B, C, accumulate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", range(10))  # groups of four columns of A and every remainder (and none)
+@pytest.mark.parametrize("m", [1, 2, 5])  # pairs of rows of C, and one left over
+@pytest.mark.parametrize("n", [7, few_rows.NN_COLS + 3])  # one block of columns, and more
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_few_rows_nn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, n, accumulate, rng):
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, n + 6), (5, n + 2)
+    a, b, c = (rng.standard_normal(3000).astype(dtype) for _ in range(3))
+    before = c.copy()
+    product = _block((a, a_off, lda), m, k).astype(np.float64) @ _block((b, b_off, ldb), k, n).astype(np.float64)
+    expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
+    _few_rows_nn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
+    outside = np.ones(c.size, dtype=bool)
+    outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
+    np.testing.assert_array_equal(c[outside], before[outside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_nn_gives_the_same_bits_for_any_cut_into_blocks(dtype, rng):
+    # the tiled runtime's FORWARD tasks cut the product into row and column
+    # tiles; each element must not depend on the cut
+    m, k, n = 7, 9, few_rows.NN_COLS + 20
+    A = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    whole = np.zeros(m * n, dtype)
+    _few_rows_nn(m, n, k, (A.ravel(), 0, k), (B.ravel(), 0, n), (whole, 0, n), False)
+    for rows, cols in [(1, 1), (2, 3), (3, 8), (5, 100), (7, n)]:
+        cut = np.zeros(m * n, dtype)
+        for r0 in range(0, m, rows):
+            for c0 in range(0, n, cols):
+                rr, cc = min(rows, m - r0), min(cols, n - c0)
+                _few_rows_nn(rr, cc, k, (A.ravel(), r0 * k, k), (B.ravel(), c0, n), (cut, r0 * n + c0, n), False)
+        np.testing.assert_array_equal(cut, whole)
+
+
+@kernel
 def _few_rows_call(fn, m, n, k, A, B, C, accumulate):
     few_rows_call(fn, m, n, k, A, B, C, accumulate)
+
+
+@kernel
+def _few_rows_nn_call(fn, m, n, k, A, B, C, accumulate):
+    few_rows_nn_call(fn, m, n, k, A, B, C, accumulate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [0, 3, 4, 9])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_few_rows_nn_callback_gives_the_bits_of_the_loop(dtype, k, accumulate, rng):
+    m, n = 5, 7
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
+    a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
+    direct = c.copy()
+    _few_rows_nn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (direct, c_off, ldc), accumulate)
+    fn = few_rows.address(dtype, "nn")
+    assert fn not in (0, few_rows.address(dtype)) and few_rows.address(dtype, "nn") == fn
+    _few_rows_nn_call(fn, m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    np.testing.assert_array_equal(c, direct)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -182,6 +243,7 @@ def test_tiled_trainer_passes_the_callback_where_blocks_can_be_short(n, batch, n
     trainer = TiledTrainer(*model._bundles(X, Y, batch, False, codes.OPTIMIZER_CODES["adam"], hyper))
     fn = trainer.work.plan[tiled.P_FEW_ROWS]
     assert fn == (few_rows.address(np.float64) if needed else 0)
+    assert trainer.work.plan[tiled.P_FEW_ROWS_NN] == (few_rows.address(np.float64, "nn") if needed else 0)
     history = np.full(2, np.nan)
     assert trainer.run(2, np.empty((0, 0), np.int64), history) == 2 and np.isfinite(history).all()
 

@@ -106,7 +106,7 @@ from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SOFTMAX, SSE
 from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
-from fastnn._kernels.few_rows import few_rows_call, few_rows_pays
+from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
@@ -139,7 +139,8 @@ P_GRAD_COLS = 11  # columns of a GRADIENT block of dW
 P_FEW_ROWS = 12  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
 P_OUT_CHUNK = 13  # parameters per REDUCE task without an L2 term (of the output layer only)
 P_SHARDS = 14  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
-PLAN_SIZE = 15
+P_FEW_ROWS_NN = 15  # the address of few_rows_nn's callback (where P_FEW_ROWS is set); 0: none
+PLAN_SIZE = 16
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE, SHARD, STEP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -336,7 +337,8 @@ def block_rows(batch_size, n_rows, block):
 
 
 def few_rows_needed(layer_sizes, batch_size, n_rows, plan):
-    """Whether some GRADIENT task of these shapes takes `few_rows_tn` (``plan[P_FEW_ROWS]``).
+    """Whether some GRADIENT task of these shapes takes `few_rows_tn` (``plan[P_FEW_ROWS]``), and
+    so some FORWARD task `few_rows_nn` (``plan[P_FEW_ROWS_NN]``).
 
     The hidden layers' weight gradients are made block by block of rows
     (`block_rows`); `few_rows_pays` decides for each block.
@@ -554,8 +556,14 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     r0, c0, rows, cols = tile_at(task, at[2], fan_out, plan[P_ROWS], plan[P_COLS])
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, plan[P_BLOCK]) + r0 * fan_out + c0
-    gemm(rows, cols, fan_in, (src, src_off + r0 * ld, ld), False,
-         (net.params, w_off + c0, fan_out), False, (work.acts, off, fan_out), False)  # fmt: skip
+    a, w, z = (src, src_off + r0 * ld, ld), (net.params, w_off + c0, fan_out), (work.acts, off, fan_out)
+    if few_rows_pays(at[2], fan_in, fan_out) and plan[P_FEW_ROWS_NN] != 0:
+        # a few rows through a wide layer, where BLAS would copy the weights
+        # first (the block's rows and the layer decide: every tile the same;
+        # the address is there whenever a block can be this short)
+        few_rows_nn_call(plan[P_FEW_ROWS_NN], rows, cols, fan_in, a, w, z, False)
+    else:
+        gemm(rows, cols, fan_in, a, False, w, False, z, False)
     has_bias = b_off >= 0
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
