@@ -106,12 +106,19 @@ def _few_rows_tn(m, n, k, A, B, C, accumulate):
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_few_rows_tn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, accumulate, rng):
     n = 7
-    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
+    blocks = (3, 11), (4, 13), (5, 9)
     a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
+    product = _block((a, *blocks[0]), k, m).T.astype(np.float64) @ _block((b, *blocks[1]), k, n).astype(np.float64)
+    _assert_product_on_blocks(_few_rows_tn, m, n, k, blocks, a, b, c, product, accumulate, dtype)
+
+
+def _assert_product_on_blocks(run, m, n, k, blocks, a, b, c, product, accumulate, dtype):
+    # run(m, n, k, A, B, C, accumulate) on the blocks ((offset, ld) of a, b
+    # and c) makes C (+)= product, and leaves the rest of c as it was
+    (a_off, lda), (b_off, ldb), (c_off, ldc) = blocks
     before = c.copy()
-    product = _block((a, a_off, lda), k, m).T.astype(np.float64) @ _block((b, b_off, ldb), k, n).astype(np.float64)
     expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
-    _few_rows_tn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    run(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
     assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
     outside = np.ones(c.size, dtype=bool)
     outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
@@ -129,16 +136,10 @@ def _few_rows_nn(m, n, k, A, B, C, accumulate):
 @pytest.mark.parametrize("n", [7, few_rows.NN_COLS + 3])  # one block of columns, and more
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_few_rows_nn_on_blocks_matches_numpy_and_leaves_the_rest(dtype, k, m, n, accumulate, rng):
-    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, n + 6), (5, n + 2)
+    blocks = (3, 11), (4, n + 6), (5, n + 2)
     a, b, c = (rng.standard_normal(3000).astype(dtype) for _ in range(3))
-    before = c.copy()
-    product = _block((a, a_off, lda), m, k).astype(np.float64) @ _block((b, b_off, ldb), k, n).astype(np.float64)
-    expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
-    _few_rows_nn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
-    assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
-    outside = np.ones(c.size, dtype=bool)
-    outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
-    np.testing.assert_array_equal(c[outside], before[outside])
+    product = _block((a, *blocks[0]), m, k).astype(np.float64) @ _block((b, *blocks[1]), k, n).astype(np.float64)
+    _assert_product_on_blocks(_few_rows_nn, m, n, k, blocks, a, b, c, product, accumulate, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -169,35 +170,23 @@ def _few_rows_nn_call(fn, m, n, k, A, B, C, accumulate):
     few_rows_nn_call(fn, m, n, k, A, B, C, accumulate)
 
 
+@pytest.mark.parametrize("product", ["tn", "nn"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [0, 3, 4, 9])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_few_rows_nn_callback_gives_the_bits_of_the_loop(dtype, k, accumulate, rng):
+def test_few_rows_callbacks_give_the_bits_of_their_loops(product, dtype, k, accumulate, rng):
+    # the tiled kernel calls the loops through their callbacks' addresses:
+    # the same elements, bit for bit, on blocks at offsets, and nothing else
+    loop, call = {"tn": (_few_rows_tn, _few_rows_call), "nn": (_few_rows_nn, _few_rows_nn_call)}[product]
     m, n = 5, 7
     (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
     a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
     direct = c.copy()
-    _few_rows_nn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (direct, c_off, ldc), accumulate)
-    fn = few_rows.address(dtype, "nn")
-    assert fn not in (0, few_rows.address(dtype)) and few_rows.address(dtype, "nn") == fn
-    _few_rows_nn_call(fn, m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
-    np.testing.assert_array_equal(c, direct)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [0, 3, 4, 9])
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_few_rows_callback_gives_the_bits_of_the_loop(dtype, k, accumulate, rng):
-    # the tiled kernel calls the loop through its callback's address: the
-    # same elements, bit for bit, on blocks at offsets, and nothing else
-    m, n = 5, 7
-    (a_off, lda), (b_off, ldb), (c_off, ldc) = (3, 11), (4, 13), (5, 9)
-    a, b, c = (rng.standard_normal(200).astype(dtype) for _ in range(3))
-    direct = c.copy()
-    _few_rows_tn(m, n, k, (a, a_off, lda), (b, b_off, ldb), (direct, c_off, ldc), accumulate)
-    fn = few_rows.address(dtype)
-    assert fn != 0 and few_rows.address(dtype) == fn  # compiled once per dtype
-    _few_rows_call(fn, m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
+    loop(m, n, k, (a, a_off, lda), (b, b_off, ldb), (direct, c_off, ldc), accumulate)
+    fn = few_rows.address(dtype, product)
+    assert fn != 0 and few_rows.address(dtype, product) == fn  # compiled once per dtype
+    assert (fn == few_rows.address(dtype)) == (product == "tn")
+    call(fn, m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
     np.testing.assert_array_equal(c, direct)
 
 

@@ -118,6 +118,28 @@ def b_row(b, b_off, ldb, n, g, row, k):
 
 
 @kernel(inline="always")
+def b_rows(b, b_off, ldb, n, g, k):
+    # the group of four rows of B from row g (see b_row)
+    return (b_row(b, b_off, ldb, n, g, g, k), b_row(b, b_off, ldb, n, g, g + 1, k),
+            b_row(b, b_off, ldb, n, g, g + 2, k), b_row(b, b_off, ldb, n, g, g + 3, k))  # fmt: skip
+
+
+@kernel(inline="always")
+def trivial_product(m, n, k, C, accumulate):
+    # an empty C (nothing to do), or an empty inner dimension (C = 0 unless
+    # accumulating): True when the product is done
+    c, c_off, ldc = C
+    if m == 0 or n == 0:
+        return True
+    if k == 0:
+        if not accumulate:
+            for i in range(m):
+                span(c, c_off + i * ldc, n)[:] = 0
+        return True
+    return False
+
+
+@kernel(inline="always")
 def row_coefficients(a, a_off, lda, i, k, n):
     # A[i, k : k + 4] (row-major A at a_off, lda), zeros past column n - 1
     zero = a.dtype.type(0.0)
@@ -150,12 +172,7 @@ def few_rows_nn(m, n, k, A, B, C, accumulate):
     a, a_off, lda = A
     b, b_off, ldb = B
     c, c_off, ldc = C
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        if not accumulate:
-            for i in range(m):
-                span(c, c_off + i * ldc, n)[:] = 0
+    if trivial_product(m, n, k, C, accumulate):
         return
     for j0 in range(0, n, NN_COLS):
         w = min(NN_COLS, n - j0)
@@ -163,10 +180,7 @@ def few_rows_nn(m, n, k, A, B, C, accumulate):
             r = span(c, c_off + i * ldc + j0, w)
             s = span(c, c_off + (i + 1) * ldc + j0, w) if i + 1 < m else r
             for g in range(0, k, 4):
-                d0 = b_row(b, b_off + j0, ldb, w, g, g, k)
-                d1 = b_row(b, b_off + j0, ldb, w, g, g + 1, k)
-                d2 = b_row(b, b_off + j0, ldb, w, g, g + 2, k)
-                d3 = b_row(b, b_off + j0, ldb, w, g, g + 3, k)
+                d0, d1, d2, d3 = b_rows(b, b_off + j0, ldb, w, g, k)
                 first = g == 0 and not accumulate
                 a_i = row_coefficients(a, a_off, lda, i, g, k)
                 if i + 1 < m:
@@ -186,20 +200,12 @@ def few_rows_tn(m, n, k, A, B, C, accumulate):
     a, a_off, lda = A
     b, b_off, ldb = B
     c, c_off, ldc = C
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        if not accumulate:
-            for i in range(m):
-                span(c, c_off + i * ldc, n)[:] = 0
+    if trivial_product(m, n, k, C, accumulate):
         return
     for i in range(0, m, 2):
         r = span(c, c_off + i * ldc, n)
         for g in range(0, k, 4):
-            d0 = b_row(b, b_off, ldb, n, g, g, k)
-            d1 = b_row(b, b_off, ldb, n, g, g + 1, k)
-            d2 = b_row(b, b_off, ldb, n, g, g + 2, k)
-            d3 = b_row(b, b_off, ldb, n, g, g + 3, k)
+            d0, d1, d2, d3 = b_rows(b, b_off, ldb, n, g, k)
             first = g == 0 and not accumulate
             if i + 1 < m:
                 s = span(c, c_off + (i + 1) * ldc, n)

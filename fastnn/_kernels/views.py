@@ -16,7 +16,9 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 
-def _view(context, builder, src_type, src_value, out_type, dims):
+def _view(context, builder, src_type, src_value, out_type, dims, first=None, owned=True):
+    # a C-contiguous view of `dims` from the source's data (from its element
+    # `first`, an intp, when given); owned=False: holding no reference
     src = context.make_array(src_type)(context, builder, src_value)
     out = context.make_array(out_type)(context, builder)
     intp = context.get_value_type(types.intp)
@@ -30,12 +32,12 @@ def _view(context, builder, src_type, src_value, out_type, dims):
     strides.reverse()
     populate_array(
         out,
-        data=src.data,
+        data=src.data if first is None else builder.gep(src.data, [first]),
         shape=cgutils.pack_array(builder, dims),
         strides=cgutils.pack_array(builder, strides),
         itemsize=src.itemsize,
-        meminfo=src.meminfo,
-        parent=src.parent,
+        meminfo=src.meminfo if owned else cgutils.get_null_value(src.meminfo.type),
+        parent=src.parent if owned else cgutils.get_null_value(src.parent.type),
     )
     return impl_ret_borrowed(context, builder, out_type, out._getvalue())
 
@@ -90,21 +92,9 @@ def _span_view(typingctx, a, start, length):
     sig = out_type(a, start, length)
 
     def codegen(context, builder, signature, args):
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        out = context.make_array(out_type)(context, builder)
         first = context.cast(builder, args[1], signature.args[1], types.intp)
         size = context.cast(builder, args[2], signature.args[2], types.intp)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
-        populate_array(
-            out,
-            data=builder.gep(src.data, [first]),
-            shape=cgutils.pack_array(builder, [size]),
-            strides=cgutils.pack_array(builder, [itemsize]),
-            itemsize=src.itemsize,
-            meminfo=cgutils.get_null_value(out.meminfo.type),
-            parent=cgutils.get_null_value(out.parent.type),
-        )
-        return out._getvalue()
+        return _view(context, builder, signature.args[0], args[0], out_type, [size], first, owned=False)
 
     return sig, codegen
 
