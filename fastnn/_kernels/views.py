@@ -7,6 +7,13 @@ a quarter of a cold compile of the training kernels (measured: 3.2 s of
 their own contiguous buffers into shapes of the same size, so these
 intrinsics build the view directly (same data pointer and owner, C strides)
 and have no error path: the callers guarantee the sizes.
+
+`span` (a row of a buffer) and `unowned` (the arrays of a bundle) make views
+that hold no reference to their memory: every slice made in compiled code,
+and every array passed to a compiled function, otherwise costs an atomic
+increment and decrement of a reference count, which the kernels' row loops
+and task calls paid thousands of times a step. `c_layout` says whether an
+array's compiled type is C-contiguous, so that `flat` of it is a view.
 """
 
 from numba import types
