@@ -23,15 +23,15 @@ s), for the few layers of 131,072 to 262,143 weights that they train.
 
 The forward product has the opposite problem: BLAS packs (copies) the
 whole weight matrix for a product that reads each weight once. `few_rows_nn`
-streams it once. Same machine (Zen 5, OpenBLAS's Haswell kernels), one
-thread, BLAS's time / the loop's: 2.0-5.9x (float64) and 3.1-8.9x (float32)
+streams it from memory once. On the Zen 5 development machine (OpenBLAS's
+Haswell kernels), one thread, BLAS's time / the loop's: 2.0-5.9x (float64) and 3.1-8.9x (float32)
 for 1 to 6 rows through 64-1024, 64-8192, 784-2048 and 256-512; at 8 rows
 1.3-1.6x but 0.91x through 784-2048 in float64, and 2.1-2.4x in float32.
 
-The tiled kernel does not link the loops either: it calls it through its
-address (`few_rows_call`), as a C callback compiled on its own (`address`),
-only for fits whose batches have blocks of a few rows (`few_rows_nn` the
-same way, `few_rows_nn_call`). Linked into the
+The tiled kernel does not link the loops either: it calls them through
+their addresses (`few_rows_call`, `few_rows_nn_call`), as C callbacks
+compiled on their own (`address`), only for fits whose batches have blocks
+of a few rows. Linked into the
 GRADIENT tasks, it was optimised again with every kernel above them and made
 every first fit of the tiled kernel in an empty cache 1.7 s longer (17.9
 against 16.2 s), whether it ran or not. Run as Python (``NUMBA_DISABLE_JIT=1``),
@@ -151,8 +151,9 @@ def row_coefficients(a, a_off, lda, i, k, n):
     return c0, c1, c2, c3
 
 
-# few_rows_nn works on NN_COLS columns of C at a time: two rows of them stay
-# in the first-level cache while every group of four rows of B streams past
+# few_rows_nn works on NN_COLS columns of C at a time: a pair of its rows
+# stays in the first-level cache while the rows of B stream past, four at a
+# time (from memory for the first pair, from cache for the others)
 NN_COLS = 256
 
 
@@ -163,8 +164,9 @@ def few_rows_nn(m, n, k, A, B, C, accumulate):
 
     A forward product of a few rows through a wide layer: BLAS packs ``B``
     (the weights) before it multiplies, a copy of the whole matrix for a
-    product that reads each element once. This streams ``B`` once, four rows
-    at a time, against ``NN_COLS`` columns of ``C``. Each element of ``C``
+    product that reads each element once. This reads ``B`` from memory once,
+    ``NN_COLS`` columns and four rows at a time, against each pair of rows
+    of ``C``. Each element of ``C``
     is the same expression wherever a block of columns starts (groups of four
     terms in order, as in `few_rows_tn`), so any cut of ``C`` into column
     tiles gets the same bits.
