@@ -218,9 +218,7 @@ def activate_block(values, rows, cols, b, has_bias, code):
     # same order: the same bits
     if has_bias:
         for i in range(rows):
-            row = span(values, i * cols, cols)
-            for j in range(cols):
-                row[j] += b[j]
+            activate_row(span(values, i * cols, cols), b, True, IDENTITY)  # (the bias alone)
     activate_row(span(values, 0, rows * cols), b, False, code)
 
 

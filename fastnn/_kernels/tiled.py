@@ -94,17 +94,10 @@ from collections import namedtuple
 import numpy as np
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import (
-    NARROW_ROW,
-    activate_block,
-    activate_row,
-    activate_row_keep,
-    derivative_row,
-    times_kept,
-)
+from fastnn._kernels.activations import activate_row, activate_row_keep, bias_activate, derivative_row, times_kept
 from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
-from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SOFTMAX, SSE
+from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
 from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, few_rows_pays
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
@@ -432,11 +425,11 @@ def tile_at(task, n_rows, n_cols, tile_rows, tile_cols):
     # rows a worker for more, was 5% faster on one thread (A, B and C, float64)
     # and up to 2-18% on two (A; C 1%, B none): BLAS packs the shared operand
     # once a call. But BLAS may round a product differently when it is cut
-    # otherwise. OpenBLAS 0.3.30's Haswell kernels (which it takes on a Zen 5
-    # CPU) gave other float32 bits for 4-10% of the elements of a product in
-    # tiles than in one call or in two bands (1024 x 784 @ 784 x 2048 in
-    # tiles of 256 x 1024: 5%); its SkylakeX kernels gave the same bits, but
-    # not below about 10^6 multiply-adds. Bits that must not depend on the
+    # otherwise. OpenBLAS 0.3.30's Haswell kernels (on a Zen 5 CPU whose
+    # environment sets OPENBLAS_CORETYPE=Haswell) gave other float32 bits for
+    # 4-10% of the elements of a product in tiles than in one call or in two
+    # bands (1024 x 784 @ 784 x 2048 in tiles of 256 x 1024: 5%); its SkylakeX
+    # kernels gave the same bits, but not below about 10^6 multiply-adds. Bits that must not depend on the
     # number of threads cannot depend on such a property of a BLAS build.
     across = ceil_div(n_cols, tile_cols)
     r0, c0 = task // across * tile_rows, task % across * tile_cols
@@ -482,12 +475,12 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
     # epoch, the first row's position in the epoch, layer, first unit,
     # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py);
     # None: a model without kept slopes (the rest is pruned before compiling).
-    # Narrow rows of a contiguous block are one flat run (activate_block),
-    # which vectorises however narrow they are; the row loops take spans,
-    # which cost no reference count (views.span)
+    # A contiguous block (ld == cols) goes to bias_activate, which takes
+    # narrow rows as one flat run; the row loops take spans, which cost no
+    # reference count (views.span)
     if drop is None:
-        if ld == cols and cols < NARROW_ROW and code != SOFTMAX:
-            activate_block(buf[off : off + rows * cols], rows, cols, b, has_bias, code)
+        if ld == cols:
+            bias_activate(as_matrix(span(buf, off, rows * cols), rows, cols), b, has_bias, code)
             return
         for i in range(rows):
             activate_row(span(buf, off + i * ld, cols), b, has_bias, code)
