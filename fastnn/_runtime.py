@@ -39,7 +39,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from fastnn._kernels.bundles import Data, Net, Optim
-from fastnn._threads import TwinRunner, blas_single_thread
+from fastnn._threads import TwinRunner, blas_architecture, blas_single_thread
 
 _pool = {"pid": None, "executor": None, "size": 0, "lock": threading.Lock()}
 
@@ -107,6 +107,15 @@ def _net(model):
     return Net(model.params, model.layout, np.int64(model.output_code), np.int64(model.loss_code), extras)
 
 
+def _shard_rows(counts, shards_of):
+    """Row counts of the shards of batches of ``counts`` rows, each cut into ``shards_of(rows)`` shards."""
+    out = set()
+    for nb in counts:
+        shards = shards_of(nb)
+        out.update(((s + 1) * nb) // shards - (s * nb) // shards for s in range(shards))
+    return out
+
+
 def _optim(optimizer):
     """The kernels' `Optim` of ``optimizer`` (without ``control``: zeros, no stopping rule)."""
     from fastnn._kernels.train import CONTROL_SIZE
@@ -147,7 +156,8 @@ class TiledTrainer:
     """
 
     def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None, shards=0):
-        from fastnn._kernels import few_rows, tiled
+        from fastnn._kernels import tiled
+        from fastnn._kernels.few_rows import with_loops
 
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
@@ -173,11 +183,21 @@ class TiledTrainer:
             cached = (key, work)
             workspace["tiled"] = cached
         self.work = cached[1]
-        # the few-rows loop, compiled on its own, where a block of the batches can be short
-        n_rows = self.X.shape[0]
-        needed = tiled.few_rows_needed(model.layer_sizes, self.batch_size, n_rows, self.work.plan)
-        self.work.plan[tiled.P_FEW_ROWS] = few_rows.address(model.params.dtype) if needed else 0
-        self.work.plan[tiled.P_FEW_ROWS_NN] = few_rows.address(model.params.dtype, "nn") if needed else 0
+        # the few-rows loops, for the products of the blocks of rows this fit's
+        # tasks take: blocks of layer phases through the hidden layers (the
+        # output layer's products are BLAS's), shards of a plan of shards
+        # through every layer
+        plan = self.work.plan
+        counts = tiled.block_rows(self.batch_size, self.X.shape[0], plan[tiled.P_BLOCK])
+        if plan[tiled.P_SHARDS] > 0:
+            shards_for = getattr(tiled.shards_for, "py_func", tiled.shards_for)
+            rows = _shard_rows(counts, lambda nb: shards_for(plan, nb))
+            layers = None
+        else:
+            rows, layers = counts, range(len(model.layer_sizes) - 2)
+        self.net = self.net._replace(
+            layout=with_loops(model.layout, model.params.dtype, rows, blas_architecture(), layers)
+        )
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run`: all of them."""
@@ -213,6 +233,7 @@ class TwinTrainer:
 
     def __init__(self, model, optimizer, batches, workspace=None, parallel_ok=False):
         from fastnn._kernels import train as kt
+        from fastnn._kernels.few_rows import with_loops
 
         X, Y, weights, batch_size, use_order = batches
         dtype = model.params.dtype
@@ -226,6 +247,13 @@ class TwinTrainer:
             buffers = (shape, work)
             workspace["shards"] = buffers
         self.net, self.optim, self.work = _net(model), _optim(optimizer), buffers[1]
+        # the few-rows loops, for the shards of this fit's batches (of which
+        # only batches of fewer than 2 * train.MIN_SHARD_ROWS rows have one
+        # shard, and so can have few rows)
+        n_rows = X.shape[0]
+        counts = {min(batch_size, n_rows), n_rows % batch_size} - {0}
+        rows = _shard_rows(counts, kt.shards_of)
+        self.net = self.net._replace(layout=with_loops(model.layout, dtype, rows, blas_architecture()))
         self.data = Data(X, Y, weights, None, bool(use_order), np.int64(batch_size))
         self._parallel = False
 

@@ -189,6 +189,33 @@ SINGLE_THREAD_MACS = 1 << 22
 _blas = {"lock": threading.Lock(), "depth": 0, "limiter": None, "controller": None}
 
 
+def blas_architecture():
+    """The kernel set of the OpenBLAS the kernels call (threadpoolctl's
+    ``architecture``, lower case: ``"haswell"``, ``"skylakex"``, ...), or
+    None when that is not known: another BLAS, several that differ, or no
+    threadpoolctl. Read once per process (``OPENBLAS_CORETYPE`` is read when
+    OpenBLAS loads)."""
+    with _blas["lock"]:
+        if "architecture" not in _blas:
+            _blas["architecture"] = _read_blas_architecture()
+        return _blas["architecture"]
+
+
+def _read_blas_architecture():
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call)
+        from threadpoolctl import threadpool_info
+
+        blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    except Exception:  # pragma: no cover - threadpoolctl missing or unable
+        return None
+    kinds = {(lib.get("internal_api"), str(lib.get("architecture") or "").lower()) for lib in blas}
+    if len(kinds) != 1:
+        return None
+    api, architecture = kinds.pop()
+    return architecture if api == "openblas" and architecture else None
+
+
 def large_products(layer_units, rows):
     """Whether the largest matrix product of a step has ``SINGLE_THREAD_MACS`` multiply-adds or more."""
     return rows * max(a * b for a, b in zip(layer_units[:-1], layer_units[1:])) >= SINGLE_THREAD_MACS

@@ -25,8 +25,9 @@ from fastnn._kernels.activations import (
     times_kept,
 )
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
-from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
-from fastnn._kernels.views import as_matrix
+from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, loop_at
+from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, NN_ROWS, TN_ROWS, W_OFF
+from fastnn._kernels.views import as_matrix, c_layout, flat
 from fastnn._kernels.codes import (
     IDENTITY,
     LEAKY_RELU,
@@ -122,6 +123,29 @@ def matmul_nt(A, B, out):
                 acc += A[i, p] * B[j, p]
             out[i, j] = acc
     return out
+
+
+@kernel(inline="always")
+def product(A, B, out, fn):
+    # out = A @ B, by the few-rows loop at address fn (few_rows.loop_at), or
+    # by matmul when fn is 0
+    if fn != 0 and c_layout(A):
+        m, k = A.shape
+        n = B.shape[1]
+        few_rows_nn_call(fn, m, n, k, (flat(A), 0, k), (flat(B), 0, n), (flat(out), 0, n), False)
+    else:
+        matmul(A, B, out)
+
+
+@kernel(inline="always")
+def product_tn(A, B, out, fn):
+    # out = A.T @ B, by the few-rows loop at address fn, or by matmul_tn when fn is 0
+    if fn != 0 and c_layout(A):
+        rows, m = A.shape
+        n = B.shape[1]
+        few_rows_call(fn, m, n, rows, (flat(A), 0, m), (flat(B), 0, n), (flat(out), 0, n), False)
+    else:
+        matmul_tn(A, B, out)
 
 
 @kernel(inline="always")
@@ -234,7 +258,7 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
         b_off = layout[layer, B_OFF]
         W = as_matrix(params[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
         Z = as_matrix(acts[off : off + nb * fan_out], nb, fan_out)
-        matmul(prev, W, Z)
+        product(prev, W, Z, loop_at(layout, layer, nb, NN_ROWS))
         code = output_code if layer == n_layers - 1 else layout[layer, CODE]
         # one call site, one specialisation (the two branches compiled two)
         b = params[b_off : b_off + fan_out] if b_off >= 0 else params[0:0]
@@ -313,11 +337,11 @@ def backward(X, params, layout, acts, deltas, grads, drop):
         off -= nb * fan_out
         D = as_matrix(deltas[off : off + nb * fan_out], nb, fan_out)
         gW = as_matrix(grads[w_off : w_off + fan_in * fan_out], fan_in, fan_out)
+        fn = loop_at(layout, layer, nb, TN_ROWS)
         if layer == 0:
-            matmul_tn(X, D, gW)
+            product_tn(X, D, gW, fn)
         else:
-            prev = as_matrix(acts[off - nb * fan_in : off], nb, fan_in)
-            matmul_tn(prev, D, gW)
+            product_tn(as_matrix(acts[off - nb * fan_in : off], nb, fan_in), D, gW, fn)
         if b_off >= 0 and not bias_done:
             gb = grads[b_off : b_off + fan_out]
             for j in range(fan_out):

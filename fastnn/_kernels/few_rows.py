@@ -1,41 +1,41 @@
-"""A batch of a few rows through a wide layer without BLAS: the weight
-gradient ``dW = A.T @ D`` (`few_rows_tn`) and the forward product ``Z = A @ W``
+"""A batch of a few rows through a layer without BLAS: the weight gradient
+``dW = A.T @ D`` (`few_rows_tn`) and the forward product ``Z = A @ W``
 (`few_rows_nn`).
 
 With an inner dimension of a few rows, ``dW`` is a sum of a few outer
 products: each element costs a handful of multiply-adds, and the product is
-bound by writing ``dW`` once. SciPy's OpenBLAS is slow on these shapes: it
-packs its operands for a blocked product that has nothing to block. On the
-development machine (AMD EPYC, Zen 4, one thread), ``(4 x 64).T @ (4 x 8192)``
-took 230-330 us in float64 and 180-245 us in float32 through BLAS, against
-130-150 and 65-75 us with `few_rows_tn`, which streams two rows of ``dW`` at a
-time against four rows of ``D`` (a vectorised loop over the columns). BLAS
-stays faster from about 12 rows, and where ``dW`` is narrow or small enough
-to stay in cache (`few_rows_pays`).
+bound by writing ``dW`` once. The forward product of a few rows reads each
+weight once. BLAS packs (copies) its operands before it multiplies, a copy
+as large as the product itself here. `few_rows_tn` streams two rows of
+``dW`` at a time against four rows of ``D``, and `few_rows_nn` a pair of
+rows of ``Z`` against four rows of ``W`` at a time (vectorised loops over
+the columns).
+
+Where that pays depends on the layer and on the BLAS (`loop_rows`, with the
+measurements at `FEW_ROWS`): through wide layers on any BLAS; through
+smaller ones on OpenBLAS's Haswell kernels, which pack every operand
+however small the product, but not on its AVX-512 kernels, which multiply
+small products without packing. The Python side decides per fit and writes
+the decision into the fit's copy of the layout (`with_loops`: each layer's
+most rows and the loops' addresses); the kernels read it (`loop_at`). Both
+training kernels take the loops that way: the tiled kernel's FORWARD and
+GRADIENT tasks, and the forward and backward passes (``fastnn._kernels.dense``)
+of the two-shard kernel and of a plan of shards.
 
 Each element is computed by the same expression wherever its block starts or
-ends, and in a fixed order over the batch's rows (four at a time, each four
-added to what the element holds), so the tiled runtime, which cuts ``dW``
-into blocks, gets the same bits for any cut (``fastnn._kernels.tiled``'s
-GRADIENT tasks). The small-layer twins keep BLAS's product: compiled into
-them, this loop added 1.6 s to a first fit in an empty cache (14.3 to 15.9
-s), for the few layers of 131,072 to 262,143 weights that they train.
+ends, and in a fixed order over the inner dimension (four terms at a time,
+each four added to what the element holds), so the tiled runtime, which
+cuts the products into blocks, gets the same bits for any cut, and so for
+any number of threads.
 
-The forward product has the opposite problem: BLAS packs (copies) the
-whole weight matrix for a product that reads each weight once. `few_rows_nn`
-streams it from memory once. On the Zen 5 development machine (OpenBLAS's
-Haswell kernels), one thread, BLAS's time / the loop's: 2.0-5.9x (float64) and 3.1-8.9x (float32)
-for 1 to 6 rows through 64-1024, 64-8192, 784-2048 and 256-512; at 8 rows
-1.3-1.6x but 0.91x through 784-2048 in float64, and 2.1-2.4x in float32.
-
-The tiled kernel does not link the loops either: it calls them through
-their addresses (`few_rows_call`, `few_rows_nn_call`), as C callbacks
-compiled on their own (`address`), only for fits whose batches have blocks
-of a few rows. Linked into the
-GRADIENT tasks, it was optimised again with every kernel above them and made
-every first fit of the tiled kernel in an empty cache 1.7 s longer (17.9
-against 16.2 s), whether it ran or not. Run as Python (``NUMBA_DISABLE_JIT=1``),
-`few_rows_call` calls `few_rows_tn` itself.
+No kernel links the loops: they are called through their addresses
+(`few_rows_call`, `few_rows_nn_call`), as C callbacks compiled on their own
+(`address`), only for fits that take them. Linked into the tiled kernel's
+GRADIENT tasks, the gradient loop was optimised again with every kernel
+above them and made every first fit of the tiled kernel in an empty cache
+1.7 s longer (17.9 against 16.2 s), whether it ran or not; linked into the
+two-shard kernel, 1.6 s (14.3 to 15.9 s). Run as Python
+(``NUMBA_DISABLE_JIT=1``), the calls run the loops themselves.
 """
 
 import threading
@@ -47,26 +47,75 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from fastnn._kernels._jit import OPTIONS, kernel
+from fastnn._kernels.layout import FAN_IN, FAN_OUT, NN_ROWS, TN_ROWS
 from fastnn._kernels.views import span
 
-# A gradient of at most FEW_ROWS rows, at least FEW_COLS columns and
-# FEW_SIZE elements takes `few_rows_tn` (see `few_rows_pays`). Measured on
-# the development machine, one thread, BLAS's time / few_rows_tn's: 8 rows
-# still 1.2-2.2x, 12 rows 0.8x (64 x 8192); narrow or cache-resident
-# gradients are BLAS's: 0.2-0.8x at 10 and 64 columns, 0.6-1.6x at 64 x 1024,
-# 1.2-1.9x at 64 x 2048 and 256 x 512 (131,072 elements).
+# Which products take the loops (`loop_rows`). BLAS's time / the loops', one
+# thread, on the Zen 5 development machine:
+# - wide layers (at least FEW_COLS units and FEW_SIZE weights): 1.0-6.9x for
+#   1 to 8 rows through 64-8192, 784-2048 and 256-1024 with OpenBLAS's Haswell
+#   kernels (but 0.93-0.98x for the gradient of 4 or 8 rows through 784-2048
+#   and 256-1024), 1.0-4.9x with its SkylakeX kernels at 1 to 4 rows (at 8
+#   rows in float64: 0.7-1.0x); on the Zen 4 machine before it, the gradient
+#   of 8 rows 1.2-2.2x and of 12 rows 0.8x (64 x 8192);
+# - smaller layers: OpenBLAS's Haswell kernels (which its Zen kernels are)
+#   pack every operand, however small the product: 1.2-12x for 1 to 8 rows
+#   through 16-64, 64-100, 784-100, 100-256, 64-256, 64-512 and 64-1024 (both
+#   dtypes, both products), but BLAS is faster where a layer has fewer than
+#   NARROW_COLS units (0.2-0.9x at 10 and 16). The SkylakeX kernels (for
+#   AVX-512) multiply small products without packing: there BLAS's forward
+#   product is faster (0.4-0.7x at 4 rows), and so is the gradient through
+#   fewer than FEW_COLS units (0.5-0.8x), but the gradient through FEW_COLS or
+#   more takes the loop up to SMALL_TN_ROWS rows (64-512, 64-1024 and
+#   256-512: 2.7-3.7x in float64, 0.8-5.2x in float32, at 4 rows).
+# The rule depends on the layer and the BLAS, never on how a product is cut:
+# every block of a layer's product takes the same path, for any number of
+# threads.
 FEW_ROWS = 8
 FEW_COLS = 512
 FEW_SIZE = 1 << 17
+NARROW_COLS = 64
+SMALL_TN_ROWS = 4
+PACKING_KERNELS = frozenset({"haswell", "zen"})  # OpenBLAS kernel sets without a small-product path
+
+
+def loop_rows(fan_in, fan_out, architecture):
+    """``(nn, tn)``: the most rows of a block whose forward product (`few_rows_nn`) and
+    weight gradient (`few_rows_tn`) through a ``fan_in x fan_out`` layer take the loops,
+    0 where BLAS is faster, with the OpenBLAS kernel set ``architecture`` (lower case;
+    None: unknown, taken as one with a small-product path). See `FEW_ROWS`."""
+    if fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE:
+        return FEW_ROWS, FEW_ROWS
+    if architecture in PACKING_KERNELS and fan_out >= NARROW_COLS:
+        return FEW_ROWS, FEW_ROWS
+    if fan_out >= FEW_COLS:
+        return 0, SMALL_TN_ROWS
+    return 0, 0
+
+
+def with_loops(layout, dtype, rows, architecture, layers=None):
+    """``layout`` with the few-rows columns (``NN_ROWS``, ``NN_FN``, ``TN_ROWS``,
+    ``TN_FN`` of ``fastnn._kernels.layout``) filled for a fit whose products
+    through ``layers`` (default: all) have the row counts ``rows``: a copy, or
+    ``layout`` itself when none takes a loop. A loop's callback is compiled
+    (`address`) only for a fit that takes it.
+    """
+    out = layout
+    for layer in range(layout.shape[0]) if layers is None else layers:
+        limits = loop_rows(int(layout[layer, FAN_IN]), int(layout[layer, FAN_OUT]), architecture)
+        for column, limit, product in zip((NN_ROWS, TN_ROWS), limits, ("nn", "tn")):
+            if limit > 0 and any(0 < r <= limit for r in rows):
+                out = layout.copy() if out is layout else out
+                out[layer, column], out[layer, column + 1] = limit, address(dtype, product)
+    return out
 
 
 @kernel(inline="always")
-def few_rows_pays(rows, fan_in, fan_out):
-    # the weight gradient of a layer (fan_in x fan_out) over `rows` rows is
-    # made faster by few_rows_tn than by BLAS. The layer's shape decides, not
-    # a block's, so that every cut of the gradient into blocks takes the same
-    # path (and gets the same bits)
-    return rows <= FEW_ROWS and fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE
+def loop_at(layout, layer, rows, column):
+    # the address of the few-rows loop that a product of `rows` rows through
+    # `layer` takes (column: NN_ROWS or TN_ROWS, followed by the loop's
+    # address; see with_loops), 0: BLAS's
+    return layout[layer, column + 1] if rows <= layout[layer, column] else np.int64(0)
 
 
 @kernel(inline="always")

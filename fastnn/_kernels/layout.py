@@ -19,6 +19,11 @@ Parameters live in one flat array; ``layout`` is an int64 array of shape
   the addresses of its compiled function and derivative in the model's
   dtype (``fastnn._kernels.custom``); 0 otherwise. They are valid in this
   process only: models fill them again when unpickled.
+* ``NN_ROWS``, ``NN_FN`` and ``TN_ROWS``, ``TN_FN``: the most rows of a
+  block whose forward product (``A @ W``) and weight gradient (``A.T @ D``)
+  through the layer take the few-rows loops, and the addresses of those
+  loops (``fastnn._kernels.few_rows``); 0 (BLAS) in a model's own layout.
+  A fit fills them in a copy of it (`few_rows.with_loops`), for its batches.
 
 Putting the activation of each layer in the layout lets every kernel take
 per-layer activations without one more argument. Built in Python by `build`,
@@ -29,8 +34,8 @@ import numpy as np
 
 from fastnn._kernels.codes import KEPT
 
-FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP, FN, DFN = range(9)
-COLUMNS = 9
+FAN_IN, FAN_OUT, W_OFF, B_OFF, CODE, KEEP, DROP, FN, DFN, NN_ROWS, NN_FN, TN_ROWS, TN_FN = range(13)
+COLUMNS = 13
 DROP_BITS = 32
 
 
@@ -68,6 +73,7 @@ def build(layer_sizes, layer_codes, bias=True, weights_first=False, dropout=None
         layout[i, KEEP] = 1 if hidden and (int(layer_codes[i]) in KEPT or layout[i, DROP] > 0) else 0
         pair = functions[i] if (hidden and functions is not None) else None
         layout[i, FN], layout[i, DFN] = pair if pair is not None else (0, 0)
+        layout[i, NN_ROWS : TN_FN + 1] = 0
     if bias and weights_first:
         for i in range(n_layers):
             layout[i, B_OFF] = off

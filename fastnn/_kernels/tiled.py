@@ -99,9 +99,9 @@ from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
-from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, few_rows_pays
+from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, loop_at
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
-from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, W_OFF
+from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, NN_ROWS, TN_ROWS, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
     C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_step, batch_norm_of, end_of_epoch, momentum_step,
@@ -129,11 +129,9 @@ P_BLOCK = 8  # rows of a block: a batch runs forward and backward block by block
 P_GROUP_TILES = 9  # least OUTPUT tiles per group (see output_groups)
 P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
 P_GRAD_COLS = 11  # columns of a GRADIENT block of dW
-P_FEW_ROWS = 12  # the address of few_rows_tn's callback (see few_rows_needed); 0: none
-P_OUT_CHUNK = 13  # parameters per REDUCE task without an L2 term (of the output layer only)
-P_SHARDS = 14  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
-P_FEW_ROWS_NN = 15  # the address of few_rows_nn's callback (where P_FEW_ROWS is set); 0: none
-PLAN_SIZE = 16
+P_OUT_CHUNK = 12  # parameters per REDUCE task without an L2 term (of the output layer only)
+P_SHARDS = 13  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
+PLAN_SIZE = 14
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE, SHARD, STEP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -329,18 +327,6 @@ def block_rows(batch_size, n_rows, block):
     return counts
 
 
-def few_rows_needed(layer_sizes, batch_size, n_rows, plan):
-    """Whether some GRADIENT task of these shapes takes `few_rows_tn` (``plan[P_FEW_ROWS]``), and
-    so some FORWARD task `few_rows_nn` (``plan[P_FEW_ROWS_NN]``).
-
-    The hidden layers' weight gradients are made block by block of rows
-    (`block_rows`); `few_rows_pays` decides for each block.
-    """
-    pays = getattr(few_rows_pays, "py_func", few_rows_pays)
-    hidden = list(zip(layer_sizes[:-2], layer_sizes[1:-1]))
-    return any(pays(r, a, b) for r in block_rows(batch_size, n_rows, plan[P_BLOCK]) for a, b in hidden)
-
-
 def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan=None, keep=False,
               weighted=False, shards=0):  # fmt: skip
     """A `Work` bundle (buffers allocated once per fit) for ``workers`` threads.
@@ -354,7 +340,7 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
     """
     if plan is None:
         plan = make_plan(layer_sizes, batch_size, np.dtype(dtype).itemsize, shards=shards, workers=workers)
-    plan = plan.copy()  # (its P_FEW_ROWS is the fit's: see few_rows_needed)
+    plan = plan.copy()  # (the workspace's own)
     fan_in, fan_out = layer_sizes[-2], layer_sizes[-1]
     rows = batch_size if use_order else 0
     acts = plan[P_BLOCK] * int(sum(layer_sizes[1:]))
@@ -550,11 +536,11 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     off = act_offset(net.layout, layer, plan[P_BLOCK]) + r0 * fan_out + c0
     a, w, z = (src, src_off + r0 * ld, ld), (net.params, w_off + c0, fan_out), (work.acts, off, fan_out)
-    if few_rows_pays(at[2], fan_in, fan_out) and plan[P_FEW_ROWS_NN] != 0:
-        # a few rows through a wide layer, where BLAS would copy the weights
-        # first (the block's rows and the layer decide: every tile the same;
-        # the address is there whenever a block can be this short)
-        few_rows_nn_call(plan[P_FEW_ROWS_NN], rows, cols, fan_in, a, w, z, False)
+    fn = loop_at(net.layout, layer, at[2], NN_ROWS)
+    if fn != 0:
+        # a few rows, where BLAS would copy the weights first (the block's
+        # rows and the layer decide: every tile takes the same path)
+        few_rows_nn_call(fn, rows, cols, fan_in, a, w, z, False)
     else:
         gemm(rows, cols, fan_in, a, False, w, False, z, False)
     has_bias = b_off >= 0
@@ -635,10 +621,10 @@ def gradient_task(net, data, work, layer, task, at):
     src, src_off, ld = input_block(net, data, work, layer, start, b0)
     d_off = act_offset(net.layout, layer, plan[P_BLOCK]) + c0
     a, d, g = (src, src_off + p0, ld), (work.acts, d_off, fan_out), (work.grads, w_off + p0 * fan_out + c0, fan_out)
-    if few_rows_pays(nr, fan_in, fan_out) and plan[P_FEW_ROWS] != 0:
-        # a few outer products, where BLAS is slow (the address is there
-        # whenever a block can be this short: see few_rows_needed)
-        few_rows_call(plan[P_FEW_ROWS], pc, cc, nr, a, d, g, b0 > 0)
+    fn = loop_at(net.layout, layer, nr, TN_ROWS)
+    if fn != 0:
+        # a few outer products, where BLAS is slow (see few_rows.loop_rows)
+        few_rows_call(fn, pc, cc, nr, a, d, g, b0 > 0)
     else:
         gemm(pc, cc, nr, a, True, d, False, g, b0 > 0)
     if b_off >= 0 and p0 == 0:
