@@ -107,6 +107,15 @@ def _net(model):
     return Net(model.params, model.layout, np.int64(model.output_code), np.int64(model.loss_code), extras)
 
 
+def layout_with_loops(layout, dtype, rows, layers=None):
+    """``layout`` with the few-rows loops for products of ``rows`` rows (an iterable of row
+    counts) through ``layers`` (default: all), on this process's BLAS
+    (``fastnn._kernels.few_rows.with_loops``): for the training kernels and for prediction."""
+    from fastnn._kernels.few_rows import with_loops
+
+    return with_loops(layout, dtype, rows, blas_architecture(), layers)
+
+
 def _shard_rows(counts, shards_of):
     """Row counts of the shards of batches of ``counts`` rows, each cut into ``shards_of(rows)`` shards."""
     out = set()
@@ -157,7 +166,6 @@ class TiledTrainer:
 
     def __init__(self, model, optimizer, batches, workspace=None, workers=None, plan=None, shards=0):
         from fastnn._kernels import tiled
-        from fastnn._kernels.few_rows import with_loops
 
         self._tiled = tiled
         self.workers = worker_count() if workers is None else int(workers)
@@ -195,9 +203,7 @@ class TiledTrainer:
             layers = None
         else:
             rows, layers = counts, range(len(model.layer_sizes) - 2)
-        self.net = self.net._replace(
-            layout=with_loops(model.layout, model.params.dtype, rows, blas_architecture(), layers)
-        )
+        self.net = self.net._replace(layout=layout_with_loops(model.layout, model.params.dtype, rows, layers))
 
     def next_chunk(self, epochs):
         """Epochs of the next call of `run`: all of them."""
@@ -233,7 +239,6 @@ class TwinTrainer:
 
     def __init__(self, model, optimizer, batches, workspace=None, parallel_ok=False):
         from fastnn._kernels import train as kt
-        from fastnn._kernels.few_rows import with_loops
 
         X, Y, weights, batch_size, use_order = batches
         dtype = model.params.dtype
@@ -253,7 +258,7 @@ class TwinTrainer:
         n_rows = X.shape[0]
         counts = {min(batch_size, n_rows), n_rows % batch_size} - {0}
         rows = _shard_rows(counts, kt.shards_of)
-        self.net = self.net._replace(layout=with_loops(model.layout, dtype, rows, blas_architecture()))
+        self.net = self.net._replace(layout=layout_with_loops(model.layout, dtype, rows))
         self.data = Data(X, Y, weights, None, bool(use_order), np.int64(batch_size))
         self._parallel = False
 

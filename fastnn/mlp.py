@@ -7,7 +7,7 @@ import numpy as np
 from fastnn import _validation as v
 from fastnn.activation import Activation
 from fastnn._driver import Driver, no_order
-from fastnn._runtime import Batches, Model, Optimizer
+from fastnn._runtime import Batches, Model, Optimizer, layout_with_loops
 from fastnn._kernels import codes
 
 # hidden activations (fastnn._kernels.activations: value and slope tables)
@@ -299,11 +299,20 @@ class MLP:
         ndarray of shape (n_samples, n_outputs), in the model's dtype.
         """
         from fastnn._kernels.dense import extras_of, forward
-
         X = self._check_X(X)
         out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
-        out = forward(X, self._params, self._layout, out_act, acts, acts[:0], extras_of(self._layout))
+        # a few rows take the few-rows loops where they pay (fastnn._kernels.few_rows;
+        # one row takes BLAS's gemv, see dense.product); such a layout is kept,
+        # since it took microseconds to make
+        layout = self._layout
+        if X.shape[0] > 1:
+            layout = self._workspace.get(("predict", X.shape[0]))
+            if layout is None:
+                layout = layout_with_loops(self._layout, self.dtype, (X.shape[0],))
+                if layout is not self._layout:
+                    self._workspace[("predict", X.shape[0])] = layout
+        out = forward(X, self._params, layout, out_act, acts, acts[:0], extras_of(self._layout))
         return out.copy()
 
     def loss_and_gradients(self, X, y, alpha=0.0):

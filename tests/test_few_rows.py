@@ -4,9 +4,11 @@ The loops themselves are checked against NumPy on blocks in test_tiled.py;
 here: the rule (`loop_rows`, by layer and BLAS), the layout columns a fit
 gets (`with_loops`), the forward and backward passes of the two-shard
 kernel through those columns (the loops' own bits, and the reference's
-numbers), a fit of a few rows on either rule, and how the BLAS's kernel set
-is read.
+numbers), a fit of a few rows on either rule, predictions of a few rows,
+and how the BLAS's kernel set is read.
 """
+
+import warnings
 
 import numpy as np
 import pytest
@@ -101,7 +103,8 @@ def _tn(m, n, k, A, B, C):
 def test_the_dense_passes_give_the_loops_bits_where_the_layout_says(dtype, rows, rng):
     # identity layers without bias, so that the activations are the forward
     # products and the gradients the weight products: with the loops'
-    # columns filled, each is the loop's result, bit for bit
+    # columns filled, each is the loop's result, bit for bit (but the forward
+    # product of one row, which BLAS's gemv makes faster: dense.product)
     sizes = [5, 70, 66]
     layout, n_params = build(sizes, [codes.IDENTITY, codes.IDENTITY], bias=False)
     params = rng.standard_normal(n_params).astype(dtype) / 4
@@ -113,7 +116,7 @@ def test_the_dense_passes_give_the_loops_bits_where_the_layout_says(dtype, rows,
     W1, W2 = params[: 5 * 70], params[5 * 70 :]
     A1, A2 = acts[: rows * 70], acts[rows * 70 :]
     D1, D2 = deltas[: rows * 70], deltas[rows * 70 : rows * (70 + 66)]
-    for m, n, k, A, B, C in [(rows, 70, 5, X.ravel(), W1, A1), (rows, 66, 70, A1, W2, A2)]:
+    for m, n, k, A, B, C in [(rows, 70, 5, X.ravel(), W1, A1), (rows, 66, 70, A1, W2, A2)] * (rows > 1):
         expected = np.empty(m * n, dtype)
         _nn(m, n, k, (A, 0, k), (B, 0, n), (expected, 0, n))
         np.testing.assert_array_equal(C, expected)
@@ -197,3 +200,37 @@ def test_the_blas_kernel_set_is_read_from_threadpoolctl(libraries, expected, mon
     info.append({"user_api": "openmp", "internal_api": "openmp", "architecture": None})
     monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: info)
     assert _threads._read_blas_architecture() == expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_prediction_of_a_few_rows_takes_the_loops_and_matches_the_reference(dtype, monkeypatch):
+    # 2 to 8 rows through 64-256-10 on a packing BLAS: the loops' layout,
+    # kept for the next prediction of as many rows; one row (BLAS's gemv)
+    # and 9 rows do not take them; every prediction matches the reference
+    monkeypatch.setattr(_runtime, "blas_architecture", lambda: "haswell")
+    rng = np.random.default_rng(6)
+    model = MLP([64, 256, 10], activation="tanh", dtype=dtype, random_state=2)
+    X = rng.standard_normal((9, 64)).astype(dtype)
+    for rows in (1, 4, 4, 9):
+        got = model.predict(X[:rows])
+        expected = ref.forward(X[:rows], model.weights, model.biases, ["tanh"], "sigmoid")[-1]
+        assert_close(got, expected, dtype)
+    kept = model._workspace[("predict", 4)]
+    assert kept[0, NN_ROWS] == 8 and kept[0, NN_FN] == few_rows.address(dtype, "nn")
+    assert ("predict", 1) not in model._workspace and ("predict", 9) not in model._workspace
+
+
+def test_an_estimators_prediction_of_a_few_rows_matches_its_batch_prediction(monkeypatch):
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPClassifier
+
+    monkeypatch.setattr(_runtime, "blas_architecture", lambda: "haswell")
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((60, 64))
+    y = rng.integers(0, 3, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (5 iterations: scikit-learn's ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(256,), max_iter=5, random_state=0).fit(X, y)
+    whole = clf.predict_proba(X)
+    for lo, hi in [(0, 1), (0, 4), (10, 18)]:
+        assert_close(clf.predict_proba(X[lo:hi]), whole[lo:hi], np.float64)

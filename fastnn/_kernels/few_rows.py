@@ -20,7 +20,7 @@ the decision into the fit's copy of the layout (`with_loops`: each layer's
 most rows and the loops' addresses); the kernels read it (`loop_at`). Both
 training kernels take the loops that way: the tiled kernel's FORWARD and
 GRADIENT tasks, and the forward and backward passes (``fastnn._kernels.dense``)
-of the two-shard kernel and of a plan of shards.
+of the two-shard kernel, of a plan of shards and of a prediction.
 
 Each element is computed by the same expression wherever its block starts or
 ends, and in a fixed order over the inner dimension (four terms at a time,
@@ -95,19 +95,33 @@ def loop_rows(fan_in, fan_out, architecture):
 
 def with_loops(layout, dtype, rows, architecture, layers=None):
     """``layout`` with the few-rows columns (``NN_ROWS``, ``NN_FN``, ``TN_ROWS``,
-    ``TN_FN`` of ``fastnn._kernels.layout``) filled for a fit whose products
-    through ``layers`` (default: all) have the row counts ``rows``: a copy, or
+    ``TN_FN`` of ``fastnn._kernels.layout``) filled for products of ``rows`` rows
+    (an iterable of row counts) through ``layers`` (default: all): a copy, or
     ``layout`` itself when none takes a loop. A loop's callback is compiled
-    (`address`) only for a fit that takes it.
+    (`address`) only where a product takes it. Remembered per layout, dtype,
+    rows and layers (a prediction of a few rows asks for it at every call).
     """
-    out = layout
-    for layer in range(layout.shape[0]) if layers is None else layers:
-        limits = loop_rows(int(layout[layer, FAN_IN]), int(layout[layer, FAN_OUT]), architecture)
-        for column, limit, product in zip((NN_ROWS, TN_ROWS), limits, ("nn", "tn")):
-            if limit > 0 and any(0 < r <= limit for r in rows):
-                out = layout.copy() if out is layout else out
-                out[layer, column], out[layer, column + 1] = limit, address(dtype, product)
-    return out
+    rows = frozenset(int(r) for r in rows if 0 < r <= FEW_ROWS)
+    if not rows:
+        return layout
+    key = (layout.tobytes(), layout.shape, np.dtype(dtype).name, rows, architecture,
+           None if layers is None else tuple(layers))  # fmt: skip
+    if key not in _looped:
+        out = None
+        for layer in range(layout.shape[0]) if layers is None else layers:
+            limits = loop_rows(int(layout[layer, FAN_IN]), int(layout[layer, FAN_OUT]), architecture)
+            for column, limit, product in zip((NN_ROWS, TN_ROWS), limits, ("nn", "tn")):
+                if limit > 0 and min(rows) <= limit:
+                    out = layout.copy() if out is None else out
+                    out[layer, column], out[layer, column + 1] = limit, address(dtype, product)
+        if len(_looped) >= 256:
+            _looped.clear()
+        _looped[key] = out
+    out = _looped[key]
+    return layout if out is None else out
+
+
+_looped = {}  # with_loops' layouts (None: no loop), by their key
 
 
 @kernel(inline="always")
@@ -297,6 +311,8 @@ def address(dtype, product="tn"):
     if numba.config.DISABLE_JIT:
         return 1
     key = (np.dtype(dtype).name, product)
+    if key in _callbacks:
+        return _callbacks[key].address
     with _compiling:
         if key not in _callbacks:
             t = numba.from_dtype(np.dtype(dtype))
