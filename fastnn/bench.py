@@ -65,6 +65,8 @@ import warnings
 
 import numpy as np
 
+from fastnn import _threads
+
 ENGINES = ("reference", "fastnn", "torch", "torch_autograd", "sklearn")
 
 # name -> (n, d, h, o)
@@ -786,6 +788,20 @@ def blas_note(machine):
             "OPENBLAS_CORETYPE=SkylakeX, set before Python starts, gives it its AVX-512 kernels")
 
 
+def few_rows_line(machine):
+    """The report's line on which products of a few rows fastnn makes with its own loops
+    rather than BLAS's, by the kernel set of the BLAS (``machine["blas_architecture"]``;
+    see ``fastnn._kernels.few_rows.loop_rows``)."""
+    from fastnn._kernels import few_rows as fr
+
+    if machine.get("blas_architecture") in fr.PACKING_KERNELS:
+        where = f"every layer of {fr.NARROW_COLS} units or more (this BLAS packs even small products)"
+    else:
+        where = (f"layers of {fr.FEW_COLS} units and {fr.FEW_SIZE:,} weights or more; the weight gradient "
+                 f"of up to {fr.SMALL_TN_ROWS} rows through {fr.FEW_COLS} units or more")
+    return f"few-rows loops (batches and predictions of up to {fr.FEW_ROWS} rows): {where}"
+
+
 def thread_pools():
     """The thread pools loaded in this process, as threadpoolctl lists them.
 
@@ -831,6 +847,7 @@ def machine_info():
         "thread_pools": thread_pools(),
         "cpu_flags": sorted(cpu_flags() & AVX512_FLAGS),  # (the ones blas_note looks at)
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE") or None,
+        "blas_architecture": _threads.blas_architecture(),  # (what few_rows_line reports on)
     }
 
 
@@ -989,6 +1006,7 @@ def _machine_lines(machine):
     note = blas_note(machine)
     if note:
         lines.append(note)
+    lines.append(few_rows_line(machine))
     return lines
 
 
