@@ -299,6 +299,7 @@ class MLP:
         ndarray of shape (n_samples, n_outputs), in the model's dtype.
         """
         from fastnn._kernels.dense import extras_of, forward
+
         X = self._check_X(X)
         out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
