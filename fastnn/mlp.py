@@ -539,6 +539,11 @@ class MLP:
         self.__dict__.update(state)
         self._workspace = {}
         self._make_views()
+        # a model pickled before the layout's few-rows columns: they are 0 in a
+        # model's own layout (the kernels would read past a narrower one)
+        narrow = self._layout.shape[1]
+        if narrow < kl.COLUMNS:
+            self._layout = np.hstack([self._layout, np.zeros((self._layout.shape[0], kl.COLUMNS - narrow), np.int64)])
         # the compiled functions of Activation objects live at other addresses in this process
         for i, pair in enumerate(activation_addresses(self._hidden, self.dtype)):
             if pair is not None:

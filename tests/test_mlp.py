@@ -257,6 +257,26 @@ def test_pickle_round_trip_keeps_views():
     assert not np.array_equal(clone.predict(TUTORIAL_X), m.predict(TUTORIAL_X))
 
 
+def test_a_model_pickled_before_the_few_rows_columns_loads_and_trains_alike():
+    # its layout had 9 columns: it gets the few-rows columns, zero
+    from fastnn._kernels import layout as kl
+
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((6, 64)), rng.random((6, 10))
+    m = MLP([64, 256, 10], random_state=0)
+    m.fit(X, Y, epochs=2, batch_size=3)
+    state = m.__getstate__()
+    state["_layout"] = state["_layout"][:, : kl.NN_ROWS]
+    old = MLP.__new__(MLP)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old._layout.shape == m._layout.shape and not old._layout[:, kl.NN_ROWS :].any()
+    np.testing.assert_array_equal(old._layout, m._layout)
+    np.testing.assert_array_equal(old.predict(X[:4]), m.predict(X[:4]))
+    old.fit(X, Y, epochs=2, batch_size=3)
+    m.fit(X, Y, epochs=2, batch_size=3)
+    np.testing.assert_array_equal(old._params, m._params)
+
+
 @pytest.mark.parametrize(
     "kwargs,exc,word",
     [
