@@ -794,12 +794,13 @@ def few_rows_line(machine):
     see ``fastnn._kernels.few_rows.loop_rows``)."""
     from fastnn._kernels import few_rows as fr
 
+    wide = f"up to {fr.FEW_ROWS} rows through layers of {fr.FEW_COLS} units and {fr.FEW_SIZE:,} weights or more"
     if machine.get("blas_architecture") in fr.PACKING_KERNELS:
-        where = f"every layer of {fr.NARROW_COLS} units or more (this BLAS packs even small products)"
+        where = (f"{wide}, up to {fr.PACKING_ROWS} through the other layers of {fr.NARROW_COLS} units or more "
+                 "(this BLAS packs even small products)")
     else:
-        where = (f"layers of {fr.FEW_COLS} units and {fr.FEW_SIZE:,} weights or more; the weight gradient "
-                 f"of up to {fr.SMALL_TN_ROWS} rows through {fr.FEW_COLS} units or more")
-    return f"few-rows loops (batches and predictions of up to {fr.FEW_ROWS} rows): {where}"
+        where = f"{wide}; the weight gradient of up to {fr.SMALL_TN_ROWS} rows through {fr.FEW_COLS} units or more"
+    return f"few-rows loops (batches and predictions of a few rows): {where}"
 
 
 def thread_pools():

@@ -454,10 +454,12 @@ def test_the_report_notes_openblas_kernels_without_avx512_on_a_cpu_with_it():
 
 def test_the_report_says_which_products_of_a_few_rows_take_fastnns_loops():
     # the rule of fastnn._kernels.few_rows.loop_rows, by the BLAS's kernel set
+    wide = "up to 8 rows through layers of 512 units and 131,072 weights or more"
     packing = bench.few_rows_line({"blas_architecture": "haswell"})
-    assert packing.startswith("few-rows loops (batches and predictions of up to 8 rows): every layer of 64 units")
+    assert packing.startswith("few-rows loops (batches and predictions of a few rows): " + wide)
+    assert "up to 16 through the other layers of 64 units or more" in packing
     for other in ("skylakex", None):
         line = bench.few_rows_line({"blas_architecture": other})
-        assert "512 units and 131,072 weights or more" in line and "up to 4 rows through 512 units" in line
+        assert wide in line and "up to 4 rows through 512 units" in line and "16" not in line
     machine = bench.machine_info()
     assert bench.few_rows_line(machine) in bench._machine_lines(machine)

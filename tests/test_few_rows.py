@@ -32,9 +32,10 @@ from fastnn._kernels.layout import NN_FN, NN_ROWS, TN_FN, TN_ROWS, build
         (64, 1024, "skylakex", (0, 4)),  # a small-product path: its forward product, the loop's gradient
         (128, 512, None, (0, 4)),  # (an unknown BLAS is taken as one with the path)
         (1024, 256, "skylakex", (0, 0)),
-        (1024, 256, "haswell", (8, 8)),  # a BLAS that packs every operand: the loops from 64 units
-        (64, 64, "zen", (8, 8)),
-        (784, 100, "haswell", (8, 8)),
+        (1024, 256, "haswell", (16, 16)),  # a BLAS that packs every operand: the loops from 64 units
+        (64, 64, "zen", (16, 16)),
+        (784, 100, "haswell", (16, 16)),
+        (256, 512, "haswell", (8, 8)),  # (wide: 8 rows on any BLAS)
         (64, 63, "haswell", (0, 0)),  # narrow: BLAS's on any BLAS
         (4096, 10, "haswell", (0, 0)),
     ],
@@ -47,12 +48,12 @@ def test_a_fit_gets_the_loops_of_the_layers_and_rows_that_take_them():
     layout, _ = build([64, 1024, 256, 10], [codes.TANH, codes.TANH, codes.SIGMOID])
     # rows no loop takes, or a BLAS whose forward product is faster and no
     # gradient of few enough rows: the model's own layout, unchanged
-    assert with_loops(layout, np.float64, {9, 64}, "haswell") is layout
+    assert with_loops(layout, np.float64, {17, 64}, "haswell") is layout
     assert with_loops(layout, np.float64, {5}, "skylakex") is layout
     got = with_loops(layout, np.float64, {5, 200}, "haswell")
     assert got is not layout and not layout[:, NN_ROWS:].any()
     nn, tn = few_rows.address(np.float64, "nn"), few_rows.address(np.float64, "tn")
-    np.testing.assert_array_equal(got[:2, NN_ROWS:], [[8, nn, 8, tn]] * 2)
+    np.testing.assert_array_equal(got[:2, NN_ROWS:], [[16, nn, 16, tn]] * 2)
     np.testing.assert_array_equal(got[2, NN_ROWS:], 0)  # 10 units: BLAS's
     np.testing.assert_array_equal(got[:, :NN_ROWS], layout[:, :NN_ROWS])
     # 64-1024 on a BLAS with a small-product path: the gradient of 4 rows
@@ -61,7 +62,7 @@ def test_a_fit_gets_the_loops_of_the_layers_and_rows_that_take_them():
     np.testing.assert_array_equal(got[1:, NN_ROWS:], 0)
     # only the layers asked for (the tiled kernel's hidden layers)
     got = with_loops(layout, np.float64, {5}, "haswell", layers=range(1, 2))
-    assert not got[[0, 2], NN_ROWS:].any() and got[1, NN_ROWS] == 8
+    assert not got[[0, 2], NN_ROWS:].any() and got[1, NN_ROWS] == 16
 
 
 @kernel
@@ -111,7 +112,7 @@ def test_the_dense_passes_give_the_loops_bits_where_the_layout_says(dtype, rows,
     X = rng.standard_normal((rows, sizes[0])).astype(dtype)
     Y = rng.standard_normal((rows, sizes[-1])).astype(dtype)
     looped = with_loops(layout, dtype, {rows}, "haswell")
-    assert looped[:, NN_ROWS].tolist() == [8, 8]
+    assert looped[:, NN_ROWS].tolist() == [16, 16]
     value, acts, deltas, grads = _pass(X, Y, params, looped, codes.IDENTITY, codes.MSE)
     W1, W2 = params[: 5 * 70], params[5 * 70 :]
     A1, A2 = acts[: rows * 70], acts[rows * 70 :]
@@ -140,7 +141,7 @@ def test_the_dense_passes_through_the_loops_match_the_reference(dtype, bias, rng
     X = rng.standard_normal((rows, sizes[0])).astype(dtype)
     Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, rows)]
     looped = with_loops(layout, dtype, {rows}, "haswell")
-    assert looped[:2, NN_ROWS].tolist() == [8, 8] and looped[2, NN_ROWS] == 0
+    assert looped[:2, NN_ROWS].tolist() == [16, 16] and looped[2, NN_ROWS] == 0
     value, _, _, grads = _pass(X, Y, params, looped, codes.SOFTMAX, codes.LOG_LOSS)
     weights = [params[w : w + a * b].reshape(a, b) for a, b, w in looped[:, :3]]
     biases = [params[b : b + f] for f, b in looped[:, [1, 3]]] if bias else None
@@ -177,7 +178,7 @@ def test_a_fit_of_a_few_rows_trains_alike_on_either_rule(dtype, monkeypatch):
         model = MLP([64, 256, 10], activation="tanh", dtype=dtype, random_state=3)
         model.fit(X, Y, epochs=5, batch_size=4, learning_rate=0.05, optimizer="sgd")
         fits[architecture] = (model.history_, model.predict(X))
-    assert layouts["haswell"][0, NN_ROWS] == 8 and layouts["haswell"][0, NN_FN] != 0
+    assert layouts["haswell"][0, NN_ROWS] == 16 and layouts["haswell"][0, NN_FN] != 0
     assert not layouts["skylakex"][:, NN_ROWS:].any()
     assert_close(fits["haswell"][0], fits["skylakex"][0], dtype)
     assert_close(fits["haswell"][1], fits["skylakex"][1], dtype)
@@ -204,20 +205,21 @@ def test_the_blas_kernel_set_is_read_from_threadpoolctl(libraries, expected, mon
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_prediction_of_a_few_rows_takes_the_loops_and_matches_the_reference(dtype, monkeypatch):
-    # 2 to 8 rows through 64-256-10 on a packing BLAS: the loops' layout,
+    # 2 to 16 rows through 64-256-10 on a packing BLAS: the loops' layout,
     # kept for the next prediction of as many rows; one row (BLAS's gemv)
-    # and 9 rows do not take them; every prediction matches the reference
+    # and 17 rows do not take them; every prediction matches the reference
     monkeypatch.setattr(_runtime, "blas_architecture", lambda: "haswell")
     rng = np.random.default_rng(6)
     model = MLP([64, 256, 10], activation="tanh", dtype=dtype, random_state=2)
-    X = rng.standard_normal((9, 64)).astype(dtype)
-    for rows in (1, 4, 4, 9):
+    X = rng.standard_normal((17, 64)).astype(dtype)
+    for rows in (1, 4, 4, 16, 17):
         got = model.predict(X[:rows])
         expected = ref.forward(X[:rows], model.weights, model.biases, ["tanh"], "sigmoid")[-1]
         assert_close(got, expected, dtype)
     kept = model._workspace[("predict", 4)]
-    assert kept[0, NN_ROWS] == 8 and kept[0, NN_FN] == few_rows.address(dtype, "nn")
-    assert ("predict", 1) not in model._workspace and ("predict", 9) not in model._workspace
+    assert kept[0, NN_ROWS] == 16 and kept[0, NN_FN] == few_rows.address(dtype, "nn")
+    assert ("predict", 16) in model._workspace
+    assert ("predict", 1) not in model._workspace and ("predict", 17) not in model._workspace
 
 
 def test_an_estimators_prediction_of_a_few_rows_matches_its_batch_prediction(monkeypatch):

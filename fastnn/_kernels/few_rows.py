@@ -61,8 +61,10 @@ from fastnn._kernels.views import span
 # - smaller layers: OpenBLAS's Haswell kernels (which its Zen kernels are)
 #   pack every operand, however small the product: 1.2-12x for 1 to 8 rows
 #   through 16-64, 64-100, 784-100, 100-256, 64-256, 64-512 and 64-1024 (both
-#   dtypes, both products), but BLAS is faster where a layer has fewer than
-#   NARROW_COLS units (0.2-0.9x at 10 and 16). The SkylakeX kernels (for
+#   dtypes, both products), and mostly 1.1-2.4x for 12 and 16 rows through
+#   64-64 to 256-512 (0.96-0.99x for the gradient through 64-1024 and 784-100;
+#   at 32 rows 0.9-1.3x: PACKING_ROWS), but BLAS is faster where a layer has
+#   fewer than NARROW_COLS units (0.2-0.9x at 10 and 16). The SkylakeX kernels (for
 #   AVX-512) multiply small products without packing: there BLAS's forward
 #   product is faster (0.4-0.7x at 4 rows), and so is the gradient through
 #   fewer than FEW_COLS units (0.5-0.8x), but the gradient through FEW_COLS or
@@ -76,6 +78,8 @@ FEW_COLS = 512
 FEW_SIZE = 1 << 17
 NARROW_COLS = 64
 SMALL_TN_ROWS = 4
+PACKING_ROWS = 16  # the smaller layers' limit on the Haswell kernels
+MOST_ROWS = max(FEW_ROWS, PACKING_ROWS)  # the most rows any product takes a loop for
 PACKING_KERNELS = frozenset({"haswell", "zen"})  # OpenBLAS kernel sets without a small-product path
 
 
@@ -87,7 +91,7 @@ def loop_rows(fan_in, fan_out, architecture):
     if fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE:
         return FEW_ROWS, FEW_ROWS
     if architecture in PACKING_KERNELS and fan_out >= NARROW_COLS:
-        return FEW_ROWS, FEW_ROWS
+        return PACKING_ROWS, PACKING_ROWS
     if fan_out >= FEW_COLS:
         return 0, SMALL_TN_ROWS
     return 0, 0
@@ -101,7 +105,7 @@ def with_loops(layout, dtype, rows, architecture, layers=None):
     (`address`) only where a product takes it. Remembered per layout, dtype,
     rows and layers (a prediction of a few rows asks for it at every call).
     """
-    rows = frozenset(int(r) for r in rows if 0 < r <= FEW_ROWS)
+    rows = frozenset(int(r) for r in rows if 0 < r <= MOST_ROWS)
     if not rows:
         return layout
     key = (layout.tobytes(), layout.shape, np.dtype(dtype).name, rows, architecture,
