@@ -239,6 +239,7 @@ class TwinTrainer:
 
     def __init__(self, model, optimizer, batches, workspace=None, parallel_ok=False):
         from fastnn._kernels import train as kt
+        from fastnn._kernels.tiled import block_rows
 
         X, Y, weights, batch_size, use_order = batches
         dtype = model.params.dtype
@@ -254,9 +255,8 @@ class TwinTrainer:
         self.net, self.optim, self.work = _net(model), _optim(optimizer), buffers[1]
         # the few-rows loops, for the shards of this fit's batches (of which
         # only batches of fewer than 2 * train.MIN_SHARD_ROWS rows have one
-        # shard, and so can have few rows)
-        n_rows = X.shape[0]
-        counts = {min(batch_size, n_rows), n_rows % batch_size} - {0}
+        # shard, and so can have few rows); a batch is one block
+        counts = block_rows(batch_size, X.shape[0], batch_size)
         rows = _shard_rows(counts, kt.shards_of)
         self.net = self.net._replace(layout=layout_with_loops(model.layout, dtype, rows))
         self.data = Data(X, Y, weights, None, bool(use_order), np.int64(batch_size))

@@ -229,9 +229,9 @@ def few_rows_nn(m, n, k, A, B, C, accumulate):
     """``C (+)= A @ B`` on blocks (see ``fastnn._kernels.blas.gemm``) for a
     small ``m``: ``A`` is ``m x k``, ``B`` is ``k x n``, ``C`` is ``m x n``.
 
-    A forward product of a few rows through a wide layer: BLAS packs ``B``
-    (the weights) before it multiplies, a copy of the whole matrix for a
-    product that reads each element once. This reads ``B`` from memory once,
+    A forward product of a few rows: BLAS packs ``B`` (the weights) before
+    it multiplies, a copy of the whole matrix for a product that reads each
+    element once. This reads ``B`` from memory once,
     ``NN_COLS`` columns and four rows at a time, against each pair of rows
     of ``C``. Each element of ``C``
     is the same expression wherever a block of columns starts (groups of four
