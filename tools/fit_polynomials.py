@@ -1,4 +1,4 @@
-"""Derive the polynomials of ``fastnn._kernels.fastmath`` (tanh, expm1, log1p, erfc) and float32's exp.
+"""Derive the polynomials of ``fastnn._kernels.fastmath`` (tanh, expm1, log1p, erfc) and of exp.
 
 Each function is split where a formula built on the vectorisable
 ``exp_nonpositive`` would lose accuracy, and a smooth remainder is fitted
@@ -37,6 +37,13 @@ def expm1_h(x):
     return (mp.expm1(x) - x) / x**2
 
 
+def exp_h(r):
+    # exp(r) = 1 + r + r**2 h(r); its series near 0, where the difference cancels
+    if abs(r) < mp.mpf(10) ** -6:
+        return mp.fsum(r**k / mp.factorial(k + 2) for k in range(8))
+    return (mp.exp(r) - 1 - r) / r**2
+
+
 def atanh_q(s):
     # atanh(w) = w + w s q(s), s = w**2; log1p(u) = 2 atanh(u / (2 + u))
     if s == 0:
@@ -60,8 +67,11 @@ def erfcx_r(t):
 
 
 def fits():
-    # float32's exp(r) in fastnn._kernels.fastexp, |r| <= ln2 / 2
-    yield "float32", "EXP", mp.exp, [-mp.log(2) / 2, mp.log(2) / 2], 6, 1
+    # exp(r) in fastnn._kernels.fastexp, |r| <= ln2 / 2: float32's whole,
+    # float64's as 1 + r + r**2 h(r)
+    half_ln2 = mp.log(2) / 2
+    yield "float32", "EXP", mp.exp, [-half_ln2, half_ln2], 6, 1
+    yield "float64", "EXP_H", exp_h, [-half_ln2, half_ln2], 9, half_ln2**2
     t_lo = (ERF_SMALL - ERF_K) / (ERF_SMALL + ERF_K)
     for dtype in ("float64", "float32"):
         t_hi = (ERF_LARGE[dtype] - ERF_K) / (ERF_LARGE[dtype] + ERF_K)

@@ -4,23 +4,29 @@ Numba lowers ``np.exp`` on a scalar to a call into libm. In the tutorial's
 tiny layers each call spills registers around it, and in large layers the
 call blocks vectorisation of the sigmoid loop, which then costs more than
 the matrix products. Sigmoid only needs ``exp(-|z|)``, so this routine
-handles ``x <= 0``, the way libm does it: ``x = (m * N + j) * ln2 / N + r``
-with ``|r| <= ln2 / (2N)``, so ``exp(x) = 2**m * 2**(j/N) * exp(r)``, with
-``2**m`` built directly from its bit pattern.
+handles ``x <= 0``, by one range reduction: ``x = k ln2 + r`` with
+``|r| <= ln2 / 2``, so ``exp(x) = 2**k exp(r)``, with ``2**k`` built
+directly from its bit pattern, and ``exp(r)`` from a polynomial:
 
-- float64: ``N = 64``, ``2**(j/N)`` from a small table, ``exp(r)`` from a
-  degree-5 Taylor polynomial.
-- float32: ``N = 1``, no table, ``exp(r)`` from a degree-6 polynomial
-  (``|r| <= ln2 / 2``), a Chebyshev fit (``tools/fit_polynomials.py``) with
-  a relative error of 2e-9. (A 32-entry table with a degree-3 polynomial
-  spent its time in the table's gathers; in float64 the table saves as much
-  as the eight multiply-adds it replaces cost: the CHANGELOG has the figures.)
+- float64: ``1 + r + r**2 h(r)``, ``h`` a degree-9 Chebyshev fit
+  (``tools/fit_polynomials.py``) that contributes a relative error of 1e-17;
+- float32: a degree-6 Chebyshev fit of ``exp(r)`` itself, relative error 2e-9.
+
+No table. A table of ``2**(j/N)`` (64 entries in float64, 32 in float32,
+in earlier versions) shortens the polynomial, but a vectorised loop loads
+its entries with a gather, which the loop then waits on. One core of the
+Zen 5 development machine (AVX-512), float64, a 65,536-value block in
+cache: exp 0.43 against 0.31-0.33 ns a value, sigmoid 0.51-0.56 against
+0.46 (PyTorch 2.13's ``torch.sigmoid`` on one thread: 0.54-0.56), and the
+largest error went from 2.2 to 1.1 ulp. (On the Zen 4 machine before it,
+whose AVX-512 units are half as wide, a Taylor polynomial without the table
+had been 4% slower: the CHANGELOG has the figures.)
 
 Two choices keep the chain of dependent operations short, which is what the
 tutorial's tiny layers wait on (each layer's sigmoids need the last layer's),
 and leave the vectorised loop over a wide layer fewer instructions:
 
-- the nearest integer ``k`` to ``x N / ln2`` comes from adding a shift
+- the nearest integer ``k`` to ``x / ln2`` comes from adding a shift
   (``1.5 * 2**52``, or ``1.5 * 2**23`` in float32): the sum's low bits are ``k``, and
   the sum less the shift is ``k`` as a float. No rounding instruction, and
   no conversion from float to integer and back;
@@ -38,8 +44,9 @@ and leave the vectorised loop over a wide layer fewer instructions:
 
 Inputs whose result would be subnormal (``x < -708.3`` in float64,
 ``x < -87.3`` in float32) give 0, an absolute error below 3e-308 (2e-38).
-The tests bound the relative error by 2 ulp (float64) and 4 ulp (float32)
-against ``np.exp``.
+The tests bound the relative error against ``np.exp`` by 1.5 ulp (float64;
+2 for `exp_nonpositive_short`) and 4 ulp (float32); at most 1.1 ulp was measured
+in both dtypes against an exact ``exp``.
 """
 
 import numpy as np
@@ -49,10 +56,7 @@ from numba.extending import intrinsic, overload
 from fastnn._kernels._jit import kernel
 from fastnn._kernels.bits import float32_as_int32, float64_as_int64, int32_as_float32, int64_as_float64
 
-_N64 = 64
-TABLE_64 = 2.0 ** (np.arange(_N64) / _N64)
-
-# ln2 / N split in a high part with trailing zero bits (k * hi is exact) and a low part
+# ln2 split in a high part with trailing zero bits (k * hi is exact) and a low part
 _LN2 = np.log(2.0)
 
 
@@ -62,13 +66,26 @@ def _split(value, zero_bits, dtype, itype):
     return dtype(hi), dtype(value - float(hi))
 
 
-# float64: fdlibm's split of ln2 (ln2_hi has 21 trailing zero bits; k < 2**17)
-HI_64 = 6.93147180369123816490e-01 / _N64
-LO_64 = 1.90821492927058770002e-10 / _N64
+# float64: fdlibm's split of ln2 (ln2_hi has 21 trailing zero bits; |k| < 2**17)
+HI_64 = 6.93147180369123816490e-01
+LO_64 = 1.90821492927058770002e-10
+# exp_nonpositive_short's table: 2**(j / N_SHORT), and ln2 / N_SHORT split as above
+SHORT_BITS = 6
+N_SHORT = 1 << SHORT_BITS
+TABLE_SHORT = 2.0 ** (np.arange(N_SHORT) / N_SHORT)
+HI_SHORT, LO_SHORT, INV_SHORT = HI_64 / N_SHORT, LO_64 / N_SHORT, float(N_SHORT / _LN2)
 # float32: ln2 with 11 significant bits in the high part, the rest from float64 (|k| <= 126)
 HI_32, LO_32 = _split(_LN2, 12, np.float32, np.int32)
-INV_64 = float(_N64 / _LN2)
+INV_64 = float(1.0 / _LN2)
 INV_32 = np.float32(1.0 / _LN2)
+# float64's exp(r) = 1 + r + r**2 h(r), |r| <= ln2 / 2: h a degree-9 Chebyshev fit
+# (tools/fit_polynomials.py), which contributes a relative error of 1.3e-17, highest power first
+EXP_H_64 = (
+    2.5100375832561233664e-8, 2.7620075879983366586e-7, 2.7557268480310025526e-6,
+    0.000024801521322368693266, 0.00019841269863040545271, 0.0013888888917196719077,
+    0.0083333333333300644495, 0.041666666666624161903, 0.16666666666666667452,
+    0.50000000000000010211,
+)  # fmt: skip
 # float32's exp(r), |r| <= ln2 / 2: a degree-6 Chebyshev fit (tools/fit_polynomials.py),
 # relative error 2e-9, highest power first
 EXP_32 = tuple(
@@ -164,19 +181,23 @@ def _exp_nonpositive_impl(x):
 
         return impl32
 
+    H9, H8, H7, H6, H5, H4, H3, H2, H1, H0 = EXP_H_64
+
     def impl64(x):
         xc = MIN_64 if not x >= MIN_64 else x  # NaN too: kd must stay in SHIFT_64's binade
-        kd = mul_add(xc, INV_64, SHIFT_64)  # k = round(xc * N / ln2) in kd's low bits
+        kd = mul_add(xc, INV_64, SHIFT_64)  # k = round(xc / ln2) in kd's low bits
         k = float64_as_int64(kd) - SHIFT_64_BITS
         kf = kd - SHIFT_64
         r = mul_add(-kf, LO_64, mul_add(-kf, HI_64, xc))
         r2 = r * r
-        q = mul_add(r2, mul_add(r2, mul_add(r, 1.0 / 120.0, 1.0 / 24.0), mul_add(r, 1.0 / 6.0, 0.5)), r)
-        p = 1.0 + q
-        j = k & (_N64 - 1)
-        m = k >> 6
-        scale = int64_as_float64((m + 1023) << 52)
-        value = (TABLE_64[j] * scale) * p
+        r4 = r2 * r2
+        # h(r) in Estrin's scheme: pairs of terms, pairs of pairs, then the rest
+        low = mul_add(r2, mul_add(H3, r, H2), mul_add(H1, r, H0))
+        mid = mul_add(r2, mul_add(H7, r, H6), mul_add(H5, r, H4))
+        h = mul_add(r4 * r4, mul_add(H9, r, H8), mul_add(r4, mid, low))
+        p = 1.0 + mul_add(r2, h, r)
+        scale = int64_as_float64((k + 1023) << 52)
+        value = scale * p
         if x != x:
             return x
         return 0.0 if x < MIN_64 else value
@@ -184,9 +205,57 @@ def _exp_nonpositive_impl(x):
     return impl64
 
 
+def exp_nonpositive_short(x):
+    """`exp_nonpositive` with a shorter chain of dependent operations (Python
+    stand-in; compiled code uses the overload), for code that waits on one
+    value after another rather than streaming many.
+
+    float64: ``exp(x) = 2**(k / N_SHORT) exp(r)``, ``|r| <= ln2 / (2 N_SHORT)``,
+    with ``2**(j / N_SHORT)`` from `TABLE_SHORT` and ``exp(r)`` from a degree-5
+    Taylor polynomial: two fewer multiply-adds on the chain than
+    `exp_nonpositive`, and the table's load beside them. The tutorial's
+    network waits on two layers of sigmoids an iteration: 81-82 ns an iteration
+    with this, 85-87 with `exp_nonpositive` (float64, Zen 5). In a
+    vectorised loop the table's load is a gather, and this is the slower one
+    (see the module docstring). Relative error 2.2 ulp. float32: `exp_nonpositive`.
+    """
+    return exp_nonpositive(x)
+
+
+@overload(exp_nonpositive_short)
+def _exp_nonpositive_short_impl(x):
+    if x == types.float32:
+        return lambda x: exp_nonpositive(x)
+
+    def short64(x):
+        xc = MIN_64 if not x >= MIN_64 else x  # (see exp_nonpositive)
+        kd = mul_add(xc, INV_SHORT, SHIFT_64)  # k = round(xc * N / ln2) in kd's low bits
+        k = float64_as_int64(kd) - SHIFT_64_BITS
+        kf = kd - SHIFT_64
+        r = mul_add(-kf, LO_SHORT, mul_add(-kf, HI_SHORT, xc))
+        r2 = r * r
+        q = mul_add(r2, mul_add(r2, mul_add(r, 1.0 / 120.0, 1.0 / 24.0), mul_add(r, 1.0 / 6.0, 0.5)), r)
+        j = k & (N_SHORT - 1)
+        scale = int64_as_float64(((k >> SHORT_BITS) + 1023) << 52)
+        value = (TABLE_SHORT[j] * scale) * (1.0 + q)
+        if x != x:
+            return x
+        return 0.0 if x < MIN_64 else value
+
+    return short64
+
+
 @kernel
 def exp_nonpositive_array(x, out):
     # out = exp(x) elementwise for x <= 0 (the array form of exp_nonpositive)
     for i in range(x.size):
         out[i] = exp_nonpositive(x[i])
+    return out
+
+
+@kernel
+def exp_nonpositive_short_array(x, out):
+    # the same with exp_nonpositive_short
+    for i in range(x.size):
+        out[i] = exp_nonpositive_short(x[i])
     return out

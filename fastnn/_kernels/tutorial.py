@@ -10,11 +10,21 @@ dense kernels. The math is the same as ``fastnn.reference.NeuralNetwork``.
 """
 
 import numpy as np
-from fastnn._kernels._jit import kernel
 
-from fastnn._kernels.activations import sigmoid_scalar
-from fastnn._kernels.views import flat
+from fastnn._kernels._jit import kernel
 from fastnn._kernels.dense import SMALL_MATMUL, matmul, matmul_nt, matmul_tn
+from fastnn._kernels.fastexp import exp_nonpositive_short
+from fastnn._kernels.views import flat
+
+
+@kernel(inline="always")
+def sigmoid_short(z, one):
+    # 1 / (1 + exp(-z)), as activations.sigmoid_scalar, with the exp whose
+    # chain of dependent operations is shortest: each layer here waits on
+    # the last one's sigmoids (fastexp.exp_nonpositive_short)
+    e = exp_nonpositive_short(-abs(z))
+    r = one / (one + e)
+    return r if z >= 0 else e * r
 
 
 @kernel(inline="always")
@@ -27,14 +37,14 @@ def _sigmoid_layer(A, W, out, one):
         matmul(A, W, out)
         for i in range(n):
             for j in range(h):
-                out[i, j] = sigmoid_scalar(out[i, j], one)
+                out[i, j] = sigmoid_short(out[i, j], one)
     else:
         for i in range(n):
             for j in range(h):
                 acc = A.dtype.type(0.0)
                 for p in range(d):
                     acc += A[i, p] * W[p, j]
-                out[i, j] = sigmoid_scalar(acc, one)
+                out[i, j] = sigmoid_short(acc, one)
 
 
 @kernel(inline="always")
@@ -146,12 +156,12 @@ def _train_3_4_1(X, Y, W1, W2, layer1, output, learning_rate, iterations, histor
             L[4 * i + 2] = x0 * a02 + x1 * a12 + x2 * a22
             L[4 * i + 3] = x0 * a03 + x1 * a13 + x2 * a23
         for t in range(4 * n):
-            L[t] = sigmoid_scalar(L[t], one)
+            L[t] = sigmoid_short(L[t], one)
         # output = sigmoid(layer1 @ W2)
         for i in range(n):
             O[i] = L[4 * i] * b0 + L[4 * i + 1] * b1 + L[4 * i + 2] * b2 + L[4 * i + 3] * b3
         for i in range(n):
-            O[i] = sigmoid_scalar(O[i], one)
+            O[i] = sigmoid_short(O[i], one)
         # loss, output delta, and both gradients accumulated sample by sample
         total = 0.0
         g00 = zero; g01 = zero; g02 = zero; g03 = zero  # noqa: E702
