@@ -651,39 +651,42 @@ def _timed_rounds(calls, fused, ref_calls, steps, warmup):
 
     Every round runs the phases in order, then the fused step, then the
     reference calls in order, timing each; ``warmup`` rounds come first.
-    After the reference calls a round pauses (untimed) for
-    ``_BLAS_SETTLE_SECONDS``: NumPy's BLAS is another library than the one the
-    kernels call, and its worker threads keep spinning for a while after a
-    call; on 2 cores they slowed the next round's first matrix product 2x and
-    failed the distortion check on an otherwise idle machine.
+    Each engine's turn starts with an untimed pass of its calls, and ends
+    with an untimed pause of ``_BLAS_SETTLE_SECONDS``. NumPy's BLAS is
+    another library than the one the kernels call, and each library's worker
+    threads keep spinning for a while after a call. On 2 cores, with no
+    pause, NumPy's slowed the next round's first matrix product 2x and failed
+    the distortion check on an otherwise idle machine, and the kernels' made
+    the reference's forward pass through 128 x 64-256-10 take 13.9 ms instead
+    of 0.23 ms. After a pause, the first call wakes its library's threads:
+    that forward pass took 0.6-0.8 ms, hence the untimed pass.
     """
     clock = time.perf_counter
     settle = _BLAS_SETTLE_SECONDS if ref_calls else 0.0
-    for _ in range(warmup):
-        for call in calls:
+
+    def turn(timed, samples):
+        for call in timed:
             call()
-        fused()
-        for call in ref_calls:
+        for out, call in zip(samples, timed):
+            t0 = clock()
             call()
-        time.sleep(settle)
+            out.append(clock() - t0)
+
     phase_samples = [[] for _ in calls]
-    fused_samples = []
+    fused_samples = [[]]
     ref_samples = [[] for _ in ref_calls]
-    for _ in range(steps):
-        for samples, call in zip(phase_samples, calls):
-            t0 = clock()
-            call()
-            samples.append(clock() - t0)
-        t0 = clock()
-        fused()
-        fused_samples.append(clock() - t0)
-        for samples, call in zip(ref_samples, ref_calls):
-            t0 = clock()
-            call()
-            samples.append(clock() - t0)
+    for i in range(warmup + steps):
+        if i == warmup:  # the warm-up rounds' samples are dropped
+            phase_samples, fused_samples = [[] for _ in calls], [[]]
+            ref_samples = [[] for _ in ref_calls]
+        turn(calls, phase_samples)
+        turn([fused], fused_samples)
         time.sleep(settle)
+        if ref_calls:
+            turn(ref_calls, ref_samples)
+            time.sleep(settle)
     median = statistics.median
-    return ([median(s) for s in phase_samples], median(fused_samples), [median(s) for s in ref_samples])
+    return ([median(s) for s in phase_samples], median(fused_samples[0]), [median(s) for s in ref_samples])
 
 
 def profile(layer_sizes, batch_size, dtype="float64", activation="sigmoid", steps=10, *,
@@ -736,6 +739,9 @@ def profile(layer_sizes, batch_size, dtype="float64", activation="sigmoid", step
                         learning_rate, warmup, seed, gemm_size, bandwidth_bytes, reference_engine, threads)
 
 
+GROUPS = ("forward", "loss", "backward", "update")  # the phases' groups, in a step's order
+
+
 def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activation, bias, learning_rate,
              warmup, seed, gemm_size, bandwidth_bytes, reference_engine, threads):
     sizes = _check_layers(layer_sizes)
@@ -745,53 +751,77 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
     bias = bool(bias)
     gemm_size = _check_int(gemm_size, "gemm_size")
     bandwidth_bytes = _check_int(bandwidth_bytes, "bandwidth_bytes", 8)
+    config = {
+        "layer_sizes": sizes, "batch_size": nb, "dtype": dt.name, "activation": activation,
+        "output_activation": output_activation, "loss": "sse", "bias": bias, "optimizer": "gd",
+        "learning_rate": float(learning_rate), "steps": steps, "warmup": warmup, "threads": threads,
+    }
 
-    model = phase_model(sizes, nb, dt.name, activation, output_activation, bias)
-    memory = memory_model(sizes, nb, dt.name, bias)
     act_code = codes.ACTIVATION_CODES[activation]
     out_code = codes.ACTIVATION_CODES[output_activation]
     net = _Network(sizes, nb, dt, bias, seed, act_code, out_code)
-
     calls = _phase_calls(net, act_code, out_code, learning_rate)
     fused = _fused_step(net, act_code, out_code, learning_rate)
-    order = ["forward", "loss", "backward", "update"]
-    ref_calls = []
+    ref_calls, whole = [], None
     if reference_engine:
         groups_ref, whole = _reference_groups(net, activation, output_activation, learning_rate)
-        ref_calls = [groups_ref[g] for g in order]
+        ref_calls = [groups_ref[g] for g in GROUPS]
 
     # limits before and after the timed rounds (the best of both: the machine may be shared)
-    gemm_numpy = measure_gemm_peak(dt, gemm_size, engine="numpy")
-    gemm_kernel = measure_gemm_peak(dt, gemm_size, engine="kernel")
-    bandwidth = measure_bandwidth(bandwidth_bytes)
+    before = _machine_limits(dt, gemm_size, bandwidth_bytes)
     # each round: a profiled step, an unprofiled fused step and a reference step, so
     # that all three see the same conditions on a busy machine
     seconds, unprofiled, ref_times = _timed_rounds(calls, fused, ref_calls, steps, warmup)
-    gemm_numpy = max(gemm_numpy, measure_gemm_peak(dt, gemm_size, engine="numpy"))
-    gemm_kernel = max(gemm_kernel, measure_gemm_peak(dt, gemm_size, engine="kernel"))
-    gemm = max(gemm_numpy, gemm_kernel)
-    bandwidth = max(bandwidth, measure_bandwidth(bandwidth_bytes))
+    machine = _machine_limits(dt, gemm_size, bandwidth_bytes, before)
     training = _training_step(sizes, nb, dt, activation, output_activation, bias, learning_rate,
                               steps, seed, threads)
-    step_alloc = _alloc_peak(fused)
-    ref_seconds = dict.fromkeys(order)
-    ref_alloc = None
-    if reference_engine:
-        ref_seconds = dict(zip(order, ref_times))
-        ref_alloc = _alloc_peak(whole)
+    memory = _step_memory(memory_model(sizes, nb, dt.name, bias), fused, whole)
 
+    phases = _timed_phases(phase_model(sizes, nb, dt.name, activation, output_activation, bias),
+                           seconds, machine["gemm_gflops"], machine["bandwidth_gbs"])
     total = sum(seconds)
-    phases = _timed_phases(model, seconds, gemm, bandwidth)
     flops = sum(p["flops"] for p in phases)
-    moved = sum(p["bytes"] for p in phases)
-
-    groups = {}
-    for g in ("forward", "loss", "backward", "update"):
-        fast = sum(p["seconds"] for p in phases if p["group"] == g)
-        groups[g] = _group(fast, ref_seconds[g])
-    groups["step"] = _group(total, sum(ref_seconds.values()) if reference_engine else None)
-
+    ref_seconds = dict(zip(GROUPS, ref_times)) if reference_engine else dict.fromkeys(GROUPS)
     rel = (total - unprofiled) / unprofiled if unprofiled > 0 else 0.0
+    return {
+        "schema": SCHEMA,
+        "config": config,
+        "machine": machine,
+        "phases": phases,
+        "totals": {"seconds": total, "flops": flops, "bytes": sum(p["bytes"] for p in phases),
+                   "gflops": flops / total / 1e9 if total > 0 else 0.0},
+        "groups": _groups(phases, total, ref_seconds, reference_engine),
+        "check": {"phases_seconds": total, "unprofiled_seconds": unprofiled, "relative_difference": rel,
+                  "tolerance": TOLERANCE, "passed": abs(rel) <= TOLERANCE},
+        "memory": memory,
+        "training_step": training,
+        "roofline": roofline(sizes, nb, dt.name, machine["gemm_gflops"], machine["bandwidth_gbs"],
+                             training["seconds"]),
+    }
+
+
+def _machine_limits(dt, gemm_size, bandwidth_bytes, earlier=None):
+    """The result's ``machine`` entry: GEMM peaks (NumPy's and the kernel's) and bandwidth,
+    measured now, each the better of this and ``earlier`` (a shared machine varies)."""
+    numpy_peak = measure_gemm_peak(dt, gemm_size, engine="numpy")
+    kernel_peak = measure_gemm_peak(dt, gemm_size, engine="kernel")
+    bandwidth = measure_bandwidth(bandwidth_bytes)
+    if earlier is not None:
+        numpy_peak = max(numpy_peak, earlier["gemm_numpy_gflops"])
+        kernel_peak = max(kernel_peak, earlier["gemm_kernel_gflops"])
+        bandwidth = max(bandwidth, earlier["bandwidth_gbs"])
+    return {
+        "gemm_gflops": max(numpy_peak, kernel_peak), "gemm_numpy_gflops": numpy_peak,
+        "gemm_kernel_gflops": kernel_peak, "gemm_size": gemm_size, "bandwidth_gbs": bandwidth,
+        "bandwidth_bytes": bandwidth_bytes, "blas_threads": _blas_threads(), "cpu_count": os.cpu_count(),
+    }
+
+
+def _step_memory(memory, fused, whole):
+    """`memory_model`'s entry with the peaks of one fused step (and of the reference's
+    step ``whole``, None when it was not run) seen by tracemalloc."""
+    step_alloc = _alloc_peak(fused)
+    ref_alloc = None if whole is None else _alloc_peak(whole)
     memory.update({
         "step_alloc_peak_bytes": step_alloc,
         "step_peak_bytes": memory["buffers_bytes"] + step_alloc,
@@ -802,28 +832,17 @@ def _profile(layer_sizes, batch_size, dtype, activation, steps, output_activatio
         "max_rss_bytes": _max_rss_bytes(),
         "method": "tracemalloc",
     })
-    return {
-        "schema": SCHEMA,
-        "config": {
-            "layer_sizes": sizes, "batch_size": nb, "dtype": dt.name, "activation": activation,
-            "output_activation": output_activation, "loss": "sse", "bias": bias, "optimizer": "gd",
-            "learning_rate": float(learning_rate), "steps": steps, "warmup": warmup, "threads": threads,
-        },
-        "machine": {
-            "gemm_gflops": gemm, "gemm_numpy_gflops": gemm_numpy, "gemm_kernel_gflops": gemm_kernel,
-            "gemm_size": gemm_size, "bandwidth_gbs": bandwidth,
-            "bandwidth_bytes": bandwidth_bytes, "blas_threads": _blas_threads(), "cpu_count": os.cpu_count(),
-        },
-        "phases": phases,
-        "totals": {"seconds": total, "flops": flops, "bytes": moved,
-                   "gflops": flops / total / 1e9 if total > 0 else 0.0},
-        "groups": groups,
-        "check": {"phases_seconds": total, "unprofiled_seconds": unprofiled, "relative_difference": rel,
-                  "tolerance": TOLERANCE, "passed": abs(rel) <= TOLERANCE},
-        "memory": memory,
-        "training_step": training,
-        "roofline": roofline(sizes, nb, dt.name, gemm, bandwidth, training["seconds"]),
-    }
+    return memory
+
+
+def _groups(phases, total, ref_seconds, reference_engine):
+    """The result's ``groups`` entry: fastnn's and the reference's time per group and step."""
+    groups = {}
+    for g in GROUPS:
+        fast = sum(p["seconds"] for p in phases if p["group"] == g)
+        groups[g] = _group(fast, ref_seconds[g])
+    groups["step"] = _group(total, sum(ref_seconds.values()) if reference_engine else None)
+    return groups
 
 
 def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_rate, steps, seed,
@@ -1063,7 +1082,7 @@ def format_profile(result):
     if result.get("roofline"):
         lines += _roofline_lines(result["roofline"]) + [""]
     grows = []
-    for g in ("forward", "loss", "backward", "update", "step"):
+    for g in GROUPS + ("step",):
         e = result["groups"][g]
         grows.append([g, _ms(e["fastnn_seconds"]), _ms(e["reference_seconds"]),
                       "-" if e["speedup"] is None else f"{e['speedup']:.2f}x"])

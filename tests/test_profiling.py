@@ -104,6 +104,23 @@ def test_memory_model_by_hand():
     assert profiling.memory_model([3, 5, 2], 4, "float32", bias=True)["parameters_bytes"] == 32 * 4
 
 
+def test_timed_rounds_warm_each_engine_and_pause_between_them(monkeypatch):
+    # each engine's turn: an untimed pass of its calls, then the timed one; a
+    # pause after the kernels' turn and after the reference's; warm-up rounds
+    # are not among the samples
+    events = []
+    ticks = iter(range(1000))
+    monkeypatch.setattr(profiling.time, "sleep", lambda s: events.append("pause"))
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: float(next(ticks)))
+    calls = [lambda: events.append("a"), lambda: events.append("b")]
+    phases, fused, ref = profiling._timed_rounds(calls, lambda: events.append("f"),
+                                                 [lambda: events.append("r")], steps=2, warmup=1)
+    one_round = ["a", "b", "a", "b", "f", "f", "pause", "r", "r", "pause"]
+    assert events == one_round * 3
+    # the clock ticks once before and once after each timed call: every sample is 1
+    assert phases == [1.0, 1.0] and fused == 1.0 and ref == [1.0]
+
+
 def test_fit_exponent_is_exact_on_a_power_law():
     h = [256, 512, 1024, 2048, 4096]
     exponent, prefactor = profiling.fit_exponent(h, [3e-7 * x**1.7 for x in h])
