@@ -1051,35 +1051,56 @@ def format_report(report):
         + (f"; all engines limited to {report['thread_limit']} thread(s)" if report.get("thread_limit") else ""),
     ]
     out += _machine_lines(report["machine"]) + [""]
-    named = report.get("named") or []
-    if named:
-        for p in named:
-            p["label"] = p["workload"] + (" (per iteration)" if p["workload"] == "tutorial" else "")
-        out += ["Named workloads (sigmoid, SSE, no bias, full batch)", _table(named, "workload", engines), ""]
-        gem = [p for p in named if "gemm_s" in p]
-        if gem:
-            out.append("fastnn against the same five matrix products alone (same BLAS calls, same run):")
-            for p in gem:
-                out.append(
-                    f"  {p['workload']:>3s} {p['dtype']}: GEMM {_fmt_time(p['gemm_s'])} "
-                    f"({p['gemm_gflops']:.1f} GFLOP/s), fastnn {_fmt_time(p['engines']['fastnn']['s_per_step'])} "
-                    f"= {p['fastnn_pct_of_gemm']:.0f}% of GEMM peak"
-                )
-            out.append("")
-    sweep = report.get("sweep") or []
-    if sweep:
-        for p in sweep:
-            p["label"] = f"n={p['n']} h={p['h']}"
-        out += [
-            f"Sweep (d={sweep[0]['d']}, o={sweep[0]['o']}; n = batch = samples, h = hidden units)",
-            _table(sweep, "point", engines),
-        ]
-        slow = [p for p in sweep if p["speedup"].get("fastnn") is not None and p["speedup"]["fastnn"] < 1]
-        worst = min((p["speedup"]["fastnn"] for p in sweep if p["speedup"].get("fastnn")), default=None)
-        if worst is not None:
-            out.append(f"fastnn slowest speed-up over the reference in the sweep: {worst:.2f}x"
-                       + (f" ({len(slow)} point(s) below 1)" if slow else " (never slower)"))
+    out += _named_lines(report.get("named") or [], engines)
+    out += _sweep_lines(report.get("sweep") or [], engines)
+    out += _extras_lines(report)
+    sc = report.get("thread_scaling")
+    if sc:
+        out += [""] + _scaling_lines(sc)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _named_lines(named, engines):
+    """The named workloads' table, and fastnn against the same products alone."""
+    if not named:
+        return []
+    for p in named:
+        p["label"] = p["workload"] + (" (per iteration)" if p["workload"] == "tutorial" else "")
+    out = ["Named workloads (sigmoid, SSE, no bias, full batch)", _table(named, "workload", engines), ""]
+    gem = [p for p in named if "gemm_s" in p]
+    if gem:
+        out.append("fastnn against the same five matrix products alone (same BLAS calls, same run):")
+        for p in gem:
+            out.append(
+                f"  {p['workload']:>3s} {p['dtype']}: GEMM {_fmt_time(p['gemm_s'])} "
+                f"({p['gemm_gflops']:.1f} GFLOP/s), fastnn {_fmt_time(p['engines']['fastnn']['s_per_step'])} "
+                f"= {p['fastnn_pct_of_gemm']:.0f}% of GEMM peak"
+            )
         out.append("")
+    return out
+
+
+def _sweep_lines(sweep, engines):
+    """The sweep's table, and fastnn's smallest speed-up over the reference in it."""
+    if not sweep:
+        return []
+    for p in sweep:
+        p["label"] = f"n={p['n']} h={p['h']}"
+    out = [
+        f"Sweep (d={sweep[0]['d']}, o={sweep[0]['o']}; n = batch = samples, h = hidden units)",
+        _table(sweep, "point", engines),
+    ]
+    slow = [p for p in sweep if p["speedup"].get("fastnn") is not None and p["speedup"]["fastnn"] < 1]
+    worst = min((p["speedup"]["fastnn"] for p in sweep if p["speedup"].get("fastnn")), default=None)
+    if worst is not None:
+        out.append(f"fastnn slowest speed-up over the reference in the sweep: {worst:.2f}x"
+                   + (f" ({len(slow)} point(s) below 1)" if slow else " (never slower)"))
+    return out + [""]
+
+
+def _extras_lines(report):
+    """Start-up, allocations, BLAS threads and the threads' hand-off, where measured."""
+    out = []
     st = report.get("startup")
     if st:
         line = f"import + first fit in a fresh process: warm cache {st['warm_s']:.3f} s"
@@ -1094,11 +1115,9 @@ def format_report(report):
             f"{al['python_peak_bytes'][0]} / {al['python_peak_bytes'][1]} bytes "
             f"({al['python_bytes_per_extra_step']:.1f} bytes per extra step: the returned loss history)"
         )
-    th = report.get("thread_check")
-    if th:
-        for name, row in th.items():
-            out.append(f"BLAS threads, workload {name}: 1 thread {_fmt_time(row['1'])}, all "
-                       f"{_fmt_time(row['all'])} ({row['1'] / row['all']:.2f}x)")
+    for name, row in (report.get("thread_check") or {}).items():
+        out.append(f"BLAS threads, workload {name}: 1 thread {_fmt_time(row['1'])}, all "
+                   f"{_fmt_time(row['all'])} ({row['1'] / row['all']:.2f}x)")
     ho = report.get("handoff")
     if ho:
         out.append(
@@ -1106,10 +1125,7 @@ def format_report(report):
             f"{ho['size'] * 8 / 1000:.0f} KB updated by each in turn {_fmt_time(ho['exchange_s'])} "
             f"a round ({_fmt_time(ho['local_s'])} on one thread)"
         )
-    sc = report.get("thread_scaling")
-    if sc:
-        out += [""] + _scaling_lines(sc)
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 def plot_report(report, path):
