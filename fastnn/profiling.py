@@ -1067,18 +1067,7 @@ def format_profile(result):
         f"{m['bandwidth_gbs']:.1f} GB/s (NumPy add/copy, {m['bandwidth_bytes'] / 1e6:.0f} MB arrays)",
         "",
     ]
-    rows = []
-    for p in result["phases"]:
-        name = p["name"] + (f" L{p['layer']}" if p["layer"] is not None else "")
-        rows.append([name, p["shape"], _ms(p["seconds"]), f"{100 * p['share']:.1f}",
-                     _num(p["flops"] / 1e6), _num(p["gflops"]), _num(p["bytes"] / 1e6),
-                     _num(p["gbs"]), f"{p['pct_of_limit']:.1f}", "GEMM" if p["limit"] == "gemm" else "BW"])
-    t = result["totals"]
-    rows.append(["total (sum of phases)", "", _ms(t["seconds"]), "100.0", _num(t["flops"] / 1e6),
-                 _num(t["gflops"]), _num(t["bytes"] / 1e6), "", "", ""])
-    header = ["phase", "shape", "time ms", "share %", "MFLOP", "GFLOP/s", "MB", "GB/s", "% of limit", "limit"]
-    lines += _table(header, rows, "<<>>>>>>><")
-    lines.append("")
+    lines += _phase_table(result) + [""]
     if result.get("roofline"):
         lines += _roofline_lines(result["roofline"]) + [""]
     grows = []
@@ -1095,7 +1084,27 @@ def format_profile(result):
         f"(tolerance {100 * ch['tolerance']:.0f}%) {'PASS' if ch['passed'] else 'FAIL'}",
         "",
     ]
-    mem = result["memory"]
+    lines += _memory_table(result["memory"])
+    return "\n".join(lines)
+
+
+def _phase_table(result):
+    """The lines of the phases' table, with the total."""
+    rows = []
+    for p in result["phases"]:
+        name = p["name"] + (f" L{p['layer']}" if p["layer"] is not None else "")
+        rows.append([name, p["shape"], _ms(p["seconds"]), f"{100 * p['share']:.1f}",
+                     _num(p["flops"] / 1e6), _num(p["gflops"]), _num(p["bytes"] / 1e6),
+                     _num(p["gbs"]), f"{p['pct_of_limit']:.1f}", "GEMM" if p["limit"] == "gemm" else "BW"])
+    t = result["totals"]
+    rows.append(["total (sum of phases)", "", _ms(t["seconds"]), "100.0", _num(t["flops"] / 1e6),
+                 _num(t["gflops"]), _num(t["bytes"] / 1e6), "", "", ""])
+    header = ["phase", "shape", "time ms", "share %", "MFLOP", "GFLOP/s", "MB", "GB/s", "% of limit", "limit"]
+    return _table(header, rows, "<<>>>>>>><")
+
+
+def _memory_table(mem):
+    """The lines of the memory table (megabytes)."""
     mrows = [[label, _num(mem[key] / 1e6)] for label, key in (
         ("parameters", "parameters_bytes"), ("gradients", "gradients_bytes"),
         ("activations", "activations_bytes"), ("workspaces (deltas)", "workspaces_bytes"),
@@ -1108,9 +1117,8 @@ def format_profile(result):
                   ["peak memory of a reference step", _num(mem["reference_step_peak_bytes"] / 1e6)]]
     if mem["max_rss_bytes"] is not None:
         mrows.append(["process peak RSS (whole run)", _num(mem["max_rss_bytes"] / 1e6)])
-    lines += _table(["memory", "MB"], mrows, "<>")
-    lines.append("(step peaks: resident buffers + peak of NumPy allocations seen by tracemalloc)")
-    return "\n".join(lines)
+    return _table(["memory", "MB"], mrows, "<>") + [
+        "(step peaks: resident buffers + peak of NumPy allocations seen by tracemalloc)"]
 
 
 def format_sweep(result):
