@@ -22,6 +22,10 @@ largest error went from 2.2 to 1.1 ulp. (On the Zen 4 machine before it,
 whose AVX-512 units are half as wide, a Taylor polynomial without the table
 had been 4% slower: the CHANGELOG has the figures.)
 
+`exp_nonpositive_short` keeps float64's table, for code that waits on each
+value in turn rather than streaming many (the tutorial's kernel): there the
+table's load runs beside a shorter polynomial.
+
 Two choices keep the chain of dependent operations short, which is what the
 tutorial's tiny layers wait on (each layer's sigmoids need the last layer's),
 and leave the vectorised loop over a wide layer fewer instructions:
