@@ -28,7 +28,8 @@ ELEMENTWISE_ENGINES = ["reference", "fastnn"] + (["torch"] if bench.installed("t
 
 
 def _torch_one_thread(benchmark, fn, z):
-    # fn(z, out=...) timed with PyTorch on one thread, as fastnn's loops run
+    # fn(z, out=...) timed with PyTorch on one thread, as fastnn's loops run;
+    # returns the result as a NumPy array
     import time
 
     import torch
@@ -42,6 +43,7 @@ def _torch_one_thread(benchmark, fn, z):
         benchmark(fn, tz, out=out)
     finally:
         torch.set_num_threads(before)
+    return out.numpy()
 
 
 @njit(cache=False)
@@ -90,7 +92,8 @@ def test_sigmoid(benchmark, size, engine, dtype):
     elif engine == "torch":
         import torch
 
-        _torch_one_thread(benchmark, torch.sigmoid, z)
+        got = _torch_one_thread(benchmark, torch.sigmoid, z)
+        np.testing.assert_allclose(got, reference.sigmoid(z), rtol=8 * np.finfo(dtype).eps, atol=0)
     else:
         benchmark(reference.sigmoid, z)
 
@@ -110,7 +113,8 @@ def test_tanh(benchmark, size, engine, dtype):
     elif engine == "torch":
         import torch
 
-        _torch_one_thread(benchmark, torch.tanh, z)
+        got = _torch_one_thread(benchmark, torch.tanh, z)
+        np.testing.assert_allclose(got, np.tanh(z), rtol=8 * np.finfo(dtype).eps, atol=0)
     else:
         benchmark(np.tanh, z, out)
 
