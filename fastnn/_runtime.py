@@ -116,6 +116,13 @@ def layout_with_loops(layout, dtype, rows, layers=None):
     return with_loops(layout, dtype, rows, blas_architecture(), layers)
 
 
+def predict_layout(layout, dtype, rows):
+    """The layout a prediction of ``rows`` rows takes: `layout_with_loops` for a few rows;
+    ``layout`` itself for one row, which the forward pass gives to BLAS's gemv whatever
+    the layout says (``fastnn._kernels.dense.product``), so no loop is compiled for it."""
+    return layout if rows <= 1 else layout_with_loops(layout, dtype, (rows,))
+
+
 def _shard_rows(counts, shards_of):
     """Row counts of the shards of batches of ``counts`` rows, each cut into ``shards_of(rows)`` shards."""
     out = set()

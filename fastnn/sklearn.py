@@ -445,7 +445,7 @@ class _FastnnMLPMixin:
             self._fastnn_fallback("sparse input")
             return super()._forward_pass_fast(X, check_input=False)
         from fastnn._kernels.dense import extras_of, forward
-        from fastnn._runtime import layout_with_loops
+        from fastnn._runtime import predict_layout
 
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in _FLOATS:
@@ -456,7 +456,7 @@ class _FastnnMLPMixin:
         params = _pack(list(self.coefs_) + list(self.intercepts_), dtype)
         out, _ = self._fastnn_codes()
         acts = np.empty(X.shape[0] * sum(layer_units[1:]), dtype=dtype)
-        looped = layout_with_loops(layout, dtype, (X.shape[0],))  # (a few rows: see fastnn._kernels.few_rows)
+        looped = predict_layout(layout, dtype, X.shape[0])  # (a few rows: see fastnn._kernels.few_rows)
         output = forward(X, params, looped, out, acts, acts[:0], extras_of(layout))
         return output.copy()
 

@@ -236,3 +236,12 @@ def test_an_estimators_prediction_of_a_few_rows_matches_its_batch_prediction(mon
     whole = clf.predict_proba(X)
     for lo, hi in [(0, 1), (0, 4), (10, 18)]:
         assert_close(clf.predict_proba(X[lo:hi]), whole[lo:hi], np.float64)
+    # one row goes to BLAS's gemv: it asks for no loop, so none is compiled for it
+    asked = []
+    real = _runtime.layout_with_loops
+    monkeypatch.setattr(_runtime, "layout_with_loops", lambda *a, **k: asked.append(a[2]) or real(*a, **k))
+    assert_close(clf.predict_proba(X[5:6]), whole[5:6], np.float64)
+    assert MLP([64, 256, 10], random_state=0).predict(X[:1]).shape == (1, 10)
+    assert asked == []
+    clf.predict_proba(X[5:7])
+    assert asked == [(2,)]
