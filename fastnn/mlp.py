@@ -22,6 +22,22 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 _ORDER_BUDGET = 1 << 22
 
 
+def _check_fit_arguments(n, epochs, learning_rate, batch_size, shuffle, optimizer, callback, rest):
+    """`MLP.fit`'s arguments checked, in the order they are listed: ``(epochs, batch's rows,
+    hyper-parameter array)``; ``n`` rows of data; ``rest`` the optimizer's other
+    hyper-parameters, `_hyper_parameters`' after the learning rate."""
+    epochs = v.check_int(epochs, "epochs", minimum=0)
+    learning_rate = v.check_float(learning_rate, "learning_rate", minimum=0.0)
+    batch = n if batch_size is None else min(v.check_int(batch_size, "batch_size", minimum=1), n)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+    v.check_choice(optimizer, "optimizer", OPTIMIZERS)
+    hyper = _hyper_parameters(learning_rate, *rest)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    return epochs, batch, hyper
+
+
 def _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha):
     """The training kernels' ``hyper`` array, from checked optimizer arguments."""
     momentum = v.check_float(momentum, "momentum", minimum=0.0, exclusive=False, maximum=1.0, max_exclusive=True)
@@ -407,19 +423,11 @@ class MLP:
             the matching optimizer state and ``history_``.
         """
         X, y = self._check_Xy(X, y)
-        epochs = v.check_int(epochs, "epochs", minimum=0)
-        learning_rate = v.check_float(learning_rate, "learning_rate", minimum=0.0)
         n = X.shape[0]
-        if batch_size is None:
-            batch = n
-        else:
-            batch = min(v.check_int(batch_size, "batch_size", minimum=1), n)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        v.check_choice(optimizer, "optimizer", OPTIMIZERS)
-        hyper = _hyper_parameters(learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, alpha)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {callback!r}")
+        epochs, batch, hyper = _check_fit_arguments(
+            n, epochs, learning_rate, batch_size, shuffle, optimizer, callback,
+            (momentum, nesterov, beta_1, beta_2, epsilon, alpha),
+        )  # fmt: skip
 
         self._use_optimizer(optimizer)
         use_order = bool(shuffle) and batch < n
@@ -437,11 +445,17 @@ class MLP:
             self._params.copy(), self._state1.copy(), self._state2.copy(),
             self._step_count.copy(), self._rng.bit_generator.state,
         )  # fmt: skip
+        driver = Driver(*self._bundles(X, y, batch, use_order, codes.OPTIMIZER_CODES[optimizer], hyper),
+                        self._workspace)  # fmt: skip
+        return self._train_and_record(driver, epochs, chunk, callback, start_state)
+
+    def _train_and_record(self, driver, epochs, chunk, callback, start_state):
+        # fit's epochs on `driver`, in chunks of `chunk`; returns their losses and
+        # adds them to history_, also when interrupted (the epochs that ran); a
+        # divergence returns to the last good epoch and raises
         history = np.empty(epochs, dtype=np.float64)
         progress = [0]
         recorded = False
-        driver = Driver(*self._bundles(X, y, batch, use_order, codes.OPTIMIZER_CODES[optimizer], hyper),
-                        self._workspace)  # fmt: skip
         try:
             with driver:
                 done, diverged = self._train_chunks(driver, epochs, chunk, history, callback, progress)
