@@ -32,6 +32,7 @@ import zlib
 from numba import njit
 
 from fastnn._kernels import _apart
+from fastnn._kernels import _inline_copy  # noqa: F401 - importing it makes Numba's inliner copy faster
 
 OPTIONS = {"cache": True, "error_model": "numpy"}
 
