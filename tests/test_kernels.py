@@ -72,7 +72,8 @@ def test_bias_activate(dtype, name, with_bias, rng):
 def test_narrow_rows_activated_as_one_run_give_the_row_loops_bits(dtype, name, with_bias, shape, rng):
     # bias_activate takes the rows of a C-contiguous Z narrower than
     # NARROW_ROW as one flat run (activate_block); each row through
-    # activate_row, and a Z of another layout (the row loop), give the same bits
+    # activate_row, and the rows of a wider buffer (a block whose rows are
+    # not contiguous: the row loop), give the same bits
     Z = (rng.standard_normal(shape) * 4).astype(dtype)
     b = rng.standard_normal(shape[1]).astype(dtype)
     bias = b if with_bias else b[:0]
@@ -82,10 +83,23 @@ def test_narrow_rows_activated_as_one_run_give_the_row_loops_bits(dtype, name, w
     rows = Z.copy()
     for i in range(shape[0]):
         ka.activate_row(rows[i], bias, with_bias, code)
-    fortran = np.asfortranarray(Z.copy())  # (of one row or column: Z itself, without the copy)
-    ka.bias_activate(fortran, bias, with_bias, code)
+    n, m = shape
+    ld = m + 3
+    wide = np.full(2 + n * ld, 7.0, dtype=dtype)  # the block at offset 2, rows ld apart
+    for i in range(n):
+        wide[2 + i * ld : 2 + i * ld + m] = Z[i]
+    ka.activate_block(wide, 2, ld, n, m, bias, with_bias, code)
+    strided = np.stack([wide[2 + i * ld : 2 + i * ld + m] for i in range(n)])
     np.testing.assert_array_equal(run, rows)
-    np.testing.assert_array_equal(fortran, rows)
+    np.testing.assert_array_equal(strided, rows)
+    gaps = np.ones(wide.size, dtype=bool)
+    for i in range(n):
+        gaps[2 + i * ld : 2 + i * ld + m] = False
+    assert (wide[gaps] == 7.0).all()  # nothing outside the block is touched
+    fortran = np.asfortranarray(Z.copy())
+    if not fortran.flags.c_contiguous:  # (one row or column is both)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            ka.bias_activate(fortran, bias, with_bias, code)  # (flat would activate a copy)
     assert_close(run, ref.activate(Z + b if with_bias else Z, name), dtype)
 
 

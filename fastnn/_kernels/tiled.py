@@ -94,7 +94,7 @@ from collections import namedtuple
 import numpy as np
 
 from fastnn._kernels._jit import kernel
-from fastnn._kernels.activations import activate_row, activate_row_keep, bias_activate, derivative_row, times_kept
+from fastnn._kernels.activations import activate_block, activate_row, activate_row_keep, derivative_row, times_kept
 from fastnn._kernels.bits import magnitude_bits, magnitude_of_bits
 from fastnn._kernels.blas import gemm
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
@@ -461,15 +461,11 @@ def activate_rows(buf, off, ld, rows, cols, b, has_bias, code, slopes, keep, fns
     # epoch, the first row's position in the epoch, layer, first unit,
     # threshold): dropout when threshold > 0 and seed >= 0 (see dropout.py);
     # None: a model without kept slopes (the rest is pruned before compiling).
-    # A contiguous block (ld == cols) goes to bias_activate, which takes
-    # narrow rows as one flat run; the row loops take spans, which cost no
+    # A contiguous block (ld == cols) of narrow rows is one flat run
+    # (activations.activate_block); the row loops take spans, which cost no
     # reference count (views.span)
     if drop is None:
-        if ld == cols:
-            bias_activate(as_matrix(span(buf, off, rows * cols), rows, cols), b, has_bias, code)
-            return
-        for i in range(rows):
-            activate_row(span(buf, off + i * ld, cols), b, has_bias, code)
+        activate_block(buf, off, ld, rows, cols, b, has_bias, code)
         return
     seed, epoch, first_row, layer, first_unit, threshold = drop
     dropping = keep and threshold > 0 and seed >= 0
