@@ -256,7 +256,7 @@ def forward(X, params, layout, output_code, acts, slopes, drop):
     n_layers = layout.shape[0]
     nb = X.shape[0]
     prev = X
-    off = 0
+    off = np.int64(0)  # (a literal 0 compiled activate_layer once more, for Literal[int](0))
     for layer in range(n_layers):
         fan_in = layout[layer, FAN_IN]
         fan_out = layout[layer, FAN_OUT]

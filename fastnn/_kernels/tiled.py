@@ -107,7 +107,7 @@ from fastnn._kernels.train import (
     C_RULE, H_ALPHA, H_EPOCH, H_SEED, MAX_SHARDS, adam_step, batch_norm_of, end_of_epoch, momentum_step,
     shard_data, shard_pass, step_between, step_rate,
 )  # fmt: skip
-from fastnn._kernels.views import as_matrix, flat, span, unowned
+from fastnn._kernels.views import as_matrix, flat, span, unless_none, unowned
 
 # The bundles every worker gets: Net, Data and Optim (fastnn._kernels.bundles,
 # the two-shard kernel's too; `drive` runs Optim.control's stopping rule),
@@ -543,12 +543,10 @@ def forward_task(net, data, opt, work, layer, task, at, extras):
     b = net.params[b_off + c0 : b_off + c0 + cols] if has_bias else net.params[0:0]
     code, keep = net.layout[layer, CODE], net.layout[layer, KEEP] != 0
     fns = (net.layout[layer, FN], net.layout[layer, DFN])
-    if extras is None:  # (the other branch is pruned before compiling)
-        activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, False, fns, None)
-    else:
-        seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
-        drop = (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP])
-        activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
+    # dropout's counters, None without kept slopes (one call: see views.unless_none)
+    seed, epoch = np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + at[4]
+    drop = unless_none(extras, (seed, epoch, start + b0 + r0, np.int64(layer), c0, net.layout[layer, DROP]))
+    activate_rows(work.acts, off, fan_out, rows, cols, b, has_bias, code, work.slopes, keep, fns, drop)
 
 
 @kernel(linked=False)
@@ -567,7 +565,8 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
     no_fns = (np.int64(0), np.int64(0))
-    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, False, no_fns, None)
+    keep = net.layout[last, KEEP] != 0  # (False: a bool, as forward_task's, for one specialisation)
+    activate_rows(work.acts, a_off, o, rows, o, b, has_bias, net.output, work.slopes, keep, no_fns, None)
     y0 = b0 + r0 if data.use_order else start + b0 + r0
     Y = work.Y_batch[y0 : y0 + rows] if data.use_order else data.Y[y0 : y0 + rows]
     w = data.W[0:0]  # (every row weighs 1)

@@ -81,7 +81,7 @@ from fastnn._kernels.bundles import Optim
 from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, partial_loss_and_gradients, sum_of_squares
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, wait_at_least
-from fastnn._kernels.views import unowned
+from fastnn._kernels.views import unless_none, unowned
 
 
 @kernel(inline="always")
@@ -696,9 +696,9 @@ def shard_pass(net, opt, rows, params, norm, buffers, epoch, first_row, extras):
     xs, ys, ws = rows
     acts, deltas, grads = buffers
     layout, output, loss = net.layout, net.output, net.loss
-    if extras is None:
-        return partial_loss_and_gradients(xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, None)
-    drop = (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(first_row))
+    # (one call: with `if extras is None`, a model with kept slopes compiled
+    # the kernel for drop=None too, 4 s of its first fit, never to run it)
+    drop = unless_none(extras, (np.int64(opt.hyper[H_SEED]), np.int64(opt.hyper[H_EPOCH]) + epoch, np.int64(first_row)))
     return partial_loss_and_gradients(xs, ys, ws, params, layout, output, loss, norm, acts, deltas, grads, drop)
 
 

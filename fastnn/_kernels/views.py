@@ -200,3 +200,22 @@ def unowned(value):
 @overload(unowned)
 def _unowned_impl(value):
     return lambda value: _unowned(value)
+
+
+def unless_none(flag, value):
+    """None when ``flag`` is None, else ``value``: chosen by ``flag``'s compiled type, so that the
+    code for the other case is not even typed (Python stand-in: the same test at run time).
+
+    Numba prunes a branch ``if flag is None`` before compiling only when ``flag`` is None: with
+    ``flag`` of another type, both branches are compiled, and a branch that calls a kernel with
+    None compiles a whole specialisation of it that never runs. One call with
+    ``unless_none(flag, value)`` as the argument compiles only the one that does.
+    """
+    return None if flag is None else value
+
+
+@overload(unless_none)
+def _unless_none_impl(flag, value):
+    if isinstance(flag, types.NoneType):
+        return lambda flag, value: None
+    return lambda flag, value: value
