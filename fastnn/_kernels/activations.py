@@ -216,7 +216,7 @@ def activate_block(values, off, ld, rows, cols, b, has_bias, code):
     # every value, which vectorises however narrow the rows are (the same
     # operations as a row's, in the same order: the same bits). activate_row
     # has one call site: each site is one more copy of every activation's
-    # loops to compile (three sites made a first fit 0.5-0.8 s longer)
+    # loops to compile (three sites made a first fit 0.7-1.2 s longer)
     runs, length, bias = rows, cols, has_bias
     if ld == cols and cols < NARROW_ROW and code != SOFTMAX:
         if has_bias:
