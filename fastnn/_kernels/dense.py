@@ -169,7 +169,7 @@ def loss_delta_rows(Y, A, w, loss_code, output_code, n, delta):
     # of a batch add up to the whole batch. w: the rows' sample weights, or
     # empty for weight 1 (a multiplication by 1 is exact: the same numbers)
     k = A.shape[1]
-    total = 0.0
+    total = np.float64(0.0)  # (run as Python, 0.0 + a float32 is a float32 under NumPy 2's promotion)
     one = A.dtype.type(1.0)
     zero = A.dtype.type(0.0)
     weighted = w.size > 0
@@ -395,7 +395,7 @@ def sum_of_squares(x):
     # sum is a chain of dependent additions (3-4 cycles each) that cannot be
     # vectorised; eight chains run side by side (with the slice loop of
     # l2_penalty, 7,400 weights took 2.4 us instead of 6.1 us)
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float64(0.0)  # (float64 as Python too, see loss_delta_rows)
     n = x.size
     i = 0
     while i + 8 <= n:
