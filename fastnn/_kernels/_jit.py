@@ -33,6 +33,7 @@ from numba import njit
 
 from fastnn._kernels import _apart
 from fastnn._kernels import _inline_copy  # noqa: F401 - importing it makes Numba's inliner copy faster
+from fastnn._kernels import _module_passes  # noqa: F401 - importing it leaves fastnn's kernels to LLVM's module passes
 
 OPTIONS = {"cache": True, "error_model": "numpy"}
 
