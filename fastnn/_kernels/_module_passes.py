@@ -11,14 +11,14 @@ Numba optimises the code of every function it compiles three times:
    over every function, inlined callees included.
 
 The first adds nothing the third does not redo, on fastnn's kernels: in a
-first fit of 64-100-10 in an empty cache it was 1.15 s of LLVM's 3.6 s. So
-for the functions of fastnn's kernels (their symbols begin with fastnn's
-mangled package name) and their wrappers, step 1 only sets the data layout, as Numba does before
-running it; steps 2 and 3 run as always, and every other function (Numba's
-own, or a user's in the same process) gets all three. The CHANGELOG has the
-measurements: the kernels' steps are unchanged (the same bits on nine fits,
-and the same times in turns on six workloads), and a first fit in an empty
-cache is about 0.9 s shorter.
+first fit of 64-100-10 in an empty cache it took 1.2-1.3 s of LLVM's
+3.2-3.3 s. So for fastnn's functions (their symbols begin with fastnn's
+mangled package name) and their wrappers, step 1 only sets the data layout,
+as Numba does before running it; steps 2 and 3 run as always, and every other
+function (Numba's own, or a user's in the same process) gets all three. The
+CHANGELOG has the measurements: the kernels' results are bit-identical (nine
+fits hashed) and their steps as fast (eight workloads, in turns), and a first
+fit in an empty cache is 0.3-0.9 s shorter.
 
 How: ``_optimize_functions`` is wrapped, and runs Numba's own code on a
 view of the module whose list of functions leaves fastnn's out; everything
