@@ -17,7 +17,7 @@ mangled package name) and their wrappers, step 1 only sets the data layout,
 as Numba does before running it; steps 2 and 3 run as always, and every other
 function (Numba's own, or a user's in the same process) gets all three. The
 CHANGELOG has the measurements: the kernels' results are bit-identical (nine
-fits hashed) and their steps as fast (eight workloads, in turns), and a first
+fits hashed) and their steps within 2% (eight workloads, in turns), and a first
 fit in an empty cache is 0.3-0.9 s shorter.
 
 How: ``_optimize_functions`` is wrapped, and runs Numba's own code on a
