@@ -491,12 +491,12 @@ def derivative_rows(delta, buf, off, ld, rows, cols, code, slopes, keep, extras)
     # narrow rows never reach the vector loop
     if ld == cols:
         rows, cols, ld = 1, rows * cols, rows * cols
+    # (one site of derivative_row: `if extras is None` is pruned only when
+    # extras is None, and with kept slopes its branch was a second copy)
     for i in range(rows):
         a = span(buf, off + i * ld, cols)
         d = span(delta, i * cols, cols)
-        if extras is None:
-            derivative_row(d, a, a, code)
-        elif keep:
+        if extras is not None and keep:
             s = span(slopes, off + i * ld, cols)
             times_kept(as_matrix(d, 1, cols), as_matrix(s, 1, cols), as_matrix(a, 1, cols), s[:0], False)
         else:
