@@ -33,6 +33,9 @@ SMALL = dict(rows=3, cols=4, out_rows=2, groups=3, chunk=7, group_tiles=1, out_c
 BLOCKS = dict(SMALL, block=5)
 # ... and whole passes of shards of rows (the two-shard kernel's split), chunks of 7 parameters
 SHARDS = dict(chunk=7, shards=2)
+# ... and the output layer's products by fastnn._kernels.narrow's loops
+# (the small networks here are too narrow for them by default)
+NARROW, NARROW_BLOCKS = dict(SMALL, narrow=True), dict(BLOCKS, narrow=True)
 
 
 @kernel
@@ -325,7 +328,10 @@ CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[6]}-{c[3]}")
 @pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("plan", [SMALL, BLOCKS, SHARDS], ids=["one-block", "blocks", "shards"])
+@pytest.mark.parametrize(
+    "plan", [SMALL, BLOCKS, SHARDS, NARROW, NARROW_BLOCKS],
+    ids=["one-block", "blocks", "shards", "narrow", "narrow-blocks"],
+)  # fmt: skip
 @pytest.mark.parametrize("alpha", [0.0, 1e-2])  # (without an L2 term, REDUCE cuts the output layer only)
 def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, alpha, dtype, rng):
     sizes, n, batch, act, out, loss, optimizer, bias = case
@@ -344,7 +350,7 @@ def test_tiled_training_matches_a_numpy_loop(case, shuffle, plan, alpha, dtype, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["softmax", "deep", "kept-slopes"])
 @pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("plan", [SMALL, BLOCKS], ids=["one-block", "blocks"])
+@pytest.mark.parametrize("plan", [SMALL, BLOCKS, NARROW_BLOCKS], ids=["one-block", "blocks", "narrow-blocks"])
 def test_tiled_training_with_sample_weights_matches_a_numpy_loop(case, shuffle, plan, dtype, rng):
     # losses are weighted means, normalised with the L2 term by each batch's sum of weights
     sizes, n, batch, act, out, loss, optimizer, bias = case
@@ -364,7 +370,10 @@ def test_tiled_training_with_sample_weights_matches_a_numpy_loop(case, shuffle, 
         assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("plan", [SMALL, BLOCKS, SHARDS, None], ids=["small-tiles", "blocks", "shards", "default-tiles"])
+@pytest.mark.parametrize(
+    "plan", [SMALL, BLOCKS, SHARDS, NARROW_BLOCKS, None],
+    ids=["small-tiles", "blocks", "shards", "narrow-blocks", "default-tiles"],
+)  # fmt: skip
 def test_results_are_bit_identical_for_any_number_of_threads(plan, rng):
     runs = []
     for workers in (1, 2, 3, 4, 8):
@@ -400,8 +409,21 @@ def test_a_plan_cuts_update_by_all_parameters_and_reduce_by_the_output_layers():
     assert -(-307210 // plan[tiled.P_CHUNK]) == -(-40970 // plan[tiled.P_OUT_CHUNK]) == 16
 
 
+@pytest.mark.parametrize(
+    "sizes, shards, narrow",
+    [([64, 1024, 10], 0, True), ([784, 2048, 3], 0, True), ([64, 16, 10], 0, False), ([64, 1024, 1], 0, False),
+     ([64, 1024, 13], 0, False), ([64, 1024, 10], 2, False)],
+)  # fmt: skip
+def test_a_plan_gives_the_narrow_loops_the_narrow_output_layers_of_wide_ones(sizes, shards, narrow):
+    # (a plan of shards runs whole passes, whose products are BLAS's)
+    work = tiled.workspace(sizes, 256, 10, np.float64, 2, False, shards=shards)
+    assert work.plan[tiled.P_NARROW] == narrow
+    assert work.wt.size == (sizes[-2] * sizes[-1] if narrow else 0)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1e-2])
-def test_the_parameters_do_not_depend_on_the_chunks(alpha):
+@pytest.mark.parametrize("narrow", [False, True])  # (REDUCE transposes the output layer's narrow gradient)
+def test_the_parameters_do_not_depend_on_the_chunks(alpha, narrow):
     # REDUCE and UPDATE work element by element: only the L2 term's sum of
     # squares is summed chunk by chunk (in chunk order), so the losses may
     # differ in their last bits, never the parameters (REDUCE's chunks of the
@@ -411,7 +433,7 @@ def test_the_parameters_do_not_depend_on_the_chunks(alpha):
         model, X, Y = _problem(
             np.random.default_rng(5), [7, 40, 30, 5], 57, "tanh", "softmax", "log_loss", True, np.float64
         )
-        plan = dict(SMALL, chunk=chunk, out_chunk=chunk)
+        plan = dict(SMALL, chunk=chunk, out_chunk=chunk, narrow=narrow)
         done, history = _train(model, X, Y, 3, 20, np.empty((0, 0), np.int64), "adam", 0.01, alpha, 2, plan)
         runs.append((done, history, model._params.copy(), model._state2.copy()))
     for other in runs[1:]:
@@ -556,7 +578,7 @@ def test_a_few_rows_through_wide_layers_train_like_the_reference_with_the_same_b
         np.testing.assert_array_equal(params, runs[0][1])
 
 
-@pytest.mark.parametrize("plan", [SMALL, SHARDS], ids=["layers", "shards"])
+@pytest.mark.parametrize("plan", [SMALL, SHARDS, NARROW], ids=["layers", "shards", "narrow"])
 def test_a_non_finite_loss_stops_before_that_update(plan, rng):
     # (a shard plan stops with its live set of parameters in the spare arrays
     # when an odd number of steps came before: those are copied back)
@@ -572,7 +594,7 @@ def test_a_non_finite_loss_stops_before_that_update(plan, rng):
     np.testing.assert_array_equal(model._params, again._params)
 
 
-@pytest.mark.parametrize("plan", [None, SHARDS], ids=["layers", "shards"])
+@pytest.mark.parametrize("plan", [None, SHARDS, dict(narrow=True)], ids=["layers", "shards", "narrow"])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(

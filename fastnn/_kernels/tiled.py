@@ -101,6 +101,7 @@ from fastnn._kernels.codes import OPT_ADAM, OPT_MOMENTUM, SSE
 from fastnn._kernels.dense import deltas_units, loss_delta_rows, sum_of_squares
 from fastnn._kernels.few_rows import few_rows_call, few_rows_nn_call, loop_at
 from fastnn._kernels.dropout import activate_row_drop, keep_scale, row_key
+from fastnn._kernels.narrow import narrow_back, narrow_nn, narrow_tn, takes_narrow, transpose
 from fastnn._kernels.layout import B_OFF, CODE, DFN, DROP, FAN_IN, FAN_OUT, FN, KEEP, NN_ROWS, TN_ROWS, W_OFF
 from fastnn._kernels.sync import atomic_add, atomic_cas, atomic_load, pause, wait_at_least
 from fastnn._kernels.train import (
@@ -113,7 +114,7 @@ from fastnn._kernels.views import as_matrix, flat, span, unless_none, unowned
 # the two-shard kernel's too; `drive` runs Optim.control's stopping rule),
 # and this kernel's workspace:
 Work = namedtuple(
-    "Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync deltas shard_grads spare"
+    "Work", "plan acts slopes grads groups parts scratch X_batch Y_batch W_batch sync deltas shard_grads spare wt"
 )
 
 # plan[...]: the tiling, from the shapes only (see make_plan)
@@ -131,7 +132,8 @@ P_GRAD_ROWS = 10  # rows of a GRADIENT block of dW
 P_GRAD_COLS = 11  # columns of a GRADIENT block of dW
 P_OUT_CHUNK = 12  # parameters per REDUCE task without an L2 term (of the output layer only)
 P_SHARDS = 13  # > 0: a batch is that many SHARD tasks (whole passes over rows), not layer phases
-PLAN_SIZE = 14
+P_NARROW = 14  # 1: OUTPUT's products by fastnn._kernels.narrow's loops, not BLAS (see make_plan)
+PLAN_SIZE = 15
 
 GATHER, FORWARD, OUTPUT, GRADIENT, DELTA, REDUCE, UPDATE, SHARD, STEP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -257,7 +259,7 @@ def shard_chunk(n_params, workers):
 
 def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=None, groups=16,
               chunk=None, block=None, group_tiles=1, grad_rows=None, grad_cols=None,
-              out_chunk=None, shards=0, workers=1):  # fmt: skip
+              out_chunk=None, shards=0, workers=1, narrow=None):  # fmt: skip
     """The tiling of a step (int64 ``PLAN_SIZE``); depends on the shapes only
     (but for a plan of shards' STEP chunks, which change no sum).
 
@@ -275,6 +277,11 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     ``shards`` > 0 makes a plan of shards (`shard_task`): a batch is that
     many whole passes over its rows, for layers too small to share by
     tiles, and its STEP has one task per worker (of ``workers``).
+
+    ``narrow``: whether the OUTPUT tasks make their three products with
+    ``fastnn._kernels.narrow``'s loops (by default where
+    ``narrow.takes_narrow`` says so) rather than BLAS; their weight gradient
+    is then accumulated transposed, and REDUCE transposes it back.
     """
     fan_in = layer_sizes[-2]
     default_rows, default_cols = tile_sizes(layer_sizes, batch_size)
@@ -295,6 +302,9 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
     if shards > MAX_SHARDS:
         raise ValueError(f"shards must be at most {MAX_SHARDS} (update_range sums two), got {shards}")
     plan[P_SHARDS] = shards
+    if narrow is None:
+        narrow = takes_narrow(fan_in, layer_sizes[-1])
+    plan[P_NARROW] = 1 if narrow and shards == 0 else 0
     if shards > 0:
         block = batch_size  # a shard is a pass over all layers: the batch is one block
     # blocks of activations of at most BLOCK_BYTES (rows: a multiple of `rows`)
@@ -361,6 +371,8 @@ def workspace(layer_sizes, batch_size, n_params, dtype, workers, use_order, plan
         np.empty(plan[P_BLOCK] * deltas_units(layer_sizes), dtype=dtype) if plan[P_SHARDS] > 0 else None,
         np.empty((plan[P_SHARDS], n_params), dtype=dtype) if plan[P_SHARDS] > 0 else None,
         np.empty((3, n_params), dtype=dtype) if plan[P_SHARDS] > 0 else None,
+        # the output layer's weights, transposed once a batch, for the narrow loops
+        np.empty(fan_in * fan_out if plan[P_NARROW] else 0, dtype=dtype),
     )
 
 
@@ -560,7 +572,11 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     rows = min(work.plan[P_OUT_ROWS], nr - r0)
     a_off = act_offset(net.layout, last, work.plan[P_BLOCK]) + r0 * o
     src, src_off, ld = x[0], x[1] + r0 * x[2], x[2]
-    gemm(rows, o, fan_in, (src, src_off, ld), False, (net.params, w_off, o), False, (work.acts, a_off, o), False)
+    narrow = work.plan[P_NARROW] != 0
+    if narrow:
+        narrow_nn(rows, fan_in, o, (src, src_off, ld), work.wt, (work.acts, a_off, o))
+    else:
+        gemm(rows, o, fan_in, (src, src_off, ld), False, (net.params, w_off, o), False, (work.acts, a_off, o), False)
     A = as_matrix(work.acts[a_off : a_off + rows * o], rows, o)
     has_bias = b_off >= 0
     b = net.params[b_off : b_off + o] if has_bias else net.params[0:0]
@@ -573,7 +589,10 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
     if data.W.size > 0:
         w = work.W_batch[y0 : y0 + rows] if data.use_order else data.W[y0 : y0 + rows]
     work.parts[t] = loss_delta_rows(Y, A, w, net.loss, net.output, batch_norm(work), A)
-    gemm(fan_in, o, rows, (src, src_off, ld), True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
+    if narrow:  # (the group's gradient transposed: o x fan_in)
+        narrow_tn(rows, fan_in, o, (src, src_off, ld), (work.acts, a_off, o), (work.groups, acc), not first)
+    else:
+        gemm(fan_in, o, rows, (src, src_off, ld), True, (work.acts, a_off, o), False, (work.groups, acc, o), not first)
     if has_bias:
         gb = work.groups[acc + fan_in * o : acc + fan_in * o + o]
         for j in range(o):
@@ -582,8 +601,11 @@ def output_tile(net, data, work, t, at, x, first, acc, scratch):
                 s += A[i, j]
             gb[j] = s if first else gb[j] + s
     if last > 0:
-        gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
-             (scratch, 0, fan_in), False)  # fmt: skip
+        if narrow:
+            narrow_back(rows, fan_in, o, (work.acts, a_off, o), work.wt, (scratch, 0, fan_in))
+        else:
+            gemm(rows, fan_in, o, (work.acts, a_off, o), False, (net.params, w_off, o), True,
+                 (scratch, 0, fan_in), False)  # fmt: skip
         code, keep = net.layout[last - 1, CODE], net.layout[last - 1, KEEP] != 0
         derivative_rows(scratch, src, src_off, ld, rows, fan_in, code, work.slopes, keep, net.extras)
 
@@ -751,15 +773,33 @@ def settle(net, opt, work, shards):
         work.sync[S_LIVE] = 0
 
 
-@kernel(inline="always")
+@kernel
 def sum_groups(work, dst, first, count, groups, stride):
     # dst[i] = the groups' accumulators [first + i] summed in group order
+    # (compiled once for REDUCE's two calls, not inlined at each)
     for i in range(count):
         dst[i] = work.groups[first + i]
     for g in range(1, groups):
         src = work.groups[g * stride + first : g * stride + first + count]
         for i in range(count):
             dst[i] += src[i]
+
+
+@kernel(inline="always")
+def sum_groups_transposed(work, dst, first, count, groups, stride, k, o, tmp):
+    # sum_groups of a narrow output layer's weight gradient, whose groups
+    # hold it transposed (o x k, see output_tile): dst[i] = element first + i
+    # of the k x o sum; each unit's run of rows summed contiguously in tmp
+    for j in range(o):
+        lo = max(0, ceil_div(first - j, o))  # rows r with first <= r * o + j < first + count
+        hi = max(0, ceil_div(first + count - j, o))
+        n = hi - lo
+        if n <= 0:
+            continue
+        t = span(tmp, 0, n)
+        sum_groups(work, t, j * k + lo, n, groups, stride)
+        for i in range(n):
+            dst[(lo + i) * o + j - first] = t[i]
 
 
 @kernel(inline="always")
@@ -793,7 +833,7 @@ def reduce_tasks(net, opt, work):
 
 
 @kernel(linked=False)
-def reduce_task(net, opt, work, chunk, nb):
+def reduce_task(net, opt, work, chunk, nb, worker):
     # parameters [lo, hi): the output layer's gradient summed over the groups,
     # + alpha * W / nb, checked finite; parts get the sum of W**2 and the check
     first, end, size = reduce_cut(net, opt, work)
@@ -819,7 +859,10 @@ def reduce_task(net, opt, work, chunk, nb):
             if off < 0 or a >= b:
                 continue
             g = work.grads[a:b]
-            if layer == last:
+            if layer == last and part == 0 and work.plan[P_NARROW] != 0:
+                tmp = scratch_of(work, worker)
+                sum_groups_transposed(work, g, a - off, b - a, groups, stride, fan_in, o, tmp)
+            elif layer == last:
                 sum_groups(work, g, a - off + (0 if part == 0 else fan_in * o), b - a, groups, stride)
             if part == 0 and alpha > 0:
                 w = net.params[a:b]
@@ -878,7 +921,7 @@ def run_task(net, data, opt, work, kind, layer, task, worker, shards, layers):
         elif kind == DELTA:
             delta_task(net, work, layer, task, at, worker)
         else:
-            reduce_task(net, opt, work, task, at[3])
+            reduce_task(net, opt, work, task, at[3], worker)
     elif shards is not None:
         if kind == SHARD:
             shard_task(net, data, opt, work, task, at, net.extras)
@@ -977,6 +1020,10 @@ def batch_step(net, data, opt, work, start, nb, epoch, t, shards, layers):
     exchange(work.sync, S_BAD, 0)
     value = 0.0
     if layers is not None:  # layer phases, block by block
+        if work.plan[P_NARROW] != 0:  # the output layer's weights, transposed for the narrow loops
+            last = net.layout.shape[0] - 1
+            fan_in, o, w_off, b_off = layer_row(net.layout, last)
+            transpose(net.params, w_off, fan_in, o, work.wt)
         if data.use_order:
             run_phase(net, data, opt, work, np.int64(GATHER), zero, (start, zero, nb, nb, epoch, t), shards, layers)
         b0 = 0
