@@ -133,21 +133,34 @@ def narrow_tn(rows, k, o, A, D, gt, accumulate):
     if not accumulate and full == 0:
         for i in range(o * k):
             g_buf[g_off + i] = 0
+    zero = a.dtype.type(0)
     for r in range(0, full, 4):
-        # four rows' shares of each unit's gradient row at once (the first
+        # four rows' shares of two units' gradient rows at once (the first
         # four rows of a product that does not accumulate assign them)
         a0, a1 = span(a, a_off + r * lda, k), span(a, a_off + (r + 1) * lda, k)
         a2, a3 = span(a, a_off + (r + 2) * lda, k), span(a, a_off + (r + 3) * lda, k)
-        for j in range(o):
-            g = span(g_buf, g_off + j * k, k)
+        add = accumulate or r > 0
+        for j in range(0, o, 2):
+            # an odd last unit is paired with itself, weighing 0: its second
+            # row (h, the same as g) is stored first, so g's sum is the one kept
+            j1 = min(j + 1, o - 1)
+            g, h = span(g_buf, g_off + j * k, k), span(g_buf, g_off + j1 * k, k)
             d0, d1 = d[d_off + r * ldd + j], d[d_off + (r + 1) * ldd + j]
             d2, d3 = d[d_off + (r + 2) * ldd + j], d[d_off + (r + 3) * ldd + j]
-            if r == 0 and not accumulate:
-                for i in range(k):
-                    g[i] = d0 * a0[i] + d1 * a1[i] + d2 * a2[i] + d3 * a3[i]
-            else:
-                for i in range(k):
-                    g[i] += d0 * a0[i] + d1 * a1[i] + d2 * a2[i] + d3 * a3[i]
+            paired = j + 1 < o
+            e0 = d[d_off + r * ldd + j1] if paired else zero
+            e1 = d[d_off + (r + 1) * ldd + j1] if paired else zero
+            e2 = d[d_off + (r + 2) * ldd + j1] if paired else zero
+            e3 = d[d_off + (r + 3) * ldd + j1] if paired else zero
+            for i in range(k):
+                x0, x1, x2, x3 = a0[i], a1[i], a2[i], a3[i]
+                tg = d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3
+                th = e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+                if add:
+                    tg += g[i]
+                    th += h[i]
+                h[i] = th
+                g[i] = tg
     for r in range(full, rows):
         a0 = span(a, a_off + r * lda, k)
         for j in range(o):

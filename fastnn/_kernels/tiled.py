@@ -12,12 +12,16 @@ phase into tasks that write disjoint blocks:
   back-propagates the delta into the last hidden layer, overwriting that
   layer's activations (no longer needed) in place. The wide activation
   matrix is read once here, with the three narrow products done on the
-  cache-resident tile, instead of once per product.
+  cache-resident tile, instead of once per product; for an output layer of
+  a few units, by ``fastnn._kernels.narrow``'s loops rather than BLAS
+  (``P_NARROW``), from the output layer's weights transposed once a batch
+  (``Work.wt``), and into group accumulators that hold the gradient
+  transposed.
 * ``GRADIENT`` of a hidden layer: a task is a block of ``dW = A_prev.T @ D``
   (each block one product over all rows, so no sum across tasks);
   ``DELTA`` back-propagates into the layer below, by blocks, in place.
 * ``REDUCE``: parameter chunks; the output layer's group accumulators are
-  summed in group order, the L2 term added, the gradient checked finite
+  summed in group order (and transposed back, for the narrow loops), the L2 term added, the gradient checked finite
   (the hidden layers' blocks are checked by their GRADIENT tasks, so without
   an L2 term REDUCE's chunks cut the output layer's parameters only: a pass
   over the others' gradients less, and every task has a share of the sums).
