@@ -118,7 +118,8 @@ def test_a_value_that_is_not_finite_reaches_the_results_it_belongs_to(bad, rng):
 
 
 def test_takes_narrow_covers_the_narrow_layers_fed_by_wide_ones():
-    assert takes_narrow(1024, 10) and takes_narrow(64, 2) and takes_narrow(4096, narrow.NARROW_UNITS)
-    assert not takes_narrow(1024, 1)  # one unit: BLAS's gemv-like kernels
-    assert not takes_narrow(1024, narrow.NARROW_UNITS + 1)
-    assert not takes_narrow(16, 10)  # too short to vectorise along
+    assert takes_narrow(1024, 10, 256) and takes_narrow(64, 2, 8) and takes_narrow(4096, narrow.NARROW_UNITS, 64)
+    assert not takes_narrow(1024, 1, 256)  # one unit
+    assert not takes_narrow(1024, narrow.NARROW_UNITS + 1, 256)
+    assert not takes_narrow(16, 10, 256)  # too short to vectorise along
+    assert not takes_narrow(4096, 10, 4)  # too few rows to pay for the transpositions

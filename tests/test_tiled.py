@@ -410,13 +410,14 @@ def test_a_plan_cuts_update_by_all_parameters_and_reduce_by_the_output_layers():
 
 
 @pytest.mark.parametrize(
-    "sizes, shards, narrow",
-    [([64, 1024, 10], 0, True), ([784, 2048, 3], 0, True), ([64, 16, 10], 0, False), ([64, 1024, 1], 0, False),
-     ([64, 1024, 13], 0, False), ([64, 1024, 10], 2, False)],
+    "sizes, batch, shards, narrow",
+    [([64, 1024, 10], 256, 0, True), ([784, 2048, 3], 256, 0, True), ([64, 16, 10], 256, 0, False),
+     ([64, 1024, 1], 256, 0, False), ([64, 1024, 13], 256, 0, False), ([64, 4096, 10], 4, 0, False),
+     ([64, 1024, 10], 256, 2, False)],
 )  # fmt: skip
-def test_a_plan_gives_the_narrow_loops_the_narrow_output_layers_of_wide_ones(sizes, shards, narrow):
+def test_a_plan_gives_the_narrow_loops_the_narrow_output_layers_of_wide_ones(sizes, batch, shards, narrow):
     # (a plan of shards runs whole passes, whose products are BLAS's)
-    work = tiled.workspace(sizes, 256, 10, np.float64, 2, False, shards=shards)
+    work = tiled.workspace(sizes, batch, 10, np.float64, 2, False, shards=shards)
     assert work.plan[tiled.P_NARROW] == narrow
     assert work.wt.size == (sizes[-2] * sizes[-1] if narrow else 0)
 

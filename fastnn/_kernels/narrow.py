@@ -9,29 +9,31 @@ few columns (10 for a classifier of ten classes). BLAS spends more on such a
 product than on its multiply-adds: it packs the operands into panels for a
 kernel built for wide blocks, and its kernels for 10 columns run at 15-32
 GFLOP/s where the large products of the same step run at 50-60. Here each
-loop keeps a 4 x 4 block of results (four rows by four units) or four rows'
-shares of a gradient in registers, and is vectorised along the wide
-dimension, which is contiguous in both operands: the output layer's weights
-are read transposed, ``wt`` (``o x k``, from `transpose`, once a batch),
-and the gradient is accumulated transposed (``o x k``; the tiled kernel's
-REDUCE writes it back as ``k x o``).
+loop keeps a 4 x 4 block of results (four rows by four units), or four
+rows' shares of two units' gradient rows, in registers, and is vectorised
+along the wide dimension, which is contiguous in both operands: the output
+layer's weights are read transposed, ``wt`` (``o x k``, from `transpose`,
+once a batch), and the gradient is accumulated transposed (``o x k``; the
+tiled kernel's REDUCE writes it back as ``k x o``).
 
 Measured on the Zen 5 development machine, one thread, the three products
-of one tile (BLAS's time -> these loops'), float64: 32 x 1024 -> 10 68.7 ->
-28.6 us, 8 x 4096 -> 10 94.7 -> 27.9 us, 16 x 2048 -> 10 75.8 -> 33.3 us;
-float32: 41.5 -> 14.7, 73.9 -> 15.3 and 50.4 -> 16.6 us. That is with
-OpenBLAS's Haswell kernels; with its SkylakeX (AVX-512) kernels BLAS took
-36.3, 57.4 and 46.1 us in float64. At 16 units the loops were slower than the
-SkylakeX kernels for tiles of 16 and 32 rows, and at 3 units 3-6x faster than
-either: `NARROW_UNITS` is the widest output layer that takes them.
+of one tile (BLAS's time -> these loops'), float64: 32 x 1024 -> 10 67 ->
+32-37 us, 8 x 4096 -> 10 92 -> 28-30 us, 16 x 2048 -> 10 75 -> 27-33 us;
+float32: 41 -> 18, 73 -> 17-25 and 50 -> 17 us. That is with OpenBLAS's
+Haswell kernels; with its SkylakeX (AVX-512) kernels BLAS took 36, 57 and 46
+us in float64. At 16 units the loops were slower than the SkylakeX kernels
+for tiles of 16 and 32 rows, at 3 units 1.5x (SkylakeX) to 4x (Haswell)
+faster, and at 10 units fed by 16 (a tile of 256 rows) slower than BLAS:
+`takes_narrow` says which layers take them.
 
 The sums over the wide dimension are compiled with reassociation allowed
 (``fastmath`` 'reassoc' and 'contract'), so that LLVM splits them into
-vector lanes; each element is still computed by the same code wherever its
-rows fall in a tile, so results depend on the shapes only, not on the
-number of threads. Nothing else of IEEE arithmetic is relaxed: an infinity
-or a NaN propagates as it does through BLAS (the kernels' divergence checks
-rely on it).
+vector lanes. Which loop computes an element, and in which order it adds
+a tile's rows, depends on the tile's shape only, and the tiles on the
+shapes of the layers and the batch: results depend on the shapes, not on
+the number of threads. Nothing else of IEEE arithmetic is relaxed: an
+infinity or a NaN propagates as it does through BLAS (the kernels'
+divergence checks rely on it).
 """
 
 from fastnn._kernels._jit import kernel
@@ -40,11 +42,18 @@ from fastnn._kernels.views import span
 NARROW_UNITS = 12
 NARROW_MIN_UNITS = 2
 NARROW_MIN_FAN_IN = 64
+# Batches of fewer rows keep BLAS: the loops' fixed costs (the weights
+# transposed, the gradient transposed back: two passes over the layer's
+# weights a step) then match what they save. Steps of 4 rows through
+# 64-4096-10 took 166-168 us with the loops against 159-161 without; 8 rows
+# 231-240 against 234-240; 16 rows 384 against 393-398 (float64, 2 threads).
+NARROW_MIN_ROWS = 8
 
 
-def takes_narrow(fan_in, units):
-    """Whether a layer of ``units`` units fed by ``fan_in`` takes the loops (see the module docstring)."""
-    return NARROW_MIN_UNITS <= units <= NARROW_UNITS and fan_in >= NARROW_MIN_FAN_IN
+def takes_narrow(fan_in, units, rows):
+    """Whether a layer of ``units`` units fed by ``fan_in`` takes the loops
+    in batches of ``rows`` rows (see the module docstring)."""
+    return NARROW_MIN_UNITS <= units <= NARROW_UNITS and fan_in >= NARROW_MIN_FAN_IN and rows >= NARROW_MIN_ROWS
 
 # reassociation and contraction only (see the module docstring)
 _SUMS = {"fastmath": {"reassoc", "contract"}}

@@ -307,7 +307,7 @@ def make_plan(layer_sizes, batch_size, itemsize, rows=None, cols=None, out_rows=
         raise ValueError(f"shards must be at most {MAX_SHARDS} (update_range sums two), got {shards}")
     plan[P_SHARDS] = shards
     if narrow is None:
-        narrow = takes_narrow(fan_in, layer_sizes[-1])
+        narrow = takes_narrow(fan_in, layer_sizes[-1], batch_size)
     plan[P_NARROW] = 1 if narrow and shards == 0 else 0
     if shards > 0:
         block = batch_size  # a shard is a pass over all layers: the batch is one block
