@@ -28,10 +28,13 @@ def _weights(rng, k, o, dtype):
     return W, wt
 
 
-def _outside(buf, off, ld, rows, cols):
-    mask = np.ones(buf.size, dtype=bool)
-    mask[[off + i * ld + j for i in range(rows) for j in range(cols)]] = False
-    return mask
+def _assert_block(buf, before, block, rows, cols, expected, dtype):
+    # the block (off, ld) of buf holds `expected`; the rest is as `before`
+    off, ld = block
+    assert_close(_block((buf, off, ld), rows, cols), expected, dtype)
+    outside = np.ones(buf.size, dtype=bool)
+    outside[[off + i * ld + j for i in range(rows) for j in range(cols)]] = False
+    np.testing.assert_array_equal(buf[outside], before[outside])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -52,9 +55,7 @@ def test_narrow_nn_is_a_at_w_on_blocks_and_leaves_the_rest(rows, o, k, dtype, rn
     before = z.copy()
     A = _block((a, 5, k + 3), rows, k)
     narrow_nn(rows, k, o, (a, 5, k + 3), wt, (z, 3, o + 2))
-    assert_close(_block((z, 3, o + 2), rows, o), A.astype(np.float64) @ W.astype(np.float64), dtype)
-    outside = _outside(z, 3, o + 2, rows, o)
-    np.testing.assert_array_equal(z[outside], before[outside])
+    _assert_block(z, before, (3, o + 2), rows, o, A.astype(np.float64) @ W.astype(np.float64), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -88,9 +89,7 @@ def test_narrow_back_is_d_at_w_transposed_on_blocks_and_leaves_the_rest(rows, o,
     before = s.copy()
     D = _block((d, 1, o + 1), rows, o)
     narrow_back(rows, k, o, (d, 1, o + 1), wt, (s, 2, k + 4))
-    assert_close(_block((s, 2, k + 4), rows, k), D.astype(np.float64) @ W.T.astype(np.float64), dtype)
-    outside = _outside(s, 2, k + 4, rows, k)
-    np.testing.assert_array_equal(s[outside], before[outside])
+    _assert_block(s, before, (2, k + 4), rows, k, D.astype(np.float64) @ W.T.astype(np.float64), dtype)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

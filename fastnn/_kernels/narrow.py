@@ -67,8 +67,7 @@ def narrow_nn(rows, k, o, A, wt, Z):
     z, z_off, ldz = Z
     for g in range(0, rows, 4):
         r, q1, q2, q3 = _four_rows(g, rows)
-        a0, a1 = span(a, a_off + r * lda, k), span(a, a_off + q1 * lda, k)
-        a2, a3 = span(a, a_off + q2 * lda, k), span(a, a_off + q3 * lda, k)
+        a0, a1, a2, a3 = _rows4(a, a_off, lda, k, r, q1, q2, q3)
         for j in range(0, o, 4):
             w0, w1, w2, w3 = _units4(wt, k, o, j)
             zero = z.dtype.type(0)
@@ -109,6 +108,13 @@ def _four_rows(g, rows):
     # stores, so that a repeated row is not added to twice.
     r = max(0, min(g, rows - 4))
     return r, min(r + 1, rows - 1), min(r + 2, rows - 1), min(r + 3, rows - 1)
+
+
+@kernel(inline="always")
+def _rows4(buf, off, ld, k, r0, r1, r2, r3):
+    # rows r0 .. r3 of the block (buf, off, ld), k elements each
+    first, second = span(buf, off + r0 * ld, k), span(buf, off + r1 * ld, k)
+    return first, second, span(buf, off + r2 * ld, k), span(buf, off + r3 * ld, k)
 
 
 @kernel(inline="always")
@@ -188,8 +194,7 @@ def narrow_back(rows, k, o, D, wt, S):
     s, s_off, lds = S
     for g in range(0, rows, 4):
         r, q1, q2, q3 = _four_rows(g, rows)
-        s0, s1 = span(s, s_off + r * lds, k), span(s, s_off + q1 * lds, k)
-        s2, s3 = span(s, s_off + q2 * lds, k), span(s, s_off + q3 * lds, k)
+        s0, s1, s2, s3 = _rows4(s, s_off, lds, k, r, q1, q2, q3)
         for j in range(0, o, 4):
             c0 = _take4(d, d_off + r * ldd, j, o)
             c1 = _take4(d, d_off + q1 * ldd, j, o)
