@@ -24,6 +24,7 @@ EXTRAS = {
     "tqdm": ("tqdm", "progress"),
     "matplotlib": ("matplotlib", "plot"),
     "torch": ("torch", "bench"),
+    "jax": ("jax", "jax"),
     "dask": ("dask", "dask"),
     "distributed": ("distributed", "dask"),
     "dask_ml": ("dask-ml", "dask"),

@@ -25,6 +25,15 @@ Engines
     PyTorch CPU, ``torch.sigmoid`` layers, ``((out - Y)**2).sum()``,
     ``backward()`` and ``torch.optim.SGD`` (no momentum): the same
     gradients and update, with autograd's allocations.
+``jax``
+    JAX on the CPU (XLA), the same math written by hand, ``k`` steps in one
+    jitted ``lax.fori_loop`` with the weights donated: the whole loop
+    compiled, as fastnn's is. float64 needs JAX's ``jax_enable_x64``, which
+    the engine turns on for the process. ``--threads N`` reaches XLA only
+    when JAX has not started its CPU backend yet (a fresh ``fastnn bench``
+    process): XLA sizes its thread pool once, by the CPUs the process may
+    run on then (`_start_xla`). So the scaling section, which changes the
+    count within one process, leaves JAX out.
 ``sklearn``
     ``MLPRegressor(solver="sgd", batch_size=n, momentum=0, alpha=0,
     max_iter=1, warm_start=True)``: one call is one full-batch step. *Not
@@ -67,7 +76,7 @@ import numpy as np
 
 from fastnn import _threads
 
-ENGINES = ("reference", "fastnn", "torch", "torch_autograd", "sklearn")
+ENGINES = ("reference", "fastnn", "torch", "torch_autograd", "jax", "sklearn")
 
 # name -> (n, d, h, o)
 WORKLOADS = {
@@ -101,6 +110,8 @@ def available_engines():
     found = ["reference", "fastnn"]
     if installed("torch"):
         found += ["torch", "torch_autograd"]
+    if installed("jax"):
+        found.append("jax")
     if installed("sklearn"):
         found.append("sklearn")
     return found
@@ -270,6 +281,32 @@ def _torch_autograd_engine(X, Y, W1, W2, lr):
     return run
 
 
+def _jax_engine(X, Y, W1, W2, lr):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 arrays stay float64 (float32 ones stay float32)
+    import jax.numpy as jnp
+
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+
+    def step(_, weights):
+        w1, w2 = weights
+        a1 = jax.nn.sigmoid(x @ w1)
+        a2 = jax.nn.sigmoid(a1 @ w2)
+        d2 = 2.0 * (a2 - y) * a2 * (1.0 - a2)  # r = out - y; loss = sum(r * r)
+        d1 = (d2 @ w2.T) * a1 * (1.0 - a1)
+        return w1 - lr * (x.T @ d1), w2 - lr * (a1.T @ d2)
+
+    steps = jax.jit(lambda weights, k: jax.lax.fori_loop(0, k, step, weights), donate_argnums=0)
+    state = [(jnp.asarray(W1), jnp.asarray(W2))]
+
+    def run(k):
+        state[0] = jax.block_until_ready(steps(state[0], k))
+
+    run.weights = lambda: [np.asarray(w) for w in state[0]]
+    return run
+
+
 def _sklearn_engine(X, Y, W1, W2, lr):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
@@ -297,6 +334,7 @@ _ENGINE_FACTORIES = {
     "fastnn": _fastnn_engine,
     "torch": _torch_engine,
     "torch_autograd": _torch_autograd_engine,
+    "jax": _jax_engine,
     "sklearn": _sklearn_engine,
 }
 
@@ -958,6 +996,8 @@ def _table(points, label, engines):
     torches = [e for e in ("torch", "torch_autograd") if e in engines]
     if torches:
         head += ["fastnn vs torch"]
+    if "jax" in engines:
+        head += ["fastnn vs jax"]
     head += ["fastnn GFLOP/s"]
     rows = [head]
     for p in points:
@@ -973,6 +1013,9 @@ def _table(points, label, engines):
         if torches:
             t = [p["engines"][e]["s_per_step"] for e in torches if e in p["engines"]]
             row.append(f"{min(t) / f['s_per_step']:.2f}" if f and t else "-")
+        if "jax" in engines:
+            j = p["engines"].get("jax")
+            row.append(f"{j['s_per_step'] / f['s_per_step']:.2f}" if f and j else "-")
         row.append(f"{f['gflops']:.2f}" if f else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -1044,7 +1087,8 @@ def format_report(report):
     out = [
         f"fastnn bench: seconds per training step (median of {report['repeats']}); "
         "'x E' = reference time / time of engine E; "
-        "'fastnn vs torch' = faster PyTorch variant's time / fastnn's time",
+        "'fastnn vs torch' = faster PyTorch variant's time / fastnn's time"
+        + ("; 'fastnn vs jax' = JAX's time / fastnn's" if "jax" in engines else ""),
         f"machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs; "
         f"BLAS threads: {report['threads'].get('blas_threads')}; Numba threads: "
         f"{report['threads'].get('numba_num_threads')}"
@@ -1162,9 +1206,31 @@ def plot_report(report, path):
     return path
 
 
+def _start_xla(n):
+    """Start JAX's CPU backend with ``n`` CPUs: XLA sizes its thread pool by the
+    CPUs the process may run on, and its threads keep the mask they were
+    started with. The process's own mask is given back at once. (XLA_FLAGS'
+    ``--xla_cpu_multi_thread_eigen=false`` left C's step on both cores of the
+    development machine: 33 ms a step with 65 ms of CPU time; this way 67 ms
+    with 67 ms.) No effect once JAX has started its backend, or where the
+    platform cannot set a mask."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= n:
+        return
+    os.sched_setaffinity(0, cpus[:n])
+    try:
+        import jax
+
+        jax.devices("cpu")
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 class _ThreadLimit:
-    """Limit BLAS/OpenMP pools (threadpoolctl), Numba's and PyTorch's intra-op threads to ``n``;
-    no-op for None."""
+    """Limit BLAS/OpenMP pools (threadpoolctl), Numba's and PyTorch's intra-op threads to ``n``
+    (and XLA's, for JAX, when it has not started yet: `_start_xla`); no-op for None."""
 
     def __init__(self, n):
         self.n = n
@@ -1175,6 +1241,8 @@ class _ThreadLimit:
     def __enter__(self):
         if self.n is None:
             return self
+        if installed("jax"):
+            _start_xla(self.n)
         if not installed("threadpoolctl"):
             raise ValueError("--threads needs threadpoolctl installed")
         # fastnn's own kernel threads (the parallel training twin), first: the first
@@ -1394,7 +1462,7 @@ def _skorch_section(quick, repeats, thread_limit):
 
 
 # engine -> the optional module it needs
-_ENGINE_MODULES = {"torch": "torch", "torch_autograd": "torch", "sklearn": "sklearn"}
+_ENGINE_MODULES = {"torch": "torch", "torch_autograd": "torch", "jax": "jax", "sklearn": "sklearn"}
 
 
 def run_cli(args):

@@ -1,6 +1,7 @@
 """`fastnn.bench`: the structure of its results and the `fastnn bench` command (no timing assertions)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -222,6 +223,42 @@ def test_thread_limit_reaches_torch_in_a_fresh_process():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_thread_limit_starts_xla_on_that_many_cpus_in_a_fresh_process():
+    # XLA sizes its thread pool by the process's CPU mask when JAX starts its
+    # backend, and its threads keep that mask; the process's own is given back
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("jax")
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a CPU mask of two CPUs or more")
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from fastnn.bench import _ThreadLimit\n"
+        "before = os.sched_getaffinity(0)\n"
+        "with _ThreadLimit(1):\n"
+        "    import jax\n"
+        "    jax.numpy.ones(3).sum().block_until_ready()\n"
+        "    own = os.sched_getaffinity(0) == before\n"
+        "    pinned = [t for t in os.listdir('/proc/self/task') if len(os.sched_getaffinity(int(t))) == 1]\n"
+        "print(own, len(pinned) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_report_compares_fastnn_with_jax_when_it_ran():
+    point = bench.time_point(4, 3, 5, 2, "float64", engines=["reference", "fastnn"], repeats=1, target_s=0.001)
+    point["label"] = "p"
+    assert "fastnn vs jax" not in bench._table([point], "point", ["reference", "fastnn"])
+    point["engines"]["jax"] = dict(point["engines"]["fastnn"], s_per_step=2 * point["engines"]["fastnn"]["s_per_step"])
+    point["speedup"]["jax"] = 1.0
+    table = bench._table([point], "point", ["reference", "fastnn", "jax"])
+    assert table.splitlines()[0].split("  ")[-2].strip() == "fastnn vs jax"
+    assert table.splitlines()[2].split()[-2] == "2.00"
 
 
 @pytest.mark.parametrize(

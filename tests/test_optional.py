@@ -23,6 +23,7 @@ EXPECTED = {
     "tqdm": ("tqdm", "progress"),
     "matplotlib": ("matplotlib", "plot"),
     "torch": ("torch", "bench"),
+    "jax": ("jax", "jax"),
     "dask": ("dask", "dask"),
     "distributed": ("distributed", "dask"),
     "dask_ml": ("dask-ml", "dask"),
@@ -196,14 +197,15 @@ def test_bench_without_torch_leaves_its_engines_out_with_a_note(monkeypatch, cap
     assert started["engines"] is None  # run_benchmarks times the installed engines
 
 
-def test_bench_engine_torch_without_torch_fails_at_once(monkeypatch, capsys):
+@pytest.mark.parametrize("engine, module, extra", [("torch", "torch", "bench"), ("jax", "jax", "jax")])
+def test_bench_engine_without_its_package_fails_at_once(engine, module, extra, monkeypatch, capsys):
     from fastnn import bench
 
-    _block(monkeypatch, "torch")
+    _block(monkeypatch, module)
     monkeypatch.setattr(bench, "run_benchmarks", _no_work)
-    assert main(["bench", "--engines", "torch"]) == 1
+    assert main(["bench", "--engines", engine]) == 1
     err = capsys.readouterr().err
-    assert err == 'fastnn bench: error: engine(s) not installed: torch (pip install "fastnn[bench]")\n'
+    assert err == f'fastnn bench: error: engine(s) not installed: {engine} (pip install "fastnn[{extra}]")\n'
 
 
 # ---------------------------------------------------------------- Dask
