@@ -53,7 +53,9 @@ NARROW_MIN_ROWS = 8
 def takes_narrow(fan_in, units, rows):
     """Whether a layer of ``units`` units fed by ``fan_in`` takes the loops
     in batches of ``rows`` rows (see the module docstring)."""
-    return NARROW_MIN_UNITS <= units <= NARROW_UNITS and fan_in >= NARROW_MIN_FAN_IN and rows >= NARROW_MIN_ROWS
+    wide_enough = fan_in >= NARROW_MIN_FAN_IN and rows >= NARROW_MIN_ROWS
+    return NARROW_MIN_UNITS <= units <= NARROW_UNITS and wide_enough
+
 
 # reassociation and contraction only (see the module docstring)
 _SUMS = {"fastmath": {"reassoc", "contract"}}
@@ -152,8 +154,7 @@ def narrow_tn(rows, k, o, A, D, gt, accumulate):
     for r in range(0, full, 4):
         # four rows' shares of two units' gradient rows at once (the first
         # four rows of a product that does not accumulate assign them)
-        a0, a1 = span(a, a_off + r * lda, k), span(a, a_off + (r + 1) * lda, k)
-        a2, a3 = span(a, a_off + (r + 2) * lda, k), span(a, a_off + (r + 3) * lda, k)
+        a0, a1, a2, a3 = _rows4(a, a_off, lda, k, r, r + 1, r + 2, r + 3)
         add = accumulate or r > 0
         for j in range(0, o, 2):
             # an odd last unit is paired with itself, weighing 0: its second

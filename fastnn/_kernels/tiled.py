@@ -21,10 +21,11 @@ phase into tasks that write disjoint blocks:
   (each block one product over all rows, so no sum across tasks);
   ``DELTA`` back-propagates into the layer below, by blocks, in place.
 * ``REDUCE``: parameter chunks; the output layer's group accumulators are
-  summed in group order (and transposed back, for the narrow loops), the L2 term added, the gradient checked finite
-  (the hidden layers' blocks are checked by their GRADIENT tasks, so without
-  an L2 term REDUCE's chunks cut the output layer's parameters only: a pass
-  over the others' gradients less, and every task has a share of the sums).
+  summed in group order (and transposed back, for the narrow loops), the L2
+  term added, the gradient checked finite (the hidden layers' blocks are
+  checked by their GRADIENT tasks, so without an L2 term REDUCE's chunks cut
+  the output layer's parameters only: a pass over the others' gradients
+  less, and every task has a share of the sums).
 * ``UPDATE``: parameter chunks; the optimizer step (skipped when anything
   was not finite: the step's loss and gradient are known before it).
 
