@@ -1230,10 +1230,12 @@ def _start_xla(n):
 
 class _ThreadLimit:
     """Limit BLAS/OpenMP pools (threadpoolctl), Numba's and PyTorch's intra-op threads to ``n``
-    (and XLA's, for JAX, when it has not started yet: `_start_xla`); no-op for None."""
+    (and with ``xla``, JAX's XLA threads, when it has not started yet: `_start_xla`); no-op for
+    None."""
 
-    def __init__(self, n):
+    def __init__(self, n, xla=False):
         self.n = n
+        self.xla = xla
         self.ctl = None
         self.torch_threads = None
         self.numba_threads = None
@@ -1241,7 +1243,7 @@ class _ThreadLimit:
     def __enter__(self):
         if self.n is None:
             return self
-        if installed("jax"):
+        if self.xla and installed("jax"):
             _start_xla(self.n)
         if not installed("threadpoolctl"):
             raise ValueError("--threads needs threadpoolctl installed")
@@ -1290,8 +1292,8 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
 
     ``thread_limit`` (int or None) limits every engine's thread pools (BLAS
     libraries and OpenMP through threadpoolctl, PyTorch through
-    ``torch.set_num_threads``) for the timings, so that engines compare at
-    equal thread counts.
+    ``torch.set_num_threads``, XLA's when ``jax`` is among ``engines``) for
+    the timings, so that engines compare at equal thread counts.
 
     ``scaling`` names the workloads of the thread scaling section
     (:func:`thread_scaling`, first dtype, fastnn and PyTorch where among
@@ -1310,7 +1312,7 @@ def run_benchmarks(quick=False, dtypes=("float64", "float32"), engines=None, nam
     bar = _Progress(total, enabled=progress)
     if thread_limit is not None and installed("torch"):
         import torch  # noqa: F401 - loaded first, so that threadpoolctl sees its OpenMP runtime
-    limit = _ThreadLimit(thread_limit)
+    limit = _ThreadLimit(thread_limit, xla="jax" in engines)
     try:
         limit.__enter__()
         report = {

@@ -239,7 +239,7 @@ def test_thread_limit_starts_xla_on_that_many_cpus_in_a_fresh_process():
         "import os\n"
         "from fastnn.bench import _ThreadLimit\n"
         "before = os.sched_getaffinity(0)\n"
-        "with _ThreadLimit(1):\n"
+        "with _ThreadLimit(1, xla=True):\n"
         "    import jax\n"
         "    jax.numpy.ones(3).sum().block_until_ready()\n"
         "    own = os.sched_getaffinity(0) == before\n"
