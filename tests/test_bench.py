@@ -212,17 +212,21 @@ def test_thread_limit_reaches_torch_in_a_fresh_process():
     # sets the OpenMP thread count that PyTorch shares: the limit must come after it
     pytest.importorskip("threadpoolctl")
     pytest.importorskip("torch")
-    import subprocess
-    import sys
-
     code = (
         "import torch, numba\n"
         "from fastnn.bench import _ThreadLimit\n"
         "with _ThreadLimit(1):\n"
         "    print(torch.get_num_threads(), numba.get_num_threads())\n"
     )
+    assert _printed_by_a_fresh_process(code) == ["1", "1"]
+
+
+def _printed_by_a_fresh_process(code):
+    import subprocess
+    import sys
+
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
-    assert out.stdout.split() == ["1", "1"]
+    return out.stdout.split()
 
 
 def test_thread_limit_starts_xla_on_that_many_cpus_in_a_fresh_process():
@@ -232,9 +236,6 @@ def test_thread_limit_starts_xla_on_that_many_cpus_in_a_fresh_process():
     pytest.importorskip("jax")
     if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs a CPU mask of two CPUs or more")
-    import subprocess
-    import sys
-
     code = (
         "import os\n"
         "from fastnn.bench import _ThreadLimit\n"
@@ -246,8 +247,7 @@ def test_thread_limit_starts_xla_on_that_many_cpus_in_a_fresh_process():
         "    pinned = [t for t in os.listdir('/proc/self/task') if len(os.sched_getaffinity(int(t))) == 1]\n"
         "print(own, len(pinned) > 0)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
-    assert out.stdout.split() == ["True", "True"]
+    assert _printed_by_a_fresh_process(code) == ["True", "True"]
 
 
 def test_the_report_compares_fastnn_with_jax_when_it_ran():
