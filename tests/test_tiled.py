@@ -124,10 +124,16 @@ def _assert_product_on_blocks(run, m, n, k, blocks, a, b, c, product, accumulate
     before = c.copy()
     expected = _block((before, c_off, ldc), m, n) * (1 if accumulate else 0) + product
     run(m, n, k, (a, a_off, lda), (b, b_off, ldb), (c, c_off, ldc), accumulate)
-    assert_close(_block((c, c_off, ldc), m, n), expected, dtype)
-    outside = np.ones(c.size, dtype=bool)
-    outside[[c_off + i * ldc + j for i in range(m) for j in range(n)]] = False
-    np.testing.assert_array_equal(c[outside], before[outside])
+    assert_block(c, before, (c_off, ldc), m, n, expected, dtype)
+
+
+def assert_block(buf, before, block, rows, cols, expected, dtype):
+    # the block (offset, ld) of buf holds `expected`; the rest of buf is as `before`
+    off, ld = block
+    assert_close(_block((buf, off, ld), rows, cols), expected, dtype)
+    outside = np.ones(buf.size, dtype=bool)
+    outside[[off + i * ld + j for i in range(rows) for j in range(cols)]] = False
+    np.testing.assert_array_equal(buf[outside], before[outside])
 
 
 @kernel
