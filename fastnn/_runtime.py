@@ -111,9 +111,15 @@ def layout_with_loops(layout, dtype, rows, layers=None):
     """``layout`` with the few-rows loops for products of ``rows`` rows (an iterable of row
     counts) through ``layers`` (default: all), on this process's BLAS
     (``fastnn._kernels.few_rows.with_loops``): for the training kernels and for prediction."""
+    from fastnn._kernels.blocked import wide_vectors
     from fastnn._kernels.few_rows import with_loops
 
-    return with_loops(layout, dtype, rows, blas_architecture(), layers)
+    if "wide" not in _vectors:
+        _vectors["wide"] = wide_vectors()
+    return with_loops(layout, dtype, rows, blas_architecture(), layers, wide=_vectors["wide"])
+
+
+_vectors = {}  # whether Numba compiles for 512-bit vectors (asked once)
 
 
 def predict_layout(layout, dtype, rows):

@@ -24,6 +24,13 @@ from fastnn._kernels.few_rows import few_rows_nn, few_rows_tn, loop_at, loop_row
 from fastnn._kernels.layout import NN_FN, NN_ROWS, TN_FN, TN_ROWS, build
 
 
+@pytest.fixture(autouse=True)
+def narrow_vectors(monkeypatch):
+    # the few-rows rule as on a CPU without 512-bit vectors, where no layer
+    # takes the blocked products (tests/test_blocked.py tests those)
+    monkeypatch.setitem(_runtime._vectors, "wide", False)
+
+
 @pytest.mark.parametrize(
     "fan_in, fan_out, architecture, limits",
     [

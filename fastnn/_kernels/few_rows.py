@@ -97,24 +97,34 @@ def loop_rows(fan_in, fan_out, architecture):
     return 0, 0
 
 
-def with_loops(layout, dtype, rows, architecture, layers=None):
-    """``layout`` with the few-rows columns (``NN_ROWS``, ``NN_FN``, ``TN_ROWS``,
+def with_loops(layout, dtype, rows, architecture, layers=None, wide=False):
+    """``layout`` with the loops' columns (``NN_ROWS``, ``NN_FN``, ``TN_ROWS``,
     ``TN_FN`` of ``fastnn._kernels.layout``) filled for products of ``rows`` rows
     (an iterable of row counts) through ``layers`` (default: all): a copy, or
-    ``layout`` itself when none takes a loop. A loop's callback is compiled
-    (`address`) only where a product takes it. Remembered per layout, dtype,
-    rows and layers (a prediction of a few rows asks for it at every call).
+    ``layout`` itself when none takes a loop. ``wide``: Numba compiles for
+    512-bit vectors (``fastnn._kernels.blocked.wide_vectors``); layers that
+    `blocked.takes_blocked` take the register-blocked products for any number
+    of rows, the others the few-rows loops where `loop_rows` says so. A loop's
+    callback is compiled (`address`) only where a product takes it.
+    Remembered per layout, dtype, rows and layers (a prediction of a few rows
+    asks for it at every call).
     """
-    rows = frozenset(int(r) for r in rows if 0 < r <= MOST_ROWS)
+    from fastnn._kernels.blocked import ANY_ROWS, takes_blocked
+
+    rows = frozenset(int(r) for r in rows if r > 0)
     if not rows:
         return layout
     key = (layout.tobytes(), layout.shape, np.dtype(dtype).name, rows, architecture,
-           None if layers is None else tuple(layers))  # fmt: skip
+           None if layers is None else tuple(layers), bool(wide))  # fmt: skip
     if key not in _looped:
         out = None
         for layer in range(layout.shape[0]) if layers is None else layers:
-            limits = loop_rows(int(layout[layer, FAN_IN]), int(layout[layer, FAN_OUT]), architecture)
-            for column, limit, product in zip((NN_ROWS, TN_ROWS), limits, ("nn", "tn")):
+            fan_in, fan_out = int(layout[layer, FAN_IN]), int(layout[layer, FAN_OUT])
+            if takes_blocked(fan_in, fan_out, np.dtype(dtype).itemsize, architecture, wide):
+                limits, products = (ANY_ROWS, ANY_ROWS), ("blocked_nn", "blocked_tn")
+            else:
+                limits, products = loop_rows(fan_in, fan_out, architecture), ("nn", "tn")
+            for column, limit, product in zip((NN_ROWS, TN_ROWS), limits, products):
                 if limit > 0 and min(rows) <= limit:
                     out = layout.copy() if out is None else out
                     out[layer, column], out[layer, column + 1] = limit, address(dtype, product)
@@ -306,14 +316,17 @@ _compiling = threading.Lock()  # one callback per dtype, also for fits in severa
 
 
 def address(dtype, product="tn"):
-    """The address of the callback of `few_rows_tn` (``product="tn"``) or
-    `few_rows_nn` (``"nn"``) for ``dtype``, compiled (or loaded) on first use.
+    """The address of the callback of `few_rows_tn` (``product="tn"``),
+    `few_rows_nn` (``"nn"``), or ``fastnn._kernels.blocked``'s `blocked_nn` /
+    `blocked_tn` (``"blocked_nn"``, ``"blocked_tn"``) for ``dtype``, compiled
+    (or loaded) on first use.
 
-    1 without the compiler (``NUMBA_DISABLE_JIT=1``): `few_rows_call` and
-    `few_rows_nn_call` then call the loops directly.
+    Without the compiler (``NUMBA_DISABLE_JIT=1``), a small number standing
+    for the product (`STAND_INS`): `few_rows_call` and `few_rows_nn_call` then
+    call the loops directly.
     """
     if numba.config.DISABLE_JIT:
-        return 1
+        return STAND_INS[product]
     key = (np.dtype(dtype).name, product)
     if key in _callbacks:
         return _callbacks[key].address
@@ -322,18 +335,35 @@ def address(dtype, product="tn"):
             t = numba.from_dtype(np.dtype(dtype))
             i = types.int64
             signature = types.void(i, i, i, types.CPointer(t), i, types.CPointer(t), i, types.CPointer(t), i, i)
-            _callbacks[key] = numba.cfunc(signature, **OPTIONS)(_LOOPS[product])
+            if product.startswith("blocked"):
+                from fastnn._kernels.blocked import CALLBACKS as loops
+            else:
+                loops = _LOOPS
+            _callbacks[key] = numba.cfunc(signature, **OPTIONS)(loops[product])
         return _callbacks[key].address
 
 
+STAND_INS = {"tn": 1, "nn": 2, "blocked_nn": 3, "blocked_tn": 4}  # `address` without the compiler
+
+
 def few_rows_call(fn, m, n, k, A, B, C, accumulate):
-    """`few_rows_tn` through the callback at ``fn`` (see `address`); Python stand-in."""
-    few_rows_tn(m, n, k, A, B, C, accumulate)
+    """`few_rows_tn` (or `blocked_tn`) through the callback at ``fn`` (see `address`); Python stand-in."""
+    if fn == STAND_INS["blocked_tn"]:
+        from fastnn._kernels.blocked import blocked_tn
+
+        blocked_tn(m, n, k, A, B, C, accumulate)
+    else:
+        few_rows_tn(m, n, k, A, B, C, accumulate)
 
 
 def few_rows_nn_call(fn, m, n, k, A, B, C, accumulate):
-    """`few_rows_nn` through the callback at ``fn`` (``address(dtype, "nn")``); Python stand-in."""
-    few_rows_nn(m, n, k, A, B, C, accumulate)
+    """`few_rows_nn` (or `blocked_nn`) through the callback at ``fn`` (``address(dtype, "nn")``); Python stand-in."""
+    if fn == STAND_INS["blocked_nn"]:
+        from fastnn._kernels.blocked import blocked_nn
+
+        blocked_nn(m, n, k, A, B, C, accumulate)
+    else:
+        few_rows_nn(m, n, k, A, B, C, accumulate)
 
 
 @intrinsic
