@@ -28,6 +28,9 @@ each four added to what the element holds), so the tiled runtime, which
 cuts the products into blocks, gets the same bits for any cut, and so for
 any number of threads.
 
+The register-blocked products of ``fastnn._kernels.blocked`` go through the
+same columns and callbacks, for layers that take them (`with_loops`).
+
 No kernel links the loops: they are called through their addresses
 (`few_rows_call`, `few_rows_nn_call`), as C callbacks compiled on their own
 (`address`), only for fits that take them. Linked into the tiled kernel's

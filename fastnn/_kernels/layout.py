@@ -21,8 +21,9 @@ Parameters live in one flat array; ``layout`` is an int64 array of shape
   process only: models fill them again when unpickled.
 * ``NN_ROWS``, ``NN_FN`` and ``TN_ROWS``, ``TN_FN``: the most rows of a
   block whose forward product (``A @ W``) and weight gradient (``A.T @ D``)
-  through the layer take the few-rows loops, and the addresses of those
-  loops (``fastnn._kernels.few_rows``); 0 (BLAS) in a model's own layout.
+  through the layer take the few-rows loops or the register-blocked
+  products (``fastnn._kernels.few_rows``, ``fastnn._kernels.blocked``), and
+  the addresses of those loops; 0 (BLAS) in a model's own layout.
   A fit fills them in a copy of it (`few_rows.with_loops`), for its batches.
 
 Putting the activation of each layer in the layout lets every kernel take
