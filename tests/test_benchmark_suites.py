@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUBSET = (
     "crossover and (4-loops or 4-blas) and float64"
     " or sigmoid"
+    " or (layer_product and 200x64-100)"
     " or (test_workload and (tutorial or A-) and not torch)"
     " or (test_fit and digits and adam and float64)"
     " or (test_digits_skorch and none)"

@@ -142,7 +142,9 @@ def test_float64_products_have_the_bits_of_openblas_haswell_kernels(product, sha
         (100, 10, 4, "haswell", True, False),  # float32: most lanes of 48 columns masked
         (100, 32, 4, "haswell", True, True),
         (64, 1024, 8, "haswell", True, True),
-        (64, 4096, 8, "haswell", True, False),  # wide: the few-rows rule
+        (64, 4096, 8, "haswell", True, True),  # wide, fed by a few inputs
+        (128, 4096, 4, "haswell", True, True),
+        (256, 4096, 8, "haswell", True, False),  # wide: the few-rows rule
         (784, 2048, 4, "haswell", True, False),
         (64, 100, 8, "skylakex", True, False),  # BLAS's AVX-512 kernels
         (64, 100, 8, None, True, False),
@@ -154,10 +156,10 @@ def test_layers_take_the_blocked_products_where_they_were_measured_faster(fan_in
 
 
 def test_a_fit_gets_the_blocked_products_for_every_row_count():
-    layout, _ = build([64, 4096, 100, 10], [codes.TANH, codes.TANH, codes.SIGMOID])
+    layout, _ = build([784, 4096, 100, 10], [codes.TANH, codes.TANH, codes.SIGMOID])
     got = with_loops(layout, np.float64, {3, 200}, "haswell", wide=True)
     fns = few_rows.address(np.float64, "blocked_nn"), few_rows.address(np.float64, "blocked_tn")
-    assert got[0, NN_ROWS] == few_rows.FEW_ROWS  # 64-4096: the few-rows rule
+    assert got[0, NN_ROWS] == few_rows.FEW_ROWS  # 784-4096: the few-rows rule
     np.testing.assert_array_equal(got[1:, NN_ROWS:], [[ANY_ROWS, fns[0], ANY_ROWS, fns[1]]] * 2)
     assert with_loops(layout, np.float64, {200}, "haswell", wide=True)[1, NN_ROWS] == ANY_ROWS
     assert with_loops(layout, np.float64, {200}, "haswell", wide=False) is layout

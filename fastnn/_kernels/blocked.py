@@ -301,7 +301,15 @@ def blocked_tn(m, n, k, A, B, C, accumulate):
 #   3 to 16 units, where most lanes of a block's 48 columns are masked.
 # They also beat the few-rows loops (`fastnn._kernels.few_rows`) at every one
 # of these points. Layers the few-rows loops call wide (at least FEW_COLS units
-# and FEW_SIZE weights: the tiled kernel's large products) keep their rule.
+# and FEW_SIZE weights: the tiled kernel's large products), in its blocks (256
+# rows a forward block, gradients over 1024 rows), float64:
+# - fed by 64: 1.31x / 1.12x through 64-1024, 1.39x / 1.19x through 64-2048,
+#   1.7-2.1x at 8 and 32 rows through 64-4096 (float32 gradient: 1.26x);
+# - fed by 128: 1.15x / 1.02x;
+# - fed by 256 to 1024: 0.73-1.15x (784-1024: 0.95x / 0.85x): there B's panel
+#   of a chain of 256 rows no longer stays in the first-level cache, where
+#   BLAS packs it; those keep the few-rows rule.
+WIDE_MAX_FAN_IN = 128
 # A layer of one unit keeps BLAS, which multiplies by a vector there (gemv)
 # in another order: where a diverging fit overflows, that order decides
 # whether a sum of infinities is NaN or infinite, and scikit-learn's
@@ -320,7 +328,7 @@ def takes_blocked(fan_in, fan_out, itemsize, architecture, wide):
 
     if not wide or architecture not in PACKING_KERNELS:
         return False
-    if fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE:
+    if fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE and fan_in > WIDE_MAX_FAN_IN:
         return False
     return fan_out >= (MIN_UNITS if itemsize == 8 else MIN_UNITS_32)
 
