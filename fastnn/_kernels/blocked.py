@@ -49,7 +49,10 @@ K_BLOCK = 256  # the longest chain of multiply-adds (OpenBLAS's GEMM_Q for its H
 # Where a chain's rows of B take at most this many bytes (half the 1 MB
 # second-level cache of the development machine's cores), C is written
 # block row after block row; else panel of columns after panel (256 rows
-# through 64-1024: 456 us against 496 us for the forward product, float64)
+# through 64-1024: 456 us against 496 us for the forward product, float64).
+# Both orders go through one call site: with one loop nest each, the block
+# was inlined twice, and the two callbacks took 1.22-1.24 s to compile in an
+# empty cache against 1.01-1.03 s.
 ROWS_FIRST_BYTES = 1 << 19
 K_ROUND = 4  # a split inner dimension is cut at a multiple of this (its GEMM_UNROLL_M)
 
@@ -259,20 +262,19 @@ def blocked(m, n, k, A, B, C, accumulate):
     while start < k:
         chain = inner_blocks(k, start)
         first = start == 0 and not accumulate
-        if chain * n * c.itemsize <= ROWS_FIRST_BYTES:
-            # B's rows of the chain stay in cache: C is written row after row
-            for i in range(0, m, ROWS):
-                A_i = (a, a_off + i * row_step + start * k_step, row_step, k_step)
-                for j in range(0, n, width):
-                    B_j = (b, b_off + start * ldb + j, ldb)
-                    block(chain, A_i, B_j, (c, c_off + i * ldc + j, ldc), min(ROWS, m - i), min(width, n - j), first)
-        else:
-            # a panel of B's columns stays in cache while the rows pass
-            for j in range(0, n, width):
-                B_j = (b, b_off + start * ldb + j, ldb)
-                for i in range(0, m, ROWS):
-                    A_i = (a, a_off + i * row_step + start * k_step, row_step, k_step)
-                    block(chain, A_i, B_j, (c, c_off + i * ldc + j, ldc), min(ROWS, m - i), min(width, n - j), first)
+        # where B's rows of the chain stay in cache, C is written block row
+        # after block row; else a panel of B's columns stays in cache while
+        # the rows pass (one call site either way: each inlines the block)
+        rows_first = chain * n * c.itemsize <= ROWS_FIRST_BYTES
+        row_blocks, col_blocks = (m + ROWS - 1) // ROWS, (n + width - 1) // width
+        inner = col_blocks if rows_first else row_blocks
+        for t in range(row_blocks * col_blocks):
+            outer_at, inner_at = divmod(t, inner)
+            i, j = (outer_at, inner_at) if rows_first else (inner_at, outer_at)
+            i, j = i * ROWS, j * width
+            A_i = (a, a_off + i * row_step + start * k_step, row_step, k_step)
+            B_j = (b, b_off + start * ldb + j, ldb)
+            block(chain, A_i, B_j, (c, c_off + i * ldc + j, ldc), min(ROWS, m - i), min(width, n - j), first)
         start += chain
 
 
@@ -308,7 +310,13 @@ def blocked_tn(m, n, k, A, B, C, accumulate):
 # - fed by 128: 1.15x / 1.02x;
 # - fed by 256 to 1024: 0.73-1.15x (784-1024: 0.95x / 0.85x): there B's panel
 #   of a chain of 256 rows no longer stays in the first-level cache, where
-#   BLAS packs it; those keep the few-rows rule.
+#   BLAS packs it; those keep the few-rows rule. Packing the panel into a
+#   48 KB buffer on the stack, in an experiment, took 256 x 784 -> 1024 to
+#   1.02x / 1.05x (784 x 1024 over 1024 rows: 0.95x) and 256 x 64 -> 1024 to
+#   1.45x / 1.32x, but the gradient fed by 64 over 1024 rows (B's) to 0.58x,
+#   where a packed panel serves 16 blocks only: not kept. The large products
+#   need the rest of what BLAS does (blocks of A packed for the second-level
+#   cache, panels of B for the first).
 WIDE_MAX_FAN_IN = 128
 # A layer of one unit keeps BLAS, which multiplies by a vector there (gemv)
 # in another order: where a diverging fit overflows, that order decides
