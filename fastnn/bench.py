@@ -841,6 +841,22 @@ def few_rows_line(machine):
     return f"few-rows loops (batches and predictions of a few rows): {where}"
 
 
+def blocked_line(machine):
+    """The report's line on which layers take fastnn's register-blocked products
+    (``fastnn._kernels.blocked.takes_blocked``), by the kernel set of the BLAS and
+    whether Numba compiles for 512-bit vectors here (``machine["wide_vectors"]``)."""
+    from fastnn._kernels import blocked as bl
+    from fastnn._kernels import few_rows as fr
+
+    if not machine.get("wide_vectors"):
+        return "register-blocked products: not taken (Numba does not compile for 512-bit vectors here)"
+    if machine.get("blas_architecture") not in fr.PACKING_KERNELS:
+        return "register-blocked products: not taken (this BLAS has kernels for 512-bit vectors)"
+    return (f"register-blocked products (512-bit, any number of rows, in place of BLAS and the few-rows loops): "
+            f"layers of {bl.MIN_UNITS} units or more ({bl.MIN_UNITS_32} in float32), the wide ones among them "
+            f"fed by {bl.WIDE_MAX_FAN_IN} inputs or fewer")
+
+
 def thread_pools():
     """The thread pools loaded in this process, as threadpoolctl lists them.
 
@@ -887,6 +903,7 @@ def machine_info():
         "cpu_flags": sorted(cpu_flags() & AVX512_FLAGS),  # (the ones blas_note looks at)
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE") or None,
         "blas_architecture": _threads.blas_architecture(),  # (what few_rows_line reports on)
+        "wide_vectors": _wide_vectors(),  # (and blocked_line)
     }
 
 
@@ -1051,7 +1068,14 @@ def _machine_lines(machine):
     if note:
         lines.append(note)
     lines.append(few_rows_line(machine))
+    lines.append(blocked_line(machine))
     return lines
+
+
+def _wide_vectors():
+    from fastnn._kernels.blocked import wide_vectors
+
+    return wide_vectors()
 
 
 def _scaling_lines(scaling):

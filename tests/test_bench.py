@@ -500,3 +500,15 @@ def test_the_report_says_which_products_of_a_few_rows_take_fastnns_loops():
         assert wide in line and "up to 4 rows through 512 units" in line and "16" not in line
     machine = bench.machine_info()
     assert bench.few_rows_line(machine) in bench._machine_lines(machine)
+
+
+def test_the_report_says_which_layers_take_the_blocked_products():
+    # the rule of fastnn._kernels.blocked.takes_blocked, by the BLAS's kernel set and the vectors
+    taken = bench.blocked_line({"blas_architecture": "haswell", "wide_vectors": True})
+    assert taken.startswith("register-blocked products (512-bit")
+    assert "layers of 2 units or more (32 in float32)" in taken and "fed by 128 inputs or fewer" in taken
+    assert "not taken" in bench.blocked_line({"blas_architecture": "skylakex", "wide_vectors": True})
+    assert "not taken" in bench.blocked_line({"blas_architecture": "haswell", "wide_vectors": False})
+    machine = bench.machine_info()
+    assert isinstance(machine["wide_vectors"], bool)
+    assert bench.blocked_line(machine) in bench._machine_lines(machine)
