@@ -93,6 +93,13 @@ def _tiled(model, X, Y):
     # a few rows through wide layers (weight gradients, forward products): callbacks of their own
     few_rows.address(model.dtype)
     few_rows.address(model.dtype, "nn")
+    # the register-blocked products, where this machine's layers can take them
+    from fastnn._kernels.blocked import wide_vectors
+    from fastnn._threads import blas_architecture
+
+    if wide_vectors() and blas_architecture() in few_rows.PACKING_KERNELS:
+        few_rows.address(model.dtype, "blocked_nn")
+        few_rows.address(model.dtype, "blocked_tn")
 
 
 def _sklearn(dtype, X, labels):

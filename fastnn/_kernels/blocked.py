@@ -30,7 +30,8 @@ which add in another order).
 `block` is an intrinsic: it writes the loop in LLVM IR with vector types,
 which Numba's loops cannot express (LLVM does not keep an array of
 accumulators in registers across a loop). Run as Python
-(``NUMBA_DISABLE_JIT=1``), the same function computes the block with NumPy.
+(``NUMBA_DISABLE_JIT=1``), the same function computes the block with Python
+loops (each step rounded twice, where the compiled chain fuses it).
 """
 
 import numba
