@@ -315,17 +315,21 @@ class MLP:
         ndarray of shape (n_samples, n_outputs), in the model's dtype.
         """
         from fastnn._kernels.dense import extras_of, forward
+        from fastnn._kernels.few_rows import MOST_ROWS
 
         X = self._check_X(X)
         out_act, _ = self._codes()
         acts = np.empty(X.shape[0] * sum(self.layer_sizes[1:]), dtype=self.dtype)
-        # a few rows take the few-rows loops where they pay (fastnn._kernels.few_rows);
-        # such a layout is kept: looking it up again took 3 us of a 27 us prediction
-        layout = self._workspace.get(("predict", X.shape[0]))
+        # a few rows take the few-rows loops where they pay (fastnn._kernels.few_rows),
+        # and any number of rows the blocked products (fastnn._kernels.blocked); such a
+        # layout is kept: looking it up again took 3 us of a 27 us prediction. Every
+        # count past MOST_ROWS gets the same layout, so they share one entry.
+        key = ("predict", min(X.shape[0], MOST_ROWS + 1))
+        layout = self._workspace.get(key)
         if layout is None:
             layout = predict_layout(self._layout, self.dtype, X.shape[0])
             if layout is not self._layout:
-                self._workspace[("predict", X.shape[0])] = layout
+                self._workspace[key] = layout
         out = forward(X, self._params, layout, out_act, acts, acts[:0], extras_of(self._layout))
         return out.copy()
 

@@ -212,3 +212,16 @@ def test_an_estimator_through_the_blocked_products_stays_with_scikit_learn(block
         theirs = Theirs(**params).fit(X, y[:600])
     for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+
+
+def test_predictions_of_any_number_of_rows_keep_a_bounded_set_of_layouts(blocked_or_blas, rng):
+    # the blocked layout is the same for every count past few_rows.MOST_ROWS:
+    # a model predicting batches of many sizes keeps one entry for all of them
+    blocked_or_blas(True)
+    model = MLP([20, 48, 3], activation="tanh", random_state=0)
+    X = rng.standard_normal((300, 20))
+    for rows in (2, 5, 17, 40, 41, 100, 299, 300):
+        assert_close(model.predict(X[:rows]), ref.forward(X[:rows], model.weights, model.biases, ["tanh"], "sigmoid")[-1])
+    kept = [key for key in model._workspace if isinstance(key, tuple) and key[0] == "predict"]
+    assert sorted(k[1] for k in kept) == [2, 5, few_rows.MOST_ROWS + 1]
+    assert model._workspace[("predict", few_rows.MOST_ROWS + 1)][0, NN_ROWS] == ANY_ROWS
