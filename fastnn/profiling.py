@@ -8,15 +8,20 @@ the same compiled kernel on the same preallocated buffers:
 =====================  ==========  =============================================
 phase                  kind        kernel
 =====================  ==========  =============================================
-``forward_matmul``     matmul      ``Z_l = A_{l-1} @ W_l`` (``dense.matmul``)
+``forward_matmul``     matmul      ``Z_l = A_{l-1} @ W_l`` (``dense.product``)
 ``activation``         elementwise ``A_l = act(Z_l + b_l)`` in place (``bias_activate``)
 ``loss_delta``         elementwise loss and output delta (``dense.loss_delta``)
-``weight_grad``        matmul      ``dW_l = A_{l-1}^T @ D_l`` (``dense.matmul_tn``)
+``weight_grad``        matmul      ``dW_l = A_{l-1}^T @ D_l`` (``dense.product_tn``)
 ``bias_grad``          elementwise ``db_l = sum of the rows of D_l`` (only with bias)
 ``delta_backprop``     matmul      ``D_{l-1} = D_l @ W_l^T`` (``dense.matmul_nt``)
 ``derivative``         elementwise ``D_{l-1} *= act'(A_{l-1})`` (``multiply_derivative``)
 ``update``             elementwise ``params -= lr * grads`` (``train.gd_update``)
 =====================  ==========  =============================================
+
+The forward products and weight gradients go where the training kernels
+send them (``fastnn._runtime.layout_with_loops``): to BLAS, or to fastnn's
+own loops (``fastnn._kernels.few_rows``, ``fastnn._kernels.blocked``), and so
+does the fused step the phases are checked against.
 
 A hidden layer whose activation keeps its slopes in training (leaky_relu,
 elu, softplus, gelu, silu) is profiled as the training kernels run it: its
@@ -547,11 +552,12 @@ def _phase_calls(net, act_code, out_code, learning_rate):
 
     n_layers = len(net.sizes) - 1
     kept = act_code in codes.KEPT
+    nn, tn = _loops(net)
     calls = []
     off = 0
     for i in range(n_layers):
         prev = net.X if i == 0 else net.A[i - 1]
-        calls.append(lambda prev=prev, i=i: kd.matmul(prev, net.W[i], net.A[i]))
+        calls.append(lambda prev=prev, i=i: kd.product(prev, net.W[i], net.A[i], nn[i]))
         code = out_code if i == n_layers - 1 else act_code
         if kept and i < n_layers - 1:
             # the values into A[i], the slopes into D[i] (free until backward), as in training
@@ -563,7 +569,7 @@ def _phase_calls(net, act_code, out_code, learning_rate):
     calls.append(lambda: kd.loss_delta(net.Y, net.A[-1], codes.SSE, out_code, net.D[-1]))
     for i in range(n_layers - 1, -1, -1):
         prev = net.X if i == 0 else net.A[i - 1]
-        calls.append(lambda prev=prev, i=i: kd.matmul_tn(prev, net.D[i], net.gW[i]))
+        calls.append(lambda prev=prev, i=i: kd.product_tn(prev, net.D[i], net.gW[i], tn[i]))
         if net.bias:
             calls.append(lambda i=i: np.sum(net.D[i], axis=0, out=net.gb[i]))
         if i > 0 and kept:
@@ -578,12 +584,32 @@ def _phase_calls(net, act_code, out_code, learning_rate):
     return calls
 
 
+def _loops(net):
+    """Per layer, the address of the loop its forward product and its weight gradient of the
+    batch's rows take in training (0: BLAS's), from the fit's layout (`_looped_layout`)."""
+    from fastnn._kernels.layout import NN_FN, NN_ROWS, TN_FN, TN_ROWS
+
+    looped, nb = _looped_layout(net), net.X.shape[0]
+    nn = [int(row[NN_FN]) if nb <= row[NN_ROWS] else 0 for row in looped]
+    tn = [int(row[TN_FN]) if nb <= row[TN_ROWS] else 0 for row in looped]
+    return nn, tn
+
+
+def _looped_layout(net):
+    # the layout a fit of the batch's rows runs on (the loops' columns filled)
+    from fastnn._runtime import layout_with_loops
+
+    return layout_with_loops(net.layout, net.X.dtype, (net.X.shape[0],))
+
+
 def _fused_step(net, act_code, out_code, learning_rate):
     from fastnn._kernels import dense as kd
     from fastnn._kernels import train as kt
 
+    looped = _looped_layout(net)
+
     def step():
-        kd.loss_and_gradients(net.X, net.Y, net.params, net.layout, out_code, codes.SSE,
+        kd.loss_and_gradients(net.X, net.Y, net.params, looped, out_code, codes.SSE,
                               0.0, net.acts, net.deltas, net.grads, kd.extras_of(net.layout))
         kt.gd_update(net.params, net.grads, learning_rate)
 

@@ -154,6 +154,35 @@ def test_phase_calls_compute_the_oracle_gradients(bias):
         assert_close(net.W[i], weights[i] - 0.1 * wg[i])
 
 
+@pytest.mark.parametrize("wide", [True, False])
+def test_the_phases_take_the_products_the_training_kernels_take(wide, monkeypatch):
+    # where a fit's layers take fastnn's own products (the blocked ones here,
+    # forced), the phases and the fused step take them too: the same
+    # gradients as the reference, through the loops' addresses
+    from fastnn import _runtime
+    from fastnn._kernels import few_rows
+
+    monkeypatch.setattr(_runtime, "blas_architecture", lambda: "haswell")
+    monkeypatch.setitem(_runtime._vectors, "wide", wide)
+    sizes, nb = [6, 40, 7, 3], 50
+    net = profiling._Network(sizes, nb, np.dtype(np.float64), True, 3, codes.SIGMOID, codes.SIGMOID)
+    nn, tn = profiling._loops(net)
+    blocked = few_rows.address(np.float64, "blocked_nn"), few_rows.address(np.float64, "blocked_tn")
+    assert (nn, tn) == (([blocked[0]] * 3, [blocked[1]] * 3) if wide else ([0] * 3, [0] * 3))
+    weights, biases = [W.copy() for W in net.W], [b.copy() for b in net.b]
+    for call in profiling._phase_calls(net, codes.SIGMOID, codes.SIGMOID, 0.1)[:-1]:
+        call()
+    _, wg, bg = reference.loss_and_gradients(net.X, net.Y, weights, biases, "sigmoid", "sigmoid", "sse")
+    for i in range(len(wg)):
+        assert_close(net.gW[i], wg[i])
+        assert_close(net.gb[i], bg[i])
+    grads = net.grads.copy()
+    net.grads[:] = 0
+    fused = profiling._fused_step(net, codes.SIGMOID, codes.SIGMOID, 0.0)  # (no update: lr 0)
+    fused()
+    np.testing.assert_allclose(net.grads, grads, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("activation", profiling.KEPT_ACTIVATIONS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_phase_calls_of_kept_slopes_compute_the_oracle_gradients(activation, bias):
