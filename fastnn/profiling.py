@@ -587,11 +587,13 @@ def _phase_calls(net, act_code, out_code, learning_rate):
 def _loops(net):
     """Per layer, the address of the loop its forward product and its weight gradient of the
     batch's rows take in training (0: BLAS's), from the fit's layout (`_looped_layout`)."""
-    from fastnn._kernels.layout import NN_FN, NN_ROWS, TN_FN, TN_ROWS
+    from fastnn._kernels.few_rows import loop_at
+    from fastnn._kernels.layout import NN_ROWS, TN_ROWS
 
+    loop_at = getattr(loop_at, "py_func", loop_at)  # (the kernels' own rule, run as Python)
     looped, nb = _looped_layout(net), net.X.shape[0]
-    nn = [int(row[NN_FN]) if nb <= row[NN_ROWS] else 0 for row in looped]
-    tn = [int(row[TN_FN]) if nb <= row[TN_ROWS] else 0 for row in looped]
+    nn = [int(loop_at(looped, i, nb, NN_ROWS)) for i in range(len(looped))]
+    tn = [int(loop_at(looped, i, nb, TN_ROWS)) for i in range(len(looped))]
     return nn, tn
 
 

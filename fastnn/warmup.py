@@ -94,10 +94,10 @@ def _tiled(model, X, Y):
     few_rows.address(model.dtype)
     few_rows.address(model.dtype, "nn")
     # the register-blocked products, where this machine's layers can take them
-    from fastnn._kernels.blocked import wide_vectors
+    from fastnn._kernels.blocked import available, wide_vectors
     from fastnn._threads import blas_architecture
 
-    if wide_vectors() and blas_architecture() in few_rows.PACKING_KERNELS:
+    if available(blas_architecture(), wide_vectors()):
         few_rows.address(model.dtype, "blocked_nn")
         few_rows.address(model.dtype, "blocked_tn")
 

@@ -328,14 +328,23 @@ MIN_UNITS_32 = 32
 ANY_ROWS = 1 << 62  # the row limit of a layer that takes them (see few_rows.with_loops)
 
 
+def available(architecture, wide):
+    """Whether any layer can take the blocked products: the OpenBLAS kernel set
+    ``architecture`` packs every operand and Numba compiles for 512-bit vectors
+    (``wide``, `wide_vectors`)."""
+    from fastnn._kernels.few_rows import PACKING_KERNELS
+
+    return bool(wide) and architecture in PACKING_KERNELS
+
+
 def takes_blocked(fan_in, fan_out, itemsize, architecture, wide):
     """Whether a ``fan_in x fan_out`` layer takes the blocked products, for
     a dtype of ``itemsize`` bytes, with the OpenBLAS kernel set
     ``architecture`` (lower case, None: unknown) and where Numba compiles for
     512-bit vectors (``wide``, `wide_vectors`)."""
-    from fastnn._kernels.few_rows import FEW_COLS, FEW_SIZE, PACKING_KERNELS
+    from fastnn._kernels.few_rows import FEW_COLS, FEW_SIZE
 
-    if not wide or architecture not in PACKING_KERNELS:
+    if not available(architecture, wide):
         return False
     if fan_out >= FEW_COLS and fan_in * fan_out >= FEW_SIZE and fan_in > WIDE_MAX_FAN_IN:
         return False

@@ -112,9 +112,12 @@ def with_loops(layout, dtype, rows, architecture, layers=None, wide=False):
     Remembered per layout, dtype, rows and layers (a prediction of a few rows
     asks for it at every call).
     """
-    from fastnn._kernels.blocked import ANY_ROWS, takes_blocked
+    from fastnn._kernels.blocked import ANY_ROWS, available, takes_blocked
 
-    rows = frozenset(int(r) for r in rows if r > 0)
+    # past MOST_ROWS only the blocked products take a product: where none can
+    # run, such counts return at once (a prediction asks at every call)
+    most = ANY_ROWS if available(architecture, wide) else MOST_ROWS
+    rows = frozenset(int(r) for r in rows if 0 < r <= most)
     if not rows:
         return layout
     key = (layout.tobytes(), layout.shape, np.dtype(dtype).name, rows, architecture,
