@@ -163,15 +163,23 @@ def test_compiled_shuffles_draw_numpys_orders(monkeypatch):
 
     sample_idx = np.random.RandomState(5).permutation(150).astype(np.int64)
     results = []
-    for numpy_draws in (False, True):  # the compiled drawer, then NumPy's shuffles
+    # the compiled drawer, then NumPy's shuffles: for few draws, and without the compiler
+    for few, numpy_draws in ((0, False), (10**6, False), (0, True)):
+        monkeypatch.setattr(fsk, "FEW_DRAWS", few)
         monkeypatch.setattr(numba.config, "DISABLE_JIT", numpy_draws)
         rs = np.random.RandomState(3)
         order = np.zeros((6, 150), dtype=np.int64)
         before = fsk._draw_orders(rs, sample_idx, np.empty(150, dtype=np.int64), order, 5)
         results.append((order, rs.randint(2**31 - 1), before["state"]["pos"]))
-    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0][0], other[0])
+        assert results[0][1:] == other[1:]
     assert (results[0][0][5] == 0).all()
-    assert results[0][1:] == results[1][1:]
+    # without keep_state: the same draws, no state returned
+    rs = np.random.RandomState(3)
+    order = np.zeros((6, 150), dtype=np.int64)
+    assert fsk._draw_orders(rs, sample_idx, np.empty(150, dtype=np.int64), order, 5, False) is None
+    np.testing.assert_array_equal(order, results[0][0])
 
 
 def test_shuffles_from_a_random_state_on_another_generator_match_sklearn():
