@@ -87,7 +87,7 @@ class TwinRunner:
         self._learned = _state["learned"].setdefault(
             key,
             {"per_epoch": {}, "since_probe": 0, "warm": False, "wide": 0, "best": None,
-             "probed": False},
+             "probed": False, "startup": 0.0},
         )  # fmt: skip
         # True (parallel) / False (serial) -> latest seconds per epoch
         self.per_epoch = self._learned["per_epoch"]
@@ -97,6 +97,7 @@ class TwinRunner:
         self._warmup = not self._learned["warm"]
         self.used = {True: 0, False: 0}  # epochs run by each twin (for tests and reports)
         self._probe = False  # whether the chunk planned last is a probe
+        self._started = False  # whether this fit has run the parallel twin (its helpers wait)
 
     def plan(self, remaining):
         """(use_parallel, epochs) for the next chunk of at most ``remaining`` epochs.
@@ -126,12 +127,35 @@ class TwinRunner:
             self._learned["since_probe"] = 0
             return last, min(remaining, self.PROBE)
         every = self.REPROBE_WIDE if self._learned["wide"] >= self.WIDE_PROBES else self.REPROBE
+        best = best and self._parallel_faster(min(remaining, self.CHUNK))  # its helpers' startup counted
+        if not (best or self._may_win(remaining)):
+            every = self.REPROBE_WIDE  # (a probe only measures the startup again)
         if self._learned["since_probe"] >= every:
             self._learned["since_probe"] = 0
             return (not best), min(remaining, self.PROBE)
         self._learned["since_probe"] += 1
         self._probe = False
         return best, min(remaining, self.CHUNK)
+
+    def _parallel_faster(self, epochs):
+        # Whether the parallel twin would run a chunk of `epochs` epochs
+        # faster: per epoch, and counting the time its helpers took to start
+        # in the first parallel chunk of the last fit of this kind, until
+        # this fit has started them (they then wait for its next chunks). A
+        # fit of one short epoch, as each partial_fit is, runs serially:
+        # 200 rows of digits, one step, took 316 us in all on the parallel
+        # twin (about 200 us of it starting the helper) against 150 us on
+        # the serial one.
+        startup = 0.0 if self._started else self._learned["startup"]
+        return self.per_epoch[True] * epochs + startup < self.per_epoch[False] * epochs
+
+    def _may_win(self, remaining):
+        # whether the parallel twin could run this fit's next chunk faster at
+        # all: not when starting its helpers takes longer than the serial
+        # twin's whole chunk (then it is probed only every REPROBE_WIDE chunks,
+        # which measures its startup again)
+        epochs = min(remaining, self.CHUNK)
+        return self._started or self._learned["startup"] < self.per_epoch[False] * epochs
 
     def run(self, use_parallel, epochs, args):
         """Run one chunk: ``args`` are the twins' arguments, for ``epochs`` epochs.
@@ -155,8 +179,12 @@ class TwinRunner:
                     # (once per fit, not a cost of the epochs: it made
                     # 3-epoch probes of the parallel twin look 2x slower)
                     seconds = time.perf_counter() - start
-                    seconds -= getattr(self.parallel, "last_startup_s", 0.0)
-                    self._record(True, done, seconds)
+                    startup = getattr(self.parallel, "last_startup_s", 0.0)
+                    if not self._started and not self._untimed(True):
+                        # (the first call of a process also loads the kernel in the helper)
+                        self._learned["startup"] = startup
+                    self._started = True
+                    self._record(True, done, seconds - startup)
                     return done
             finally:
                 _lock.release()
@@ -165,9 +193,14 @@ class TwinRunner:
         self._record(False, done, time.perf_counter() - start)
         return done
 
+    def _untimed(self, mode):
+        # whether the chunk just run is not timed: the warm-up chunk, or this
+        # twin's first call for this key in the process (which may load or compile it)
+        return (mode, self.key) not in _state["calls"] or self._warmup
+
     def _record(self, mode, done, seconds):
         self.used[mode] += int(done)
-        untimed = (mode, self.key) not in _state["calls"] or self._warmup
+        untimed = self._untimed(mode)
         _state["calls"].add((mode, self.key))
         self._warmup = False
         self._learned["warm"] = True

@@ -177,6 +177,74 @@ def test_a_loop_of_one_epoch_fits_learns_and_probes_again(clock, parallel_faster
     assert [mode for mode, _ in log] == expected
 
 
+def starting_twins(clock, serial_s, parallel_s, startup_s, log):
+    """`twins` whose parallel twin takes ``startup_s`` more to start its helpers
+    at every call, as at each partial_fit (new arrays: new helpers)."""
+    serial, parallel = twins(clock, serial_s, parallel_s, log)
+
+    def starting(epochs):
+        clock.now += startup_s
+        starting.last_startup_s = startup_s
+        return parallel(epochs)
+
+    return serial, starting
+
+
+@pytest.mark.parametrize("startup", [0.5, 3.0])
+def test_one_epoch_fits_count_the_helpers_startup(clock, startup):
+    # parallel 1.0 per epoch, serial 2.0: for a fit of one epoch, the helpers'
+    # startup (measured at the last fit) is counted against the parallel twin.
+    # 0.5: still the faster, 3.0: serial, and a startup longer than a whole
+    # serial chunk is never probed again
+    log = []
+    serial, parallel = starting_twins(clock, 2.0, 1.0, startup, log)
+    R, R2 = _threads.TwinRunner.REPROBE, _threads.TwinRunner.REPROBE_WIDE
+    for _ in range(4 + R2 + 2):
+        drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 1)
+    modes = [mode for mode, _ in log]
+    assert modes[:4] == ["parallel", "parallel", "serial", "serial"]
+    if startup < 1.0:
+        # the parallel twin, with the serial one probed now and then
+        assert modes[4 : 4 + R + 1] == ["parallel"] * R + ["serial"]
+        assert modes[4:].count("serial") <= 2
+    else:
+        # probed every REPROBE_WIDE fits only: the startup is measured again
+        assert modes[4:] == ["serial"] * R2 + ["parallel", "serial"]
+
+
+def test_the_startup_of_the_first_call_is_not_learnt(clock):
+    # the first call of a process loads the kernel in the helpers too: its
+    # startup (100.0 here, 0.5 later) is not the one a later fit will pay
+    log = []
+    serial, parallel = twins(clock, 2.0, 1.0, log)
+
+    def starting(epochs):
+        startup = 100.0 if not log else 0.5
+        clock.now += startup
+        starting.last_startup_s = startup
+        return parallel(epochs)
+
+    for _ in range(6):
+        drive(_threads.TwinRunner(serial, starting, "k", parallel_ok=True), 1)
+    assert [mode for mode, _ in log] == ["parallel", "parallel", "serial", "serial", "parallel", "parallel"]
+
+
+def test_a_long_fit_pays_the_startup_once(clock):
+    # the same twins with a startup of 3.0: a fit of many epochs runs the
+    # parallel twin (3.0 once against 1.0 saved per epoch), and no startup is
+    # counted once this fit's helpers are started
+    log = []
+    serial, parallel = starting_twins(clock, 2.0, 1.0, 3.0, log)
+    drive(_threads.TwinRunner(serial, parallel, "k", parallel_ok=True), 12)
+    log.clear()
+    runner = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    assert runner.plan(4) == (True, 4)  # 4 epochs save 4.0 > 3.0
+    runner.run(True, 4, (4,))
+    assert runner._parallel_faster(1)  # started: 1.0 against 2.0
+    fresh = _threads.TwinRunner(serial, parallel, "k", parallel_ok=True)
+    assert fresh.plan(2) == (False, 2)  # 2 epochs save 2.0 < 3.0
+
+
 def test_serial_only_when_not_allowed(clock):
     log = []
     serial, parallel = twins(clock, 2.0, 1.0, log)
