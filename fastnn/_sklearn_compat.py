@@ -319,11 +319,13 @@ PRIVATE = (
     ),
     *(
         Private(
-            _MLP + cls + "._validate_input", "call",
-            "wrapped: class_weight and callbacks checked, then called",
+            _MLP + cls + "._validate_input", "reimplemented",
+            "wrapped: class_weight and callbacks checked; then, for a fitted estimator's plain "
+            "arrays, what it would return (fastnn._plain_input), else called",
             layouts={("self", "X", "y", "incremental", "reset"): _ALL},
+            reviewed={code: _ALL},
         )
-        for cls in ("MLPClassifier", "MLPRegressor")
+        for cls, code in (("MLPClassifier", "264553e94c27"), ("MLPRegressor", "5fd94bcde85a"))
     ),
     Private(
         "neural_network._base.LOSS_FUNCTIONS", "call",

@@ -80,6 +80,7 @@ from fastnn import _sklearn_compat as compat
 from fastnn.activation import Activation
 from fastnn._kernels import codes
 from fastnn._driver import Driver
+from fastnn._plain_input import binarized, plain_labels, plain_targets, plain_X
 from fastnn._runtime import Batches, Model, Optimizer
 from fastnn._threads import TwinRunner, blas_single_thread_for
 
@@ -358,8 +359,15 @@ class _FastnnMLPMixin:
 
     # ---------------------------------------- class_weight, callbacks, ...
     def _validate_input(self, X, y, incremental, reset):
-        # the first step of scikit-learn's _fit: the checks come before any work
+        # the first step of scikit-learn's _fit: the checks come before any work.
+        # A fitted estimator's plain arrays skip scikit-learn's checks, which
+        # would return them unchanged (fastnn._plain_input): they cost more
+        # than a partial_fit of tens of rows trains
         self._fastnn_check_new_params(X, incremental)
+        if not reset:
+            checked = self._fastnn_plain_input(X, y, incremental)
+            if checked is not None:
+                return checked
         return super()._validate_input(X, y, incremental, reset)
 
     def _fastnn_check_new_params(self, X, incremental):
@@ -443,10 +451,7 @@ class _FastnnMLPMixin:
         makes them (without its checks, a tenth of the time: this runs every epoch)."""
         if self._label_binarizer.y_type_.startswith("multilabel"):
             return np.asarray(labels).astype(bool)  # an indicator matrix already
-        index = np.searchsorted(self.classes_, labels)
-        if self.n_outputs_ == 1:  # binary: one unit, for classes_[1]
-            return (index == 1)[:, None]
-        return index[:, None] == np.arange(self.n_outputs_)
+        return binarized(np.searchsorted(self.classes_, labels), len(self.classes_))
 
     def _fastnn_end_callbacks(self, validation_score=None):
         """The callbacks after an epoch (or L-BFGS-B iteration); True to stop."""
@@ -456,7 +461,10 @@ class _FastnnMLPMixin:
     # ---------------------------------------------------------- prediction
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
-            X = compat.validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            plain = plain_X(self, X)  # (scikit-learn's checks would return it unchanged)
+            if plain is None:
+                plain = compat.validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            X = plain
         if scipy.sparse.issparse(X) or self.out_activation_ not in _OUT_CODES:
             self._fastnn_fallback("sparse input")
             return super()._forward_pass_fast(X, check_input=False)
@@ -1067,6 +1075,15 @@ class MLPClassifier(_FastnnMLPMixin, _SkMLPClassifier):
         self.callbacks = callbacks
         self.dropout = dropout
 
+    def _fastnn_plain_input(self, X, y, incremental):
+        # (X, bool targets) of a partial_fit on plain arrays and known labels,
+        # as scikit-learn's _validate_input makes them; None: its checks decide
+        if not incremental or self.warm_start or not hasattr(self, "classes_"):
+            return None  # (scikit-learn compares the sets of classes, or fits its binarizer)
+        X = plain_X(self, X)
+        targets = None if X is None else plain_labels(self._label_binarizer, y, X.shape[0])
+        return None if targets is None else (X, targets)
+
 
 class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
     __doc__ = (
@@ -1131,6 +1148,13 @@ class MLPRegressor(_FastnnMLPMixin, _SkMLPRegressor):
             super().__init__(**_sklearn_arguments(locals()))
             self.callbacks = callbacks
             self.dropout = dropout
+
+    def _fastnn_plain_input(self, X, y, incremental):
+        # (X, y) of a fitted estimator's fit or partial_fit on plain arrays, as
+        # scikit-learn's _validate_input returns them; None: its checks decide
+        X = plain_X(self, X)
+        y = None if X is None else plain_targets(y, X.shape[0])
+        return None if y is None else (X, y)
 
     @property
     def _fastnn_loss_code(self):
