@@ -52,6 +52,7 @@ release. This module imports scikit-learn; the rest of fastnn does not.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import warnings
 from numbers import Real
@@ -137,6 +138,13 @@ def _flat_layout(layer_units, activation="identity", out_code=codes.IDENTITY, dr
     layer_codes = [activation_code(entry) for entry in hidden] + [out_code]
     functions = activation_addresses(hidden, dtype)
     return kl.build(layer_units, layer_codes, weights_first=True, dropout=dropout, functions=functions)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_layout(*args):
+    # _flat_layout's result, remembered: a partial_fit or predict of a few rows
+    # asks for it at every call (25 us), and it never changes
+    return _flat_layout(*args)
 
 
 def _pack(arrays, dtype):
@@ -325,7 +333,13 @@ class _FastnnMLPMixin:
     def _fastnn_layout(self, layer_units, dtype):
         """``(layout, n_params)`` of the network in ``dtype``, with its activations and dropout."""
         rates = self._fastnn_dropout(len(layer_units) - 2)
-        return _flat_layout(layer_units, self.activation, _OUT_CODES[self.out_activation_], rates, dtype)
+        args = (tuple(int(u) for u in layer_units), self.activation, _OUT_CODES[self.out_activation_],
+                tuple(rates), np.dtype(dtype))  # fmt: skip
+        try:
+            layout, size = _remembered_layout(*args)
+        except TypeError:  # an activation that is not hashable (a list of names)
+            return _flat_layout(*args)
+        return layout.copy(), size
 
     def _fastnn_dropout(self, n_hidden):
         """One dropout rate per hidden layer (errors name ``dropout``)."""
