@@ -8,6 +8,8 @@ scikit-learn's digits and breast_cancer data and on ``make_regression`` /
 held-out score of the fitted model is stored in ``extra_info`` so that the
 speed can be read beside the accuracy. ``fastnn.sklearn.sklearn_comparison``
 measures the same table without pytest-benchmark (``fastnn bench`` uses it).
+``test_partial_fit_stream`` and ``test_predict_rows`` time the calls of a
+stream of small batches: ``partial_fit`` and ``predict`` of a few rows.
 """
 
 import time
@@ -56,3 +58,44 @@ def test_fit(benchmark, workload, engine, solver, dtype):
     )
     benchmark.extra_info["score"] = float(model.score(X_test, y_test))
     benchmark.extra_info["n_iter"] = int(model.n_iter_)
+
+
+STREAM_ROWS = 1347  # digits' training split
+
+
+@pytest.mark.parametrize("rows", [1, 10, 50, 200])
+@pytest.mark.parametrize("engine", ["sklearn", "fastnn"])
+def test_partial_fit_stream(benchmark, engine, rows):
+    """One pass of ``partial_fit`` calls of ``rows`` rows each over digits
+    (its training split): a stream of small batches, where each call's own
+    cost (the input checks, the setup of the epoch) counts as much as the
+    training."""
+    kind, X, y = WORKLOADS["digits"]
+    X_train, _, y_train, _ = train_test_split(X, y, random_state=0)
+    cls = CLASSES[engine, kind]
+    benchmark.group = f"digits partial_fit stream, {rows} rows a call"
+    starts = range(0, STREAM_ROWS - rows + 1, rows)
+    model = cls(random_state=0).partial_fit(X_train[:rows], y_train[:rows], classes=sorted(set(y)))
+
+    def stream():
+        for start in starts:
+            model.partial_fit(X_train[start : start + rows], y_train[start : start + rows])
+
+    stream()  # compile or load the kernels, warm the caches
+    benchmark.pedantic(stream, setup=lambda: time.sleep(fsk.SETTLE_S), rounds=5, iterations=1)
+    benchmark.extra_info["calls"] = len(starts)
+
+
+@pytest.mark.parametrize("rows", [1, 10, 200])
+@pytest.mark.parametrize("engine", ["sklearn", "fastnn"])
+def test_predict_rows(benchmark, engine, rows):
+    """``predict`` of ``rows`` rows by a model fitted on digits: for a few rows,
+    the call's own cost."""
+    kind, X, y = WORKLOADS["digits"]
+    X_train, X_test, y_train, _ = train_test_split(X, y, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = CLASSES[engine, kind](random_state=0, max_iter=20).fit(X_train, y_train)
+    benchmark.group = f"digits predict, {rows} rows"
+    model.predict(X_test[:rows])
+    benchmark(model.predict, X_test[:rows])
