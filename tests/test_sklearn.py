@@ -672,3 +672,22 @@ def test_blas_thread_limit_is_restored_after_fit():
     fsk.MLPClassifier(solver="lbfgs", max_iter=3, **BASE).fit(X, y)
     after = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     assert [a for a in after if a[0] in dict(before)] == before
+
+
+def test_remembered_layouts_are_copies_and_a_list_of_activations_is_built_each_time():
+    from fastnn._kernels import codes
+
+    est = fsk.MLPClassifier(hidden_layer_sizes=(4, 3), activation="tanh")
+    est.out_activation_ = "softmax"
+    units = [5, 4, 3, 2]
+    first, size = est._fastnn_layout(units, np.float64)
+    expected = fsk._flat_layout(units, "tanh", codes.SOFTMAX, [0.0, 0.0], np.float64)
+    np.testing.assert_array_equal(first, expected[0])
+    first[...] = -7  # a caller's copy: the next call is not changed
+    again, size_again = est._fastnn_layout(units, np.float64)
+    np.testing.assert_array_equal(again, expected[0])
+    assert size == size_again == expected[1]
+    est.activation = ["tanh", "relu"]  # a list (not hashable): built, not remembered
+    mixed, _ = est._fastnn_layout(units, np.float64)
+    np.testing.assert_array_equal(mixed, fsk._flat_layout(units, ["tanh", "relu"], codes.SOFTMAX)[0])
+    assert not np.array_equal(mixed, again)
