@@ -121,10 +121,13 @@ Result keys (:func:`profile`; the ``--json`` file is this dict)
     ``reference_step_alloc_peak_bytes``, ``reference_step_peak_bytes``,
     ``max_rss_bytes``, ``method`` (``"tracemalloc"``).
 ``training_step``
-    ``seconds`` (median of ``steps`` full-batch steps of ``MLP.fit`` on the
-    same shapes: the runtime users train with), ``runtime`` (``"tiled"``
-    for large products, else ``"twins"``), ``threads`` (the tiled runtime's
-    workers, else ``None``).
+    ``seconds`` (a full-batch step of ``MLP.fit`` on the same shapes, the
+    runtime users train with: the median of ``steps`` fits of
+    ``steps_per_fit`` steps each, per step), ``runtime`` (``"tiled"`` for
+    large products, else ``"twins"``), ``threads`` (the tiled runtime's
+    workers, else ``None``), ``steps_per_fit`` (1 for a step of 20 ms or
+    more; for shorter steps as many as make a fit of about 20 ms, at most
+    100, so that each call's own cost is a few percent at most).
 ``roofline``
     the least time of a step (:func:`roofline`): ``gemm_seconds`` (the
     ``3 L - 1`` matrix products' FLOPs at ``machine.gemm_gflops``),
@@ -894,16 +897,30 @@ def _training_step(sizes, nb, dt, activation, output_activation, bias, learning_
     try:
         workers = numba.get_num_threads()
         model.fit(X, Y, epochs=1, learning_rate=learning_rate)  # compile or load, warm the caches
+        single = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model.fit(X, Y, epochs=1, learning_rate=learning_rate)
+            single.append(time.perf_counter() - start)
+        # each timed fit runs enough steps for the call's own cost (its
+        # checks and setup, about 0.3 ms) to be a few percent at most: one
+        # fit of one step of 64-100-10 in batches of 200 took 0.41 ms, a step
+        # of a fit of many 0.15 ms
+        per_fit = int(min(MAX_STEPS_PER_FIT, max(1, round(FIT_SECONDS / min(single)))))
         times = []
         for _ in range(steps):
             start = time.perf_counter()
-            model.fit(X, Y, epochs=1, learning_rate=learning_rate)
-            times.append(time.perf_counter() - start)
+            model.fit(X, Y, epochs=per_fit, learning_rate=learning_rate)
+            times.append((time.perf_counter() - start) / per_fit)
     finally:
         numba.set_num_threads(before)
     tiled = tiled_for(sizes, nb)
     return {"seconds": float(np.median(times)), "runtime": "tiled" if tiled else "twins",
-            "threads": workers if tiled else None}
+            "threads": workers if tiled else None, "steps_per_fit": per_fit}
+
+
+FIT_SECONDS = 0.02  # the least time of one timed fit of _training_step
+MAX_STEPS_PER_FIT = 100
 
 
 def _timed_phases(model, seconds, gemm, bandwidth):
@@ -1068,8 +1085,8 @@ def _table(header, rows, align):
     return out
 
 
-def _roofline_lines(r):
-    """The roofline block of :func:`format_profile`."""
+def _roofline_lines(r, per_fit=1):
+    """The roofline block of :func:`format_profile` (``per_fit``: steps per timed fit)."""
     lines = [
         f"roofline of a step: {_ms(r['seconds'])} ms (GEMM part + memory part)",
         f"  GEMM    {_ms(r['gemm_seconds'])} ms: {r['matmul_phases']} matrix products, "
@@ -1078,7 +1095,8 @@ def _roofline_lines(r):
         f"written once and read once at {r['bandwidth_gbs']:.1f} GB/s",
     ]
     if r.get("step_seconds") is not None:
-        lines.append(f"training step (MLP.fit) {_ms(r['step_seconds'])} ms = {r['ratio']:.2f}x the roofline")
+        timed = f", fits of {per_fit} steps" if per_fit > 1 else ""
+        lines.append(f"training step (MLP.fit{timed}) {_ms(r['step_seconds'])} ms = {r['ratio']:.2f}x the roofline")
     return lines
 
 
@@ -1098,7 +1116,8 @@ def format_profile(result):
     ]
     lines += _phase_table(result) + [""]
     if result.get("roofline"):
-        lines += _roofline_lines(result["roofline"]) + [""]
+        per_fit = result.get("training_step", {}).get("steps_per_fit", 1)
+        lines += _roofline_lines(result["roofline"], per_fit) + [""]
     grows = []
     for g in GROUPS + ("step",):
         e = result["groups"][g]

@@ -459,3 +459,27 @@ def test_threads_limit_is_applied_and_restored():
     assert blas_threads() == before
     with pytest.raises(ValueError, match="threads"):
         profiling.profile([4, 6, 2], 3, threads=0, **FAST)
+
+
+def test_the_training_step_is_timed_in_fits_of_many_steps_when_steps_are_short(monkeypatch, result):
+    # a fit of one short step is mostly the call's own cost: the step is timed
+    # in fits of enough steps to make FIT_SECONDS (counted here, with a fake
+    # MLP.fit whose call costs 1.0 and each step 0.01)
+    import fastnn
+
+    clock = {"now": 0.0, "fits": []}
+
+    def fake_fit(self, X, Y, epochs=1, learning_rate=None):
+        clock["now"] += 1.0 + 0.01 * epochs
+        clock["fits"].append(epochs)
+        return self
+
+    monkeypatch.setattr(fastnn.MLP, "fit", fake_fit)
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(profiling, "FIT_SECONDS", 20.2)  # 20x one fit of one step
+    step = profiling._training_step([4, 6, 2], 8, np.dtype("float64"), "sigmoid", "sigmoid", False,
+                                    0.1, 3, 0, None)
+    assert step["steps_per_fit"] == 20 and clock["fits"] == [1, 1, 1, 1, 20, 20, 20]
+    assert step["seconds"] == pytest.approx((1.0 + 0.2) / 20)
+    text = profiling.format_profile(dict(result, training_step=step))
+    assert "training step (MLP.fit, fits of 20 steps)" in text
