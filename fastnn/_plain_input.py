@@ -82,3 +82,21 @@ def binarized(index, n_classes):
     if n_classes == 2:
         return (index == 1)[:, None]
     return index[:, None] == np.arange(n_classes)
+
+
+def predicted_labels(binarizer, scores):
+    """``binarizer.inverse_transform(scores)`` for a classifier's output
+    ``scores`` (a NumPy array: one column per class, or 1-D for two classes),
+    when ``binarizer`` was fitted on dense binary or multiclass labels with
+    its default labels: the class of the highest score, or the second class
+    where the score of two classes is above 0.5. Else None."""
+    if binarizer.y_type_ not in ("binary", "multiclass") or binarizer.sparse_input_:
+        return None
+    if (binarizer.pos_label, binarizer.neg_label) != (1, 0) or type(scores) is not np.ndarray:
+        return None
+    classes = binarizer.classes_
+    if binarizer.y_type_ == "multiclass" and scores.ndim == 2 and scores.shape[1] == len(classes):
+        return classes[scores.argmax(axis=1)]
+    if binarizer.y_type_ == "binary" and scores.ndim == 1 and len(classes) == 2:
+        return classes[(scores > 0.5).astype(np.intp)]
+    return None

@@ -267,6 +267,13 @@ PRIVATE = (
         layouts={("self", "X", "check_input"): _ALL},
         reviewed={"39e2d9622ccc": _ALL},
     ),
+    Private(
+        _MLP + "MLPClassifier._predict", "override",
+        "predicted labels: a plain binarizer's picked without inverse_transform's checks "
+        "(fastnn._plain_input.predicted_labels), else inverse_transform",
+        layouts={("self", "X", "check_input"): _ALL},
+        reviewed={"f50886d04ad7": _ALL},
+    ),
     # --- code whose rules and arithmetic the kernels repeat
     Private(
         _MLP + "BaseMultilayerPerceptron._backprop", "reimplemented",
@@ -311,6 +318,21 @@ PRIVATE = (
         _OPT + "AdamOptimizer._get_updates", "reimplemented", "Adam's step",
         reviewed={"593d8fb4dc20": _ALL},
     ),
+    *(
+        Private(
+            "preprocessing._label." + name, "reimplemented",
+            "the labels of a plain binarizer's scores (fastnn._plain_input.predicted_labels)",
+            reviewed=reviewed,
+        )
+        for name, reviewed in (
+            ("LabelBinarizer.inverse_transform",
+             {"f4df6347c1f2": "1.6.1-1.7.2", "40ea27ecda67": "1.8.0", "e1377c6a0137": "1.9.0-1.9.1"}),
+            ("_inverse_binarize_multiclass",
+             {"0b3eb188ffba": "1.6.1-1.7.2", "595c07c501de": "1.8.0-1.9.1"}),
+            ("_inverse_binarize_thresholding",
+             {"825fecfb719a": "1.6.1-1.7.2", "992a3cb151ed": "1.8.0", "8106da1d2e0f": "1.9.0-1.9.1"}),
+        )
+    ),  # fmt: skip
     # --- functions and constructors fastnn calls
     Private(
         _MLP + "BaseMultilayerPerceptron._initialize", "call",

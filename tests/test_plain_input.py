@@ -251,3 +251,59 @@ def test_a_stream_of_partial_fits_is_the_same_either_way(kind, monkeypatch):
         np.testing.assert_array_equal(pa, pc)
     else:
         np.testing.assert_allclose(pa, pc, rtol=0, atol=1e-12)
+
+
+def fitted_binarizer(labels):
+    from sklearn.preprocessing import LabelBinarizer
+
+    return LabelBinarizer().fit(labels)
+
+
+SCORE_CASES = {
+    "multiclass": (np.array([3, 7, 9]), _rng.rand(50, 3)),
+    "strings": (np.array(["a", "b", "c", "d"]), _rng.rand(50, 4)),
+    "ties and nan": (np.array([3, 7, 9]), np.array([[0.2, 0.2, 0.1], [np.nan, 0.5, 0.9],
+                                                    [0.4, np.nan, np.nan], [0.0, 0.0, 0.0]])),
+    "binary": (np.array([0, 1]), np.concatenate([_rng.rand(40), [0.5, np.nan, 0.5000001]])),
+    "binary strings": (np.array(["no", "yes"]), _rng.rand(30)),
+    "float32": (np.array([3, 7, 9]), _rng.rand(20, 3).astype(np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", list(SCORE_CASES))
+def test_predicted_labels_are_the_binarizers(case):
+    labels, scores = SCORE_CASES[case]
+    binarizer = fitted_binarizer(labels)
+    ours = plain.predicted_labels(binarizer, scores)
+    theirs = binarizer.inverse_transform(scores)
+    assert ours is not None
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_predicted_labels_decline_what_they_do_not_cover():
+    multiclass = fitted_binarizer(np.array([3, 7, 9]))
+    assert plain.predicted_labels(multiclass, _rng.rand(5, 4)) is None  # a column too many
+    assert plain.predicted_labels(multiclass, _rng.rand(5, 3).tolist()) is None
+    assert plain.predicted_labels(multiclass, _rng.rand(5)) is None
+    binary = fitted_binarizer(np.array([0, 1]))
+    assert plain.predicted_labels(binary, _rng.rand(5, 2)) is None
+    multilabel = fitted_binarizer(np.array([[0, 1], [1, 1]]))
+    assert plain.predicted_labels(multilabel, _rng.rand(5, 2)) is None
+    import scipy.sparse
+
+    sparse = fitted_binarizer(scipy.sparse.csr_matrix(np.array([[0, 1], [1, 0], [1, 0]])))
+    assert plain.predicted_labels(sparse, _rng.rand(5, 2)) is None
+
+
+@pytest.mark.parametrize("labels", [LABELS, np.array(["no", "yes"])])
+def test_predict_is_sklearns(labels, monkeypatch):
+    y = labels[np.arange(40) % len(labels)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = fsk.MLPClassifier(**SMALL).fit(X, y)
+        theirs = SkClassifier(**SMALL).fit(X, y)
+    fast = ours.predict(X)
+    np.testing.assert_array_equal(fast, theirs.predict(X))
+    monkeypatch.setattr(fsk, "predicted_labels", lambda *args: None)
+    np.testing.assert_array_equal(fast, ours.predict(X))
