@@ -11,7 +11,9 @@ by::
 and the same code trains the same networks, faster. The estimators subclass
 scikit-learn's own classes, so that parameters, defaults, input validation,
 ``classes_`` handling, ``partial_fit``, ``warm_start``, scoring and every
-fitted attribute behave exactly as scikit-learn's. What is replaced is the
+fitted attribute behave exactly as scikit-learn's. (A fitted model's plain
+arrays skip scikit-learn's input checks where those would return them
+unchanged: ``fastnn._plain_input``.) What is replaced is the
 work: the mini-batch epochs of the ``"sgd"`` and ``"adam"`` solvers run in
 compiled calls of up to 20 epochs each (one per epoch when something must
 happen in Python between epochs: ``verbose``, ``early_stopping``,
