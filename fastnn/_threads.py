@@ -127,8 +127,9 @@ class TwinRunner:
             self._learned["since_probe"] = 0
             return last, min(remaining, self.PROBE)
         every = self.REPROBE_WIDE if self._learned["wide"] >= self.WIDE_PROBES else self.REPROBE
-        best = best and self._parallel_faster(min(remaining, self.CHUNK))  # its helpers' startup counted
-        if not (best or self._may_win(remaining)):
+        epochs = min(remaining, self.CHUNK)
+        best = best and self._parallel_faster(epochs)  # its helpers' startup counted
+        if not (best or self._may_win(epochs)):
             every = self.REPROBE_WIDE  # (a probe only measures the startup again)
         if self._learned["since_probe"] >= every:
             self._learned["since_probe"] = 0
@@ -146,16 +147,19 @@ class TwinRunner:
         # 200 rows of digits, one step, took 316 us in all on the parallel
         # twin (about 200 us of it starting the helper) against 150 us on
         # the serial one.
-        startup = 0.0 if self._started else self._learned["startup"]
-        return self.per_epoch[True] * epochs + startup < self.per_epoch[False] * epochs
+        return self.per_epoch[True] * epochs + self._startup() < self.per_epoch[False] * epochs
 
-    def _may_win(self, remaining):
-        # whether the parallel twin could run this fit's next chunk faster at
-        # all: not when starting its helpers takes longer than the serial
-        # twin's whole chunk (then it is probed only every REPROBE_WIDE chunks,
-        # which measures its startup again)
-        epochs = min(remaining, self.CHUNK)
-        return self._started or self._learned["startup"] < self.per_epoch[False] * epochs
+    def _may_win(self, epochs):
+        # whether the parallel twin could run a chunk of `epochs` epochs
+        # faster at all: not when starting its helpers takes longer than the
+        # serial twin's whole chunk (then it is probed only every
+        # REPROBE_WIDE chunks, which measures its startup again)
+        return self._startup() < self.per_epoch[False] * epochs
+
+    def _startup(self):
+        # what starting the parallel twin's helpers would add to this fit's
+        # next parallel chunk: nothing once this fit has started them
+        return 0.0 if self._started else self._learned["startup"]
 
     def run(self, use_parallel, epochs, args):
         """Run one chunk: ``args`` are the twins' arguments, for ``epochs`` epochs.
