@@ -61,19 +61,25 @@ def plain_labels(binarizer, y, n_rows):
     ``y`` is a 1-D array of integer or string labels, one per row, all of them
     among ``binarizer.classes_`` (two or more, of the same kind); else None."""
     classes = binarizer.classes_
-    if type(y) is not np.ndarray or y.ndim != 1 or y.shape[0] != n_rows:
+    if type(y) is not np.ndarray or y.ndim != 1 or y.shape[0] != n_rows or not _plain(binarizer):
         return None
     kinds = {y.dtype.kind, classes.dtype.kind}
     if not (kinds <= set("iu") or kinds == {"U"}) or len(classes) < 2:
-        return None
-    if binarizer.y_type_ not in ("binary", "multiclass") or binarizer.sparse_output:
-        return None
-    if (binarizer.pos_label, binarizer.neg_label) != (1, 0):
         return None
     index = np.searchsorted(classes, y)
     if index.size and (index.max() >= len(classes) or not np.array_equal(classes[index], y)):
         return None  # a label scikit-learn would reject
     return binarized(index, len(classes))
+
+
+def _plain(binarizer):
+    # a LabelBinarizer fitted on dense binary or multiclass labels, with its
+    # default labels (1 and 0) and dense output
+    if binarizer.y_type_ not in ("binary", "multiclass"):
+        return False
+    if binarizer.sparse_input_ or binarizer.sparse_output:
+        return False
+    return (binarizer.pos_label, binarizer.neg_label) == (1, 0)
 
 
 def binarized(index, n_classes):
@@ -90,9 +96,7 @@ def predicted_labels(binarizer, scores):
     when ``binarizer`` was fitted on dense binary or multiclass labels with
     its default labels: the class of the highest score, or the second class
     where the score of two classes is above 0.5. Else None."""
-    if binarizer.y_type_ not in ("binary", "multiclass") or binarizer.sparse_input_:
-        return None
-    if (binarizer.pos_label, binarizer.neg_label) != (1, 0) or type(scores) is not np.ndarray:
+    if type(scores) is not np.ndarray or not _plain(binarizer):
         return None
     classes = binarizer.classes_
     if binarizer.y_type_ == "multiclass" and scores.ndim == 2 and scores.shape[1] == len(classes):

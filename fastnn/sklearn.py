@@ -83,6 +83,7 @@ from fastnn import _sklearn_compat as compat
 from fastnn.activation import Activation
 from fastnn._kernels import codes
 from fastnn._driver import Driver
+from fastnn._plain_input import FLOATS as _FLOATS
 from fastnn._plain_input import binarized, plain_labels, plain_targets, plain_X, predicted_labels
 from fastnn._runtime import Batches, Model, Optimizer
 from fastnn._threads import TwinRunner, blas_single_thread_for
@@ -101,7 +102,6 @@ _OUT_CODES = {
     "softmax": codes.SOFTMAX,
     "exp": codes.EXP,
 }
-_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 # scikit-learn's hidden activations, and those fastnn adds (its kernels only)
