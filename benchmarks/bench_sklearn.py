@@ -60,9 +60,6 @@ def test_fit(benchmark, workload, engine, solver, dtype):
     benchmark.extra_info["n_iter"] = int(model.n_iter_)
 
 
-STREAM_ROWS = 1347  # digits' training split
-
-
 @pytest.mark.parametrize("rows", [1, 10, 50, 200])
 @pytest.mark.parametrize("engine", ["sklearn", "fastnn"])
 def test_partial_fit_stream(benchmark, engine, rows):
@@ -74,7 +71,7 @@ def test_partial_fit_stream(benchmark, engine, rows):
     X_train, _, y_train, _ = train_test_split(X, y, random_state=0)
     cls = CLASSES[engine, kind]
     benchmark.group = f"digits partial_fit stream, {rows} rows a call"
-    starts = range(0, STREAM_ROWS - rows + 1, rows)
+    starts = range(0, X_train.shape[0] - rows + 1, rows)
     model = cls(random_state=0).partial_fit(X_train[:rows], y_train[:rows], classes=sorted(set(y)))
 
     def stream():
