@@ -1,4 +1,21 @@
-"""`MLP`: the general multilayer-perceptron engine of fastnn."""
+"""`MLP`: the general multilayer perceptron, a thin facade over the training driver.
+
+`MLP` checks its arguments and data (``fastnn._validation``: a clear
+``ValueError`` or ``TypeError`` naming the argument, and the model left as
+it was), turns them into the three bundles the kernels take (`Model`,
+`Optimizer`, `Batches`, from ``fastnn._runtime``) and hands them to
+``fastnn._driver.Driver``, which picks the kernel and the threads and runs
+whole chunks of epochs in one compiled call each. The scikit-learn
+estimators (``fastnn.sklearn``) go through the same driver.
+
+Why it is built this way: on small layers Python's dispatch costs more than
+the arithmetic, so nothing runs per step in Python; the facade only acts
+between chunks (the callback, the history, the divergence contract: replay
+to the last good epoch and raise `DivergenceError`). Activations, losses
+and optimizers reach the kernels as the integer codes of
+``fastnn._kernels.codes``, looked up by name: the facade maps names to
+codes; the training math is all in the kernels.
+"""
 
 from __future__ import annotations
 
