@@ -2,13 +2,14 @@
 
 The class keeps the tutorial's constructor, attributes and methods
 (``feedforward``, ``backprop``), so that the tutorial's script runs on it
-unchanged and prints the same numbers, and adds ``train(iterations)``, the
+unchanged and prints the same numbers (to 1e-12), and adds ``train(iterations)``, the
 whole loop in one compiled call. The tutorial lets its users replace or edit
 any attribute between calls, so every method first brings the arrays it
 reads back to contiguous arrays of the model's dtype and shape (checked,
 with an error naming the attribute) before a kernel sees them. The kernels
-(``fastnn._kernels.tutorial``) are plain loops: at 4x3 by 3x4 a BLAS call
-costs more than the arithmetic. ``fastnn.reference.NeuralNetwork`` is the
+(``fastnn._kernels.tutorial``) are plain loops at the tutorial's sizes,
+where a BLAS call costs more than the arithmetic, and hand the products of
+larger hidden layers to BLAS. ``fastnn.reference.NeuralNetwork`` is the
 same math in NumPy, the oracle of the tests and the baseline of the
 benchmarks.
 """
